@@ -1,0 +1,1 @@
+"""Native kernels wrapped for Python: validation, allocation and device dispatch."""

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Developer build: compiles drift._C into build/<name> and copies it into python/drift/, so
+# that `PYTHONPATH=python pytest` runs against the working tree without reinstalling.
+# Usage: scripts/dev_build.sh [build-name] [extra cmake -D args...]  (DRIFT_CUDA=OFF default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name="${1:-dev}"; shift || true
+py="${PYTHON:-python}"
+cmake -S . -B "build/$name" -G Ninja -DDRIFT_CUDA="${DRIFT_CUDA:-OFF}" \
+  -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$py")" "$@" >/dev/null
+cmake --build "build/$name" -j "${JOBS:-2}"
+cp "build/$name"/_C*.so python/drift/
