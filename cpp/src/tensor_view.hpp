@@ -58,6 +58,7 @@ struct TensorView {
     return n;
   }
   bool is_contiguous() const {
+    if (numel() == 0) return true;
     int64_t expected = 1;
     for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
       if (shape[i] != 1 && strides[i] != expected) return false;
@@ -83,7 +84,6 @@ inline TensorView view_from_capsule(PyObject* capsule, const char* arg) {
   if (t.dtype.lanes != 1) fail(std::string(arg) + ": vector dtypes are not supported");
   const auto code = t.dtype.code;
   const auto bits = t.dtype.bits;
-  size_t itemsize = bits / 8;
   if (code == dlpack::kInt && bits == 32) v.dtype = DType::kInt32;
   else if (code == dlpack::kInt && bits == 64) v.dtype = DType::kInt64;
   else if ((code == dlpack::kBool || code == dlpack::kUInt) && bits == 8) v.dtype = DType::kBool;
@@ -107,7 +107,6 @@ inline TensorView view_from_capsule(PyObject* capsule, const char* arg) {
   }
   v.data = static_cast<char*>(t.data) + t.byte_offset;
   if (v.numel() > 0 && t.data == nullptr) fail(std::string(arg) + ": null data pointer");
-  (void)itemsize;
   return v;
 }
 

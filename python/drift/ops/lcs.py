@@ -60,8 +60,8 @@ def lcs_mask(
     table back from the ends of both sequences; when the two current tokens are equal they
     are matched; otherwise the current token of ``y`` is dropped (marked a difference) if the
     LCS length stays the same without it, else the current token of ``y_prime`` is dropped.
-    In effect, among equally long LCSs this picks the one that matches as late as possible
-    in ``y``.
+    Example: ``y = [1, 2]``, ``y' = [2, 1]`` keeps the ``1`` of both (masks ``[F, T]``,
+    ``[T, F]``).
 
     Raises:
         TypeError: non-integer ids, unsupported input kinds, mixed kinds.
