@@ -3,22 +3,42 @@
 Public API:
 
 - :func:`lcs_mask` - batched longest-common-subsequence masks (DAM, METHOD.md section 1);
+- :func:`token_logps`, :func:`oal_loss`, :func:`spin_loss`, :func:`dam_loss`, :func:`drift_loss`,
+  :class:`DriftLoss` - the fused training losses (METHOD.md sections 1-3);
 - :func:`build_info`, :func:`cuda_available`, :func:`set_num_threads`, :func:`get_num_threads`;
 - :mod:`drift.reference` - plain-Python/PyTorch reference implementations for tests.
 """
 
 from drift._native import build_info, cuda_available, get_num_threads, set_num_threads
 from drift.ops.lcs import LcsMasks, lcs_mask
+from drift.losses import (
+    DriftLoss,
+    DriftLossOutput,
+    SelfPlayLoss,
+    dam_loss,
+    drift_loss,
+    oal_loss,
+    spin_loss,
+    token_logps,
+)
 from drift import reference
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DriftLoss",
+    "DriftLossOutput",
     "LcsMasks",
+    "SelfPlayLoss",
     "build_info",
     "cuda_available",
+    "dam_loss",
+    "drift_loss",
     "get_num_threads",
     "lcs_mask",
+    "oal_loss",
     "reference",
     "set_num_threads",
+    "spin_loss",
+    "token_logps",
 ]

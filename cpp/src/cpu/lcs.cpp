@@ -105,6 +105,16 @@ void lcs_batch(const LcsArgs& args) {
     if (yp_len[b] < 0 || yp_len[b] > N)
       fail("y_prime_lengths: entry " + std::to_string(b) + " is " + std::to_string(yp_len[b]) + ", expected 0.." + std::to_string(N));
   }
+  // Token ids are hashed, never used as indices, but a negative id inside the lengths is
+  // almost always undeclared padding (-100): refuse it like the Python layer does on CUDA.
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < y_len[b]; ++i)
+      if (static_cast<int64_t>(y[b * M + i]) < 0)
+        fail("y: negative token ids inside the valid lengths; pass pad_id or lengths to mark padding");
+    for (int64_t j = 0; j < yp_len[b]; ++j)
+      if (static_cast<int64_t>(yp[b * N + j]) < 0)
+        fail("y_prime: negative token ids inside the valid lengths; pass pad_id or lengths to mark padding");
+  }
   uint8_t* mask_y = args.mask_y.ptr<uint8_t>();
   uint8_t* mask_yp = args.mask_y_prime.ptr<uint8_t>();
   int64_t* out = args.lcs_len.ptr<int64_t>();

@@ -138,7 +138,7 @@ def _lcs_mask_sequences(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMa
 
 
 def _lengths(
-    given: Any, ids: torch.Tensor, name: str, ids_name: str, pad_id: Optional[int]
+    given: Any, ids: torch.Tensor, name: str, ids_name: str, pad_id: Optional[int], check_range: bool
 ) -> torch.Tensor:
     batch, width = ids.shape
     if given is None:
@@ -159,7 +159,7 @@ def _lengths(
         raise ValueError(f"{name}: expected shape (B,) = ({batch},), got {tuple(given.shape)}")
     require_same_device(given, name, ids, ids_name)
     given = given.to(torch.int64).contiguous()
-    if batch and (bool((given < 0).any()) or bool((given > width).any())):
+    if check_range and batch and (bool((given < 0).any()) or bool((given > width).any())):
         bad = given[(given < 0) | (given > width)][0].item()
         raise ValueError(f"{name}: lengths must lie in 0..{width} (the width of {ids_name}), found {bad}")
     return given
@@ -179,10 +179,14 @@ def _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMask
     if y_prime.dtype not in (torch.int32, torch.int64):
         y_prime = y_prime.to(torch.int64)
     y, y_prime = y.contiguous(), y_prime.contiguous()
-    y_len = _lengths(y_lengths, y, "y_lengths", "y", pad_id)
-    yp_len = _lengths(y_prime_lengths, y_prime, "y_prime_lengths", "y_prime", pad_id)
-    _check_nonnegative(y, y_len, "y")
-    _check_nonnegative(y_prime, yp_len, "y_prime")
+    # On CPU the native driver range-checks lengths and ids itself in one pass (cheaper than
+    # torch reductions, whose OpenMP workers would also compete with the driver's threads).
+    host_checks = y.device.type != "cpu"
+    y_len = _lengths(y_lengths, y, "y_lengths", "y", pad_id, host_checks)
+    yp_len = _lengths(y_prime_lengths, y_prime, "y_prime_lengths", "y_prime", pad_id, host_checks)
+    if host_checks:
+        _check_nonnegative(y, y_len, "y")
+        _check_nonnegative(y_prime, yp_len, "y_prime")
 
     batch, m = y.shape
     n = y_prime.shape[1]

@@ -1,0 +1,268 @@
+"""The DRIFT training losses (METHOD.md sections 1-3), on top of the fused ops in ``drift.ops``.
+
+- :func:`token_logps` - per-token log-probs of the labels (fused selective log-softmax);
+- :func:`oal_loss` - the occurrence-aware loss (fused, METHOD.md section 2);
+- :func:`spin_loss`, :func:`dam_loss` - the logistic self-play losses on sequence sums;
+- :func:`drift_loss` / :class:`DriftLoss` - ``L_DAM + oal_weight * L_OAL`` from logits.
+
+Label alignment is the caller's job everywhere: ``logits[b, t]`` scores ``labels[b, t]``
+(shift by one for a causal LM, as for cross-entropy).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+from drift._checks import require_rank, require_same_device, require_shape, require_tensor
+from drift.ops.oal import oal_loss
+from drift.ops.token_logps import token_logps
+
+__all__ = [
+    "DriftLoss",
+    "DriftLossOutput",
+    "SelfPlayLoss",
+    "dam_loss",
+    "drift_loss",
+    "oal_loss",
+    "spin_loss",
+    "token_logps",
+]
+
+
+class SelfPlayLoss(NamedTuple):
+    """Result of :func:`spin_loss` / :func:`dam_loss`.
+
+    ``loss``: scalar, mean over the batch of ``-logsigmoid(margins)`` (differentiable);
+    ``chosen_rewards`` / ``rejected_rewards``: (B,) ``beta * (policy - reference)``, detached;
+    ``margins``: (B,) ``chosen_rewards - rejected_rewards``, detached.
+    """
+
+    loss: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    margins: torch.Tensor
+
+
+class DriftLossOutput(NamedTuple):
+    """Result of :func:`drift_loss`.
+
+    ``loss`` = ``self_play_loss + oal_weight * oal_loss`` (scalar, differentiable);
+    ``self_play_loss``, ``oal_loss``: the two scalar parts (``oal_loss`` is a zero tensor when
+    ``oal_weight == 0``); ``chosen_rewards``, ``rejected_rewards``, ``margins``: (B,), detached.
+    """
+
+    loss: torch.Tensor
+    self_play_loss: torch.Tensor
+    oal_loss: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+    margins: torch.Tensor
+
+
+def _check_beta(beta: float) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+        raise TypeError(f"beta: expected a float, got {type(beta).__name__}")
+    if not math.isfinite(beta) or beta <= 0:
+        raise ValueError(f"beta: expected a finite value > 0, got {beta}")
+    return float(beta)
+
+
+def _check_sequence_logps(x: object, name: str, ref: Optional[torch.Tensor], ref_name: str) -> torch.Tensor:
+    x = require_tensor(x, name)
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor of log-probs, got {x.dtype}")
+    require_rank(x, name, 1, "(B,)")
+    if ref is not None:
+        require_same_device(x, name, ref, ref_name)
+        require_shape(x, name, tuple(ref.shape), "(B,)")
+    return x
+
+
+def spin_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    *,
+    beta: float = 0.1,
+) -> SelfPlayLoss:
+    """The SPIN logistic loss on sequence log-prob sums (METHOD.md, "SPIN").
+
+    Args:
+        policy_chosen_logps, policy_rejected_logps: (B,) floating log-probs of the chosen
+            (ground-truth ``y``) and rejected (generated ``y'``) responses under the policy.
+        reference_chosen_logps, reference_rejected_logps: (B,) the same under the reference
+            (the opponent ``pi_t``); treated as constants.
+        beta: the inverse temperature (> 0).
+
+    Returns:
+        :class:`SelfPlayLoss`: ``loss = mean_b -logsigmoid(beta*((pc-rc) - (pr-rr)))``
+        (computed in at least float32), rewards ``beta*(policy - reference)`` and margins,
+        detached.
+    """
+    beta = _check_beta(beta)
+    pc = _check_sequence_logps(policy_chosen_logps, "policy_chosen_logps", None, "")
+    pr = _check_sequence_logps(policy_rejected_logps, "policy_rejected_logps", pc, "policy_chosen_logps")
+    rc = _check_sequence_logps(reference_chosen_logps, "reference_chosen_logps", pc, "policy_chosen_logps")
+    rr = _check_sequence_logps(reference_rejected_logps, "reference_rejected_logps", pc, "policy_chosen_logps")
+    dtype = torch.promote_types(torch.promote_types(pc.dtype, pr.dtype), torch.float32)
+    chosen = pc.to(dtype) - rc.detach().to(dtype)
+    rejected = pr.to(dtype) - rr.detach().to(dtype)
+    logits = beta * (chosen - rejected)
+    loss = -F.logsigmoid(logits).mean() if logits.numel() else logits.sum()
+    chosen_rewards = (beta * chosen).detach()
+    rejected_rewards = (beta * rejected).detach()
+    return SelfPlayLoss(loss, chosen_rewards, rejected_rewards, chosen_rewards - rejected_rewards)
+
+
+def _masked_sum(token_logps_: object, mask: object, name: str, mask_name: str, batch: Optional[int]) -> torch.Tensor:
+    x = require_tensor(token_logps_, name)
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor of token log-probs, got {x.dtype}")
+    require_rank(x, name, 2, "(B, T)")
+    if batch is not None and x.shape[0] != batch:
+        raise ValueError(f"{name}: batch size {x.shape[0]} differs from policy_chosen_token_logps's {batch}")
+    m = require_tensor(mask, mask_name)
+    if m.dtype != torch.bool:
+        raise TypeError(f"{mask_name}: expected a bool tensor, got {m.dtype}")
+    require_same_device(m, mask_name, x, name)
+    require_shape(m, mask_name, tuple(x.shape), "(B, T)")
+    return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim=-1)
+
+
+def dam_loss(
+    policy_chosen_token_logps: torch.Tensor,
+    policy_rejected_token_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    chosen_mask: torch.Tensor,
+    rejected_mask: torch.Tensor,
+    *,
+    beta: float = 0.1,
+) -> SelfPlayLoss:
+    """The DAM loss: the SPIN loss on masked log-prob sums (METHOD.md section 1).
+
+    Args:
+        policy_chosen_token_logps: (B, Tc) per-token log-probs of ``y`` under the policy.
+        policy_rejected_token_logps: (B, Tr) per-token log-probs of ``y'`` under the policy.
+        reference_chosen_logps, reference_rejected_logps: (B,) the reference's log-prob sums
+            over the same masked tokens (computed once per iteration), constants.
+        chosen_mask: (B, Tc) bool, True on the tokens that count (the difference tokens of
+            ``y`` for DAM; the whole response for SPIN).
+        rejected_mask: (B, Tr) bool, likewise for ``y'``.
+        beta: the inverse temperature (> 0).
+
+    Returns:
+        :class:`SelfPlayLoss` of :func:`spin_loss` applied to
+        ``sum_t mask * token_logps`` on each side. A pair with both masks empty has margin 0:
+        it contributes ``log 2`` to the mean and no gradient.
+    """
+    pc = _masked_sum(policy_chosen_token_logps, chosen_mask, "policy_chosen_token_logps", "chosen_mask", None)
+    batch = pc.shape[0]
+    pr = _masked_sum(policy_rejected_token_logps, rejected_mask, "policy_rejected_token_logps", "rejected_mask", batch)
+    require_same_device(pr, "policy_rejected_token_logps", pc, "policy_chosen_token_logps")
+    return spin_loss(pc, pr, reference_chosen_logps, reference_rejected_logps, beta=beta)
+
+
+def drift_loss(
+    chosen_logits: torch.Tensor,
+    chosen_labels: torch.Tensor,
+    chosen_mask: torch.Tensor,
+    rejected_logits: torch.Tensor,
+    rejected_labels: torch.Tensor,
+    rejected_mask: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    *,
+    oal_targets: Optional[torch.Tensor] = None,
+    oal_targets_mask: Optional[torch.Tensor] = None,
+    rejected_response_mask: Optional[torch.Tensor] = None,
+    beta: float = 0.1,
+    oal_weight: float = 1.0,
+) -> DriftLossOutput:
+    """The DRIFT objective ``L_DAM + oal_weight * L_OAL`` from the policy's logits (METHOD.md 3).
+
+    Args:
+        chosen_logits: (B, Tc, V) policy logits over ``(x, y)``, aligned so that
+            ``chosen_logits[b, t]`` scores ``chosen_labels[b, t]``.
+        chosen_labels: (B, Tc) integer ids of ``y`` (anything at positions where
+            ``chosen_mask`` is False).
+        chosen_mask: (B, Tc) bool, the tokens of ``y`` that enter the self-play sum (the DAM
+            difference mask for DRIFT; the full response mask gives SPIN).
+        rejected_logits, rejected_labels, rejected_mask: the same for ``y'`` (B, Tr, V).
+        reference_chosen_logps, reference_rejected_logps: (B,) the reference's masked sums.
+        oal_targets: (B, M) ids of the ground truth ``y`` whose distinct ids form ``V(y)``;
+            ``None`` uses ``chosen_labels``. Padding: -100 or ``oal_targets_mask``.
+        oal_targets_mask: (B, M) bool, True on real target ids (default: ids != -100).
+        rejected_response_mask: (B, Tr) bool, the generated positions of ``y'`` the OAL max
+            runs over (default: ``rejected_mask``; pass the full response mask for DRIFT).
+        beta: the self-play inverse temperature (> 0).
+        oal_weight: lambda, >= 0; 0 skips the OAL computation.
+
+    Returns:
+        :class:`DriftLossOutput`. ``oal_loss`` uses ``reduction="mean"`` (mean over the B rows).
+    """
+    if isinstance(oal_weight, bool) or not isinstance(oal_weight, (int, float)):
+        raise TypeError(f"oal_weight: expected a float, got {type(oal_weight).__name__}")
+    if not math.isfinite(oal_weight) or oal_weight < 0:
+        raise ValueError(f"oal_weight: expected a finite value >= 0, got {oal_weight}")
+    chosen = token_logps(chosen_logits, chosen_labels, chosen_mask)
+    rejected = token_logps(rejected_logits, rejected_labels, rejected_mask)
+    if chosen.shape[0] != rejected.shape[0]:
+        raise ValueError(f"rejected_logits: batch size {rejected.shape[0]} differs from chosen_logits's {chosen.shape[0]}")
+    sp = dam_loss(
+        chosen, rejected, reference_chosen_logps, reference_rejected_logps, chosen_mask, rejected_mask, beta=beta
+    )
+    if oal_weight > 0:
+        targets = chosen_labels if oal_targets is None else oal_targets
+        positions = rejected_mask if rejected_response_mask is None else rejected_response_mask
+        oal = oal_loss(rejected_logits, targets, logits_mask=positions, targets_mask=oal_targets_mask)
+        loss = sp.loss + float(oal_weight) * oal.to(sp.loss.dtype)
+    else:
+        oal = torch.zeros((), dtype=sp.loss.dtype, device=sp.loss.device)
+        loss = sp.loss
+    return DriftLossOutput(loss, sp.loss, oal, sp.chosen_rewards, sp.rejected_rewards, sp.margins)
+
+
+class DriftLoss(torch.nn.Module):
+    """:func:`drift_loss` as a module holding ``beta`` and ``oal_weight``.
+
+    ``forward`` takes the positional and keyword arguments of :func:`drift_loss` except
+    ``beta`` and ``oal_weight`` and returns a :class:`DriftLossOutput`.
+    """
+
+    def __init__(self, beta: float = 0.1, oal_weight: float = 1.0) -> None:
+        super().__init__()
+        self.beta = _check_beta(beta)
+        if isinstance(oal_weight, bool) or not isinstance(oal_weight, (int, float)) or not oal_weight >= 0:
+            raise ValueError(f"oal_weight: expected a finite value >= 0, got {oal_weight!r}")
+        self.oal_weight = float(oal_weight)
+
+    def forward(
+        self,
+        chosen_logits: torch.Tensor,
+        chosen_labels: torch.Tensor,
+        chosen_mask: torch.Tensor,
+        rejected_logits: torch.Tensor,
+        rejected_labels: torch.Tensor,
+        rejected_mask: torch.Tensor,
+        reference_chosen_logps: torch.Tensor,
+        reference_rejected_logps: torch.Tensor,
+        *,
+        oal_targets: Optional[torch.Tensor] = None,
+        oal_targets_mask: Optional[torch.Tensor] = None,
+        rejected_response_mask: Optional[torch.Tensor] = None,
+    ) -> DriftLossOutput:
+        return drift_loss(
+            chosen_logits, chosen_labels, chosen_mask, rejected_logits, rejected_labels, rejected_mask,
+            reference_chosen_logps, reference_rejected_logps, oal_targets=oal_targets,
+            oal_targets_mask=oal_targets_mask, rejected_response_mask=rejected_response_mask,
+            beta=self.beta, oal_weight=self.oal_weight,
+        )
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, oal_weight={self.oal_weight}"
