@@ -39,7 +39,7 @@ def build_info() -> dict:
     """What the native extension was built with.
 
     Returns a dict with ``cuda_compiled`` (bool: CUDA kernels compiled in), ``cuda_archs``
-    (str, e.g. ``"80;86;89;90"``), ``sanitized`` (bool: ASan/UBSan build) and
+    (str, e.g. ``"80,86,89,90"``), ``sanitized`` (bool: ASan/UBSan build) and
     ``num_threads`` (int: CPU threads the batch drivers use).
     """
     return {
