@@ -101,7 +101,7 @@ def spin_loss(
 
     Returns:
         :class:`SelfPlayLoss`: ``loss = mean_b -logsigmoid(beta*((pc-rc) - (pr-rr)))``
-        (computed in at least float32), rewards ``beta*(policy - reference)`` and margins,
+        (computed in the promoted dtype of the four inputs, at least float32), rewards ``beta*(policy - reference)`` and margins,
         detached.
     """
     beta = _check_beta(beta)
@@ -109,7 +109,9 @@ def spin_loss(
     pr = _check_sequence_logps(policy_rejected_logps, "policy_rejected_logps", pc, "policy_chosen_logps")
     rc = _check_sequence_logps(reference_chosen_logps, "reference_chosen_logps", pc, "policy_chosen_logps")
     rr = _check_sequence_logps(reference_rejected_logps, "reference_rejected_logps", pc, "policy_chosen_logps")
-    dtype = torch.promote_types(torch.promote_types(pc.dtype, pr.dtype), torch.float32)
+    dtype = torch.float32
+    for x in (pc, pr, rc, rr):
+        dtype = torch.promote_types(dtype, x.dtype)
     chosen = pc.to(dtype) - rc.detach().to(dtype)
     rejected = pr.to(dtype) - rr.detach().to(dtype)
     logits = beta * (chosen - rejected)

@@ -79,3 +79,117 @@ def _row_lengths(rows: List[List[int]], lengths: Any, pad_id: Any) -> List[int]:
                 k -= 1
         out.append(k)
     return out
+
+
+# ---- losses (METHOD.md sections 1-3): naive PyTorch, full log-softmax, explicit loops -------
+
+
+def _compute_dtype(logits: Any) -> Any:
+    import torch
+
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+def token_logps(logits: Any, labels: Any, mask: Any = None) -> Any:
+    """Reference of :func:`drift.token_logps`: the full (B, T, V) log-softmax, then a gather.
+
+    Computes in float64 for float64 logits, float32 otherwise; 0 at masked positions
+    (``mask`` False, or ``labels == -100`` when ``mask`` is None).
+    """
+    import torch
+
+    if mask is None:
+        mask = labels != -100
+    logp = logits.to(_compute_dtype(logits)).log_softmax(dim=-1)
+    picked = logp.gather(-1, torch.where(mask, labels, 0).long().unsqueeze(-1)).squeeze(-1)
+    return torch.where(mask, picked, torch.zeros((), dtype=picked.dtype))
+
+
+def _first_argmax(values: List[float]) -> int:
+    """Index of the maximum, the first on ties; the first NaN if any (as torch.max)."""
+    best = 0
+    for j, x in enumerate(values):
+        if x != x:
+            return j
+        if x > values[best]:
+            best = j
+    return best
+
+
+def oal_loss(logits: Any, targets: Any, *, logits_mask: Any = None, targets_mask: Any = None, reduction: str = "mean") -> Any:
+    """Reference of :func:`drift.oal_loss`, straight from METHOD.md section 2.
+
+    Per row b: ``-sum_{v in set(valid targets)} log p_max(v)`` with
+    ``p_max(v) = max_{t valid} softmax(logits[b, t])[v]``, the max taken explicitly in
+    Python (first position on ties) so that the gradient flows through that single
+    position. ``reduction``: "mean" (over the B rows), "sum" or "none".
+    """
+    import torch
+
+    batch, seq, _ = logits.shape
+    if logits_mask is None:
+        logits_mask = torch.ones((batch, seq), dtype=torch.bool)
+    if targets_mask is None:
+        targets_mask = targets != -100
+    dtype = _compute_dtype(logits)
+    rows = []
+    for b in range(batch):
+        positions = [t for t in range(seq) if bool(logits_mask[b, t])]
+        ids = sorted({int(v) for v, ok in zip(targets[b].tolist(), targets_mask[b].tolist()) if ok})
+        row = torch.zeros((), dtype=dtype)
+        if positions and ids:
+            logp = logits[b].to(dtype).log_softmax(dim=-1)
+            for v in ids:
+                column = [float(logp[t, v].detach()) for t in positions]
+                row = row - logp[positions[_first_argmax(column)], v]
+        rows.append(row)
+    out = torch.stack(rows) if rows else torch.zeros((0,), dtype=dtype)
+    if reduction == "none":
+        return out
+    if reduction == "sum":
+        return out.sum()
+    return out.sum() / max(batch, 1)
+
+
+def spin_loss(policy_chosen_logps: Any, policy_rejected_logps: Any, reference_chosen_logps: Any,
+              reference_rejected_logps: Any, *, beta: float = 0.1) -> Tuple[Any, Any, Any, Any]:
+    """Reference of :func:`drift.spin_loss`: ``(loss, chosen_rewards, rejected_rewards, margins)``.
+
+    ``l(z) = log(1 + exp(-z))`` written out (stable form), averaged over the batch.
+    """
+    import torch
+
+    chosen = beta * (policy_chosen_logps - reference_chosen_logps)
+    rejected = beta * (policy_rejected_logps - reference_rejected_logps)
+    z = chosen - rejected
+    loss = (torch.clamp(-z, min=0) + torch.log1p(torch.exp(-z.abs()))).mean()
+    return loss, chosen.detach(), rejected.detach(), (chosen - rejected).detach()
+
+
+def dam_loss(policy_chosen_token_logps: Any, policy_rejected_token_logps: Any, reference_chosen_logps: Any,
+             reference_rejected_logps: Any, chosen_mask: Any, rejected_mask: Any, *, beta: float = 0.1):
+    """Reference of :func:`drift.dam_loss`: the SPIN loss of the masked per-token sums."""
+    pc = (policy_chosen_token_logps * chosen_mask).sum(-1)
+    pr = (policy_rejected_token_logps * rejected_mask).sum(-1)
+    return spin_loss(pc, pr, reference_chosen_logps, reference_rejected_logps, beta=beta)
+
+
+def drift_loss(chosen_logits: Any, chosen_labels: Any, chosen_mask: Any, rejected_logits: Any, rejected_labels: Any,
+               rejected_mask: Any, reference_chosen_logps: Any, reference_rejected_logps: Any, *,
+               oal_targets: Any = None, oal_targets_mask: Any = None, rejected_response_mask: Any = None,
+               beta: float = 0.1, oal_weight: float = 1.0):
+    """Reference of :func:`drift.drift_loss`: ``(loss, self_play_loss, oal_loss, chosen_rewards,
+    rejected_rewards, margins)`` from the naive pieces above."""
+    import torch
+
+    pc = token_logps(chosen_logits, chosen_labels, chosen_mask)
+    pr = token_logps(rejected_logits, rejected_labels, rejected_mask)
+    sp, cr, rr, mg = dam_loss(pc, pr, reference_chosen_logps, reference_rejected_logps, chosen_mask, rejected_mask,
+                              beta=beta)
+    if oal_weight > 0:
+        oal = oal_loss(rejected_logits, chosen_labels if oal_targets is None else oal_targets,
+                       logits_mask=rejected_mask if rejected_response_mask is None else rejected_response_mask,
+                       targets_mask=oal_targets_mask)
+    else:
+        oal = torch.zeros((), dtype=sp.dtype)
+    return sp + oal_weight * oal, sp, oal, cr, rr, mg

@@ -1,2 +1,432 @@
-// CUDA driver for the fused OAL / token log-prob kernels (filled in by the fused-loss work).
+// CUDA kernels of the fused vocabulary losses: token log-probs and OAL (drift/oal.hpp).
+//
+// Row kernels (log-sum-exp, backward) run one block per row of V logits: each thread folds
+// a strided slice into an online log-sum-exp state (Milakov & Gimelshein 2018), reading 16
+// bytes at a time once the row pointer is aligned, and the states merge across the block.
+// The OAL gather runs one warp per target slot: lanes stride over the positions and merge
+// their running arg-maxes with the rule of drift/oal.hpp (NaN first, then larger, then lower
+// position), so CPU and CUDA pick the same position. All reductions have a fixed shape: the
+// results are deterministic. Launchers allocate nothing and run on the caller's stream.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "drift/oal.hpp"
 #include "drivers.hpp"
+
+namespace drift {
+namespace {
+
+using oal::acc_t;
+using oal::bf16;
+using oal::fp16;
+
+constexpr int kWarp = 32;
+constexpr int kRowThreads = 256;
+constexpr int kSlotWarps = 8;
+constexpr int64_t kMaxGrid = int64_t(1) << 30;
+
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string("drift oal CUDA: ") + what + ": " + cudaGetErrorString(err));
+}
+
+unsigned grid_for(int64_t items, int64_t per_block) {
+  return static_cast<unsigned>(std::min<int64_t>((items + per_block - 1) / per_block, kMaxGrid));
+}
+
+// ---- row access --------------------------------------------------------------------------
+
+// Elements per 16-byte vector and the number of leading elements before the first 16-byte
+// boundary of `p` (sizeof(T) divides 16, and torch aligns elements to their size).
+template <typename T> struct Vec {
+  static constexpr int kElems = 16 / sizeof(T);
+  union Pack {
+    uint4 raw;
+    T v[kElems];
+  };
+};
+
+template <typename T> __device__ __forceinline__ int64_t head_elems(const T* p, int64_t n) {
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  const int64_t head = static_cast<int64_t>((16 - addr % 16) % 16) / static_cast<int64_t>(sizeof(T));
+  return head < n ? head : n;
+}
+
+template <typename A> __device__ __forceinline__ A neg_inf() { return -static_cast<A>(INFINITY); }
+
+// Folds n values into an online log-sum-exp state: their max first, then one rescale.
+template <typename A, int N>
+__device__ __forceinline__ oal::LseState<A> fold(oal::LseState<A> st, const A (&x)[N], int n) {
+  A cm = neg_inf<A>();
+  for (int i = 0; i < n; ++i) cm = x[i] > cm ? x[i] : cm;
+  const A m = cm > st.m ? cm : st.m;
+  if (m == neg_inf<A>()) {
+    bool nan = false;
+    for (int i = 0; i < n; ++i) nan = nan || x[i] != x[i];
+    return {m, nan ? static_cast<A>(NAN) : st.s};
+  }
+  A s = oal::lse_rescale(st.s, st.m, m);
+  for (int i = 0; i < n; ++i) s += oal::exp_fast(x[i] - m);
+  return {m, s};
+}
+
+template <typename A> __device__ __forceinline__ oal::LseState<A> shfl_down(oal::LseState<A> st, int offset) {
+  return {__shfl_down_sync(0xffffffffu, st.m, offset), __shfl_down_sync(0xffffffffu, st.s, offset)};
+}
+
+// log-sum-exp of one row, computed by the whole block; the result is returned to every thread.
+template <typename T> __device__ acc_t<T> block_row_lse(const T* row, int64_t V) {
+  using A = acc_t<T>;
+  __shared__ A sm[kRowThreads / kWarp];
+  __shared__ A ss[kRowThreads / kWarp];
+  __shared__ A result;
+  constexpr int E = Vec<T>::kElems;
+  auto st = oal::lse_empty<A>();
+  const int64_t head = head_elems(row, V);
+  for (int64_t i = threadIdx.x; i < head; i += blockDim.x) {
+    const A x[1] = {oal::to_float(row[i])};
+    st = fold(st, x, 1);
+  }
+  const int64_t nvec = (V - head) / E;
+  const auto* vp = reinterpret_cast<const uint4*>(row + head);
+  for (int64_t k = threadIdx.x; k < nvec; k += blockDim.x) {
+    typename Vec<T>::Pack pack;
+    pack.raw = vp[k];
+    A x[E];
+#pragma unroll
+    for (int e = 0; e < E; ++e) x[e] = oal::to_float(pack.v[e]);
+    st = fold(st, x, E);
+  }
+  for (int64_t i = head + nvec * E + threadIdx.x; i < V; i += blockDim.x) {
+    const A x[1] = {oal::to_float(row[i])};
+    st = fold(st, x, 1);
+  }
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) st = oal::lse_merge(st, shfl_down(st, offset));
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (lane == 0) {
+    sm[warp] = st.m;
+    ss[warp] = st.s;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    oal::LseState<A> total = {sm[0], ss[0]};
+    for (int w = 1; w < static_cast<int>(blockDim.x) / kWarp; ++w) total = oal::lse_merge(total, {sm[w], ss[w]});
+    result = oal::lse_value(total);
+  }
+  __syncthreads();
+  const A value = result;
+  __syncthreads();  // `result` is reused by the next row of a grid-stride loop
+  return value;
+}
+
+template <typename T> __device__ __forceinline__ T narrow(acc_t<T> x) { return oal::from_double<T>(x); }
+template <> __device__ __forceinline__ float narrow<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16 narrow<bf16>(float x) { return oal::to_bf16(x); }
+template <> __device__ __forceinline__ fp16 narrow<fp16>(float x) { return oal::to_fp16(x); }
+
+// out[v] = f(v, row[v]) for every v of the row, by the whole block. When the two rows share
+// their offset from a 16-byte boundary (always, for contiguous logits with V * sizeof(T) a
+// multiple of 16), the body moves 16 bytes per load and store.
+template <typename T, typename Fn> __device__ void block_map_row(const T* row, T* out, int64_t V, Fn f) {
+  constexpr int E = Vec<T>::kElems;
+  const auto in_addr = reinterpret_cast<uintptr_t>(row), out_addr = reinterpret_cast<uintptr_t>(out);
+  int64_t head = V, nvec = 0;
+  if (in_addr % 16 == out_addr % 16) {
+    head = head_elems(row, V);
+    nvec = (V - head) / E;
+  }
+  for (int64_t v = threadIdx.x; v < head; v += blockDim.x) out[v] = narrow<T>(f(v, oal::to_float(row[v])));
+  const auto* src = reinterpret_cast<const uint4*>(row + head);
+  auto* dst = reinterpret_cast<uint4*>(out + head);
+  for (int64_t k = threadIdx.x; k < nvec; k += blockDim.x) {
+    typename Vec<T>::Pack in, res;
+    in.raw = src[k];
+#pragma unroll
+    for (int e = 0; e < E; ++e) res.v[e] = narrow<T>(f(head + k * E + e, oal::to_float(in.v[e])));
+    dst[k] = res.raw;
+  }
+  for (int64_t v = head + nvec * E + threadIdx.x; v < V; v += blockDim.x)
+    out[v] = narrow<T>(f(v, oal::to_float(row[v])));
+}
+
+// out[v] = scale * exp(row[v] - lse) (+ one-hot corrections written afterwards by the caller).
+template <typename T>
+__device__ void block_scaled_softmax(const T* row, int64_t V, acc_t<T> lse, acc_t<T> scale, T* out) {
+  using A = acc_t<T>;
+  block_map_row(row, out, V, [=](int64_t, A x) { return scale * oal::exp_fast(x - lse); });
+}
+
+template <typename T> __device__ void block_zero(T* out, int64_t V) {
+  const int64_t head = head_elems(out, V);
+  constexpr int E = Vec<T>::kElems;
+  for (int64_t i = threadIdx.x; i < head; i += blockDim.x) out[i] = T{};
+  const int64_t nvec = (V - head) / E;
+  auto* vp = reinterpret_cast<uint4*>(out + head);
+  for (int64_t k = threadIdx.x; k < nvec; k += blockDim.x) vp[k] = make_uint4(0u, 0u, 0u, 0u);
+  for (int64_t i = head + nvec * E + threadIdx.x; i < V; i += blockDim.x) out[i] = T{};
+}
+
+struct RowStrides {
+  int64_t b, t;
+};
+
+template <typename T> __device__ __forceinline__ const T* row_at(const T* logits, RowStrides s, int64_t b, int64_t t) {
+  return logits + b * s.b + t * s.t;
+}
+
+// ---- token log-probs ----------------------------------------------------------------------
+
+template <typename T>
+__global__ void token_logps_forward_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V,
+                                           int64_t rows, const int64_t* __restrict__ labels,
+                                           const bool* __restrict__ mask, acc_t<T>* __restrict__ logps,
+                                           acc_t<T>* __restrict__ lse) {
+  using A = acc_t<T>;
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    if (!mask[i]) {
+      if (threadIdx.x == 0) logps[i] = lse[i] = A(0);
+      continue;
+    }
+    const T* row = row_at(logits, strides, i / T_, i % T_);
+    const A l = block_row_lse(row, V);
+    if (threadIdx.x == 0) {
+      const int64_t v = labels[i];
+      lse[i] = l;
+      logps[i] = (v >= 0 && v < V) ? oal::to_float(row[v]) - l : static_cast<A>(NAN);
+    }
+  }
+}
+
+template <typename T>
+__global__ void token_logps_backward_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V,
+                                            int64_t rows, const int64_t* __restrict__ labels,
+                                            const bool* __restrict__ mask, const acc_t<T>* __restrict__ grad_logps,
+                                            const acc_t<T>* __restrict__ lse, T* __restrict__ grad) {
+  using A = acc_t<T>;
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    T* out = grad + i * V;
+    if (!mask[i]) {
+      block_zero(out, V);
+      continue;
+    }
+    const T* row = row_at(logits, strides, i / T_, i % T_);
+    const A g = grad_logps[i], l = lse[i];
+    const int64_t label = labels[i];
+    block_map_row(row, out, V, [=](int64_t v, A x) {
+      const A p = oal::exp_fast(x - l);
+      return v == label ? g - g * p : -g * p;
+    });
+  }
+}
+
+// ---- OAL ----------------------------------------------------------------------------------
+
+template <typename T>
+__global__ void row_lse_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V, int64_t rows,
+                               const bool* __restrict__ mask, acc_t<T>* __restrict__ lse) {
+  using A = acc_t<T>;
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    if (!mask[i]) {
+      if (threadIdx.x == 0) lse[i] = A(0);
+      continue;
+    }
+    const A l = block_row_lse(row_at(logits, strides, i / T_, i % T_), V);
+    if (threadIdx.x == 0) lse[i] = l;
+  }
+}
+
+// One warp per target slot (b, m): skip padding, out-of-range ids and later duplicates of an
+// id, then the arg-max over valid positions of logits[b, t, v] - lse[b, t].
+template <typename T>
+__global__ void oal_gather_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V, int64_t M,
+                                  int64_t slots, const int64_t* __restrict__ targets,
+                                  const bool* __restrict__ logits_mask, const bool* __restrict__ targets_mask,
+                                  const acc_t<T>* __restrict__ lse, acc_t<T>* __restrict__ target_logps,
+                                  int64_t* __restrict__ argmax) {
+  using A = acc_t<T>;
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = int64_t(gridDim.x) * (blockDim.x / kWarp);
+  for (int64_t slot = int64_t(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp; slot < slots; slot += warps) {
+    const int64_t b = slot / M, m = slot % M;
+    const int64_t v = targets[slot];
+    bool counted = targets_mask[slot] && v >= 0 && v < V;
+    if (counted) {
+      bool dup = false;
+      for (int64_t k = lane; k < m; k += kWarp) dup = dup || (targets_mask[b * M + k] && targets[b * M + k] == v);
+      counted = !__any_sync(0xffffffffu, dup);
+    }
+    A best = A(0);
+    int64_t pos = -1;
+    if (counted) {
+      for (int64_t t = lane; t < T_; t += kWarp) {
+        if (!logits_mask[b * T_ + t]) continue;
+        const A val = oal::to_float(row_at(logits, strides, b, t)[v]) - lse[b * T_ + t];
+        oal::argmax_merge(best, pos, val, t);
+      }
+#pragma unroll
+      for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+        const A other = __shfl_down_sync(0xffffffffu, best, offset);
+        const long long other_pos = __shfl_down_sync(0xffffffffu, static_cast<long long>(pos), offset);
+        oal::argmax_merge(best, pos, other, static_cast<int64_t>(other_pos));
+      }
+    }
+    if (lane == 0) {
+      target_logps[slot] = pos >= 0 ? best : A(0);
+      argmax[slot] = pos;
+    }
+  }
+}
+
+template <typename A> __device__ A block_sum(A x, A* scratch) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) x += __shfl_down_sync(0xffffffffu, x, offset);
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (lane == 0) scratch[warp] = x;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    A total = scratch[0];
+    for (int w = 1; w < static_cast<int>(blockDim.x) / kWarp; ++w) total += scratch[w];
+    scratch[kRowThreads / kWarp] = total;
+  }
+  __syncthreads();
+  const A total = scratch[kRowThreads / kWarp];
+  __syncthreads();
+  return total;
+}
+
+template <typename T>
+__global__ void oal_backward_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V, int64_t M,
+                                    int64_t rows, const int64_t* __restrict__ targets,
+                                    const int64_t* __restrict__ argmax, const acc_t<T>* __restrict__ grad_target_logps,
+                                    const acc_t<T>* __restrict__ lse, T* __restrict__ grad) {
+  using A = acc_t<T>;
+  __shared__ A scratch[kRowThreads / kWarp + 1];
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const int64_t b = i / T_, t = i % T_;
+    T* out = grad + i * V;
+    A gsum = A(0);
+    int hit = 0;
+    for (int64_t m = threadIdx.x; m < M; m += blockDim.x)
+      if (argmax[b * M + m] == t) {
+        hit = 1;
+        gsum += grad_target_logps[b * M + m];
+      }
+    const int any_hit = __syncthreads_or(hit);
+    if (!any_hit) {
+      block_zero(out, V);
+      continue;
+    }
+    gsum = block_sum(gsum, scratch);
+    const T* row = row_at(logits, strides, b, t);
+    const A l = lse[i];
+    block_scaled_softmax(row, V, l, -gsum, out);
+    __syncthreads();  // the one-hot corrections overwrite elements other threads wrote
+    for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
+      const int64_t v = targets[b * M + m];
+      if (argmax[b * M + m] == t && v >= 0 && v < V)
+        out[v] = narrow<T>(grad_target_logps[b * M + m] - gsum * oal::exp_fast(oal::to_float(row[v]) - l));
+    }
+    __syncthreads();
+  }
+}
+
+// ---- launchers ----------------------------------------------------------------------------
+
+template <template <typename> class Fn, typename Args>
+void dispatch(DType dtype, const Args& args, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::kFloat32: return Fn<float>::run(args, stream);
+    case DType::kFloat64: return Fn<double>::run(args, stream);
+    case DType::kBFloat16: return Fn<bf16>::run(args, stream);
+    case DType::kFloat16: return Fn<fp16>::run(args, stream);
+    default: fail(std::string("logits: unexpected dtype ") + dtype_name(dtype));
+  }
+}
+
+RowStrides strides_of(const TensorView& logits) { return {logits.strides[0], logits.strides[1]}; }
+
+template <typename T> struct TokenFwd {
+  static void run(const TokenLogpsForwardArgs& a, cudaStream_t stream) {
+    using A = acc_t<T>;
+    const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], rows = B * T_;
+    if (rows == 0) return;
+    token_logps_forward_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
+        a.logits.ptr<T>(), strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(),
+        a.logps.ptr<A>(), a.lse.ptr<A>());
+    check(cudaGetLastError(), "token_logps forward launch");
+  }
+};
+
+template <typename T> struct TokenBwd {
+  static void run(const TokenLogpsBackwardArgs& a, cudaStream_t stream) {
+    using A = acc_t<T>;
+    const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], rows = B * T_;
+    if (rows == 0) return;
+    token_logps_backward_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
+        a.logits.ptr<T>(), strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(),
+        a.grad_logps.ptr<A>(), a.lse.ptr<A>(), a.grad_logits.ptr<T>());
+    check(cudaGetLastError(), "token_logps backward launch");
+  }
+};
+
+template <typename T> struct OalFwd {
+  static void run(const OalForwardArgs& a, cudaStream_t stream) {
+    using A = acc_t<T>;
+    const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], M = a.targets.shape[1];
+    const int64_t rows = B * T_, slots = B * M;
+    if (rows > 0) {
+      row_lse_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
+          a.logits.ptr<T>(), strides_of(a.logits), T_, V, rows, a.logits_mask.ptr<bool>(), a.lse.ptr<A>());
+      check(cudaGetLastError(), "oal row log-sum-exp launch");
+    }
+    if (slots > 0) {
+      oal_gather_kernel<T><<<grid_for(slots, kSlotWarps), kSlotWarps * kWarp, 0, stream>>>(
+          a.logits.ptr<T>(), strides_of(a.logits), T_, V, M, slots, a.targets.ptr<int64_t>(),
+          a.logits_mask.ptr<bool>(), a.targets_mask.ptr<bool>(), a.lse.ptr<A>(), a.target_logps.ptr<A>(),
+          a.argmax.ptr<int64_t>());
+      check(cudaGetLastError(), "oal gather launch");
+    }
+  }
+};
+
+template <typename T> struct OalBwd {
+  static void run(const OalBackwardArgs& a, cudaStream_t stream) {
+    using A = acc_t<T>;
+    const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], M = a.targets.shape[1];
+    const int64_t rows = B * T_;
+    if (rows == 0) return;
+    oal_backward_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
+        a.logits.ptr<T>(), strides_of(a.logits), T_, V, M, rows, a.targets.ptr<int64_t>(), a.argmax.ptr<int64_t>(),
+        a.grad_target_logps.ptr<A>(), a.lse.ptr<A>(), a.grad_logits.ptr<T>());
+    check(cudaGetLastError(), "oal backward launch");
+  }
+};
+
+cudaStream_t as_stream(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
+
+}  // namespace
+
+void token_logps_forward_cuda(const TokenLogpsForwardArgs& a, std::uintptr_t stream) {
+  validate_token_logps_forward(a, DeviceKind::kCUDA);
+  dispatch<TokenFwd>(a.logits.dtype, a, as_stream(stream));
+}
+
+void token_logps_backward_cuda(const TokenLogpsBackwardArgs& a, std::uintptr_t stream) {
+  validate_token_logps_backward(a, DeviceKind::kCUDA);
+  dispatch<TokenBwd>(a.logits.dtype, a, as_stream(stream));
+}
+
+void oal_forward_cuda(const OalForwardArgs& a, std::uintptr_t stream) {
+  validate_oal_forward(a, DeviceKind::kCUDA);
+  dispatch<OalFwd>(a.logits.dtype, a, as_stream(stream));
+}
+
+void oal_backward_cuda(const OalBackwardArgs& a, std::uintptr_t stream) {
+  validate_oal_backward(a, DeviceKind::kCUDA);
+  dispatch<OalBwd>(a.logits.dtype, a, as_stream(stream));
+}
+
+}  // namespace drift

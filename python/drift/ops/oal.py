@@ -1,10 +1,132 @@
-"""``drift.oal_loss``: the occurrence-aware loss (temporary eager version)."""
+"""``drift.oal_loss``: the occurrence-aware loss of METHOD.md section 2, fused.
+
+Two ``torch.library`` custom ops, declared once here with fake (meta) kernels, CPU and CUDA
+kernels and an autograd formula whose backward is itself an op:
+
+- ``drift::oal_forward(logits, targets, logits_mask, targets_mask) -> (target_logps, lse, argmax)``:
+  per target slot ``m`` of row ``b``, ``max_{t valid} log_softmax(logits[b, t])[targets[b, m]]``
+  for the first slot of each distinct valid id (0 elsewhere), its arg-max position (ties:
+  the lowest; -1 where the slot does not count) and the row log-sum-exps ``lse`` (B, T).
+- ``drift::oal_backward(grad_target_logps, logits, targets, lse, argmax) -> grad_logits``:
+  ``sum_m grad[b, m] * (onehot(targets[b, m]) - softmax(logits[b, t]))`` on the arg-max rows,
+  zeros elsewhere: the only (B, T, V) tensor the loss allocates.
+
+The arithmetic is in ``cpp/include/drift/oal.hpp``; the drivers in ``cpp/src/cpu/oal.cpp``
+and ``cpp/src/cuda/oal.cu``.
+"""
 
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+
+from drift import _native
+from drift._native import _C
+from drift.ops._logits import (
+    IGNORE_INDEX,
+    acc_dtype,
+    check_ids,
+    check_ids_in_range,
+    check_logits,
+    check_mask,
+    require_cuda_kernels,
+    unit_stride_rows,
+)
+
+REDUCTIONS = ("mean", "sum", "none")
+
+torch.library.define(
+    "drift::oal_forward",
+    "(Tensor logits, Tensor targets, Tensor logits_mask, Tensor targets_mask) -> (Tensor, Tensor, Tensor)",
+)
+torch.library.define(
+    "drift::oal_backward",
+    "(Tensor grad_target_logps, Tensor logits, Tensor targets, Tensor lse, Tensor argmax) -> Tensor",
+)
+
+
+@torch.library.register_fake("drift::oal_forward")
+def _oal_forward_fake(logits, targets, logits_mask, targets_mask):
+    batch, seq, _ = logits.shape
+    width = targets.shape[1]
+    acc = acc_dtype(logits.dtype)
+    return (
+        logits.new_empty((batch, width), dtype=acc),
+        logits.new_empty((batch, seq), dtype=acc),
+        logits.new_empty((batch, width), dtype=torch.int64),
+    )
+
+
+@torch.library.register_fake("drift::oal_backward")
+def _oal_backward_fake(grad_target_logps, logits, targets, lse, argmax):
+    return logits.new_empty(logits.shape)
+
+
+@torch.library.register_kernel("drift::oal_forward", "cpu")
+def _oal_forward_cpu(logits, targets, logits_mask, targets_mask):
+    logits = unit_stride_rows(logits)
+    target_logps, lse, argmax = _oal_forward_fake(logits, targets, logits_mask, targets_mask)
+    cap = _native.capsule
+    _C.oal_forward_cpu(
+        cap(logits), cap(targets), cap(logits_mask), cap(targets_mask), cap(target_logps), cap(lse), cap(argmax)
+    )
+    return target_logps, lse, argmax
+
+
+@torch.library.register_kernel("drift::oal_forward", "cuda")
+def _oal_forward_cuda(logits, targets, logits_mask, targets_mask):
+    require_cuda_kernels("logits")
+    logits = unit_stride_rows(logits)
+    check_ids_in_range(targets, targets_mask, logits.shape[2], "targets")
+    target_logps, lse, argmax = _oal_forward_fake(logits, targets, logits_mask, targets_mask)
+    cap = _native.capsule
+    with torch.cuda.device(logits.device):
+        _C.oal_forward_cuda(
+            cap(logits), cap(targets), cap(logits_mask), cap(targets_mask), cap(target_logps), cap(lse),
+            cap(argmax), _native.cuda_stream(logits.device),
+        )
+    return target_logps, lse, argmax
+
+
+@torch.library.register_kernel("drift::oal_backward", "cpu")
+def _oal_backward_cpu(grad_target_logps, logits, targets, lse, argmax):
+    logits = unit_stride_rows(logits)
+    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    cap = _native.capsule
+    _C.oal_backward_cpu(cap(grad_target_logps), cap(logits), cap(targets), cap(lse), cap(argmax), cap(grad))
+    return grad
+
+
+@torch.library.register_kernel("drift::oal_backward", "cuda")
+def _oal_backward_cuda(grad_target_logps, logits, targets, lse, argmax):
+    require_cuda_kernels("logits")
+    logits = unit_stride_rows(logits)
+    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    cap = _native.capsule
+    with torch.cuda.device(logits.device):
+        _C.oal_backward_cuda(
+            cap(grad_target_logps), cap(logits), cap(targets), cap(lse), cap(argmax), cap(grad),
+            _native.cuda_stream(logits.device),
+        )
+    return grad
+
+
+def _setup_context(ctx, inputs, output):
+    logits, targets, _, _ = inputs
+    _, lse, argmax = output
+    ctx.mark_non_differentiable(lse, argmax)
+    ctx.save_for_backward(logits, targets, lse, argmax)
+
+
+def _backward(ctx, grad_target_logps, grad_lse, grad_argmax):
+    logits, targets, lse, argmax = ctx.saved_tensors
+    grad_target_logps = grad_target_logps.to(acc_dtype(logits.dtype)).contiguous()
+    grad = torch.ops.drift.oal_backward(grad_target_logps, logits, targets, lse, argmax)
+    return grad, None, None, None
+
+
+torch.library.register_autograd("drift::oal_forward", _backward, setup_context=_setup_context)
 
 
 def oal_loss(
@@ -15,27 +137,53 @@ def oal_loss(
     targets_mask: Optional[torch.Tensor] = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """OAL: ``-sum_{v in V(y)} log max_t softmax(logits[b, t])[v]`` per row, reduced."""
-    B, T, V = logits.shape
-    M = targets.shape[1]
+    """The occurrence-aware loss (OAL, METHOD.md section 2), fused.
+
+    Per batch row ``b``: ``loss_b = -sum_{v in V(y_b)} max_{t valid} log softmax(logits[b, t])[v]``,
+    ``V(y_b)`` the SET of distinct valid ids of ``targets[b]`` (duplicates count once).
+
+    Args:
+        logits: (B, T, V) float32/bfloat16/float16/float64 on CPU or CUDA: the policy's logits
+            over the generated response ``y'`` (position t scores token ``y'_t``; the caller
+            aligns, as for cross-entropy; only the V dimension must be contiguous).
+        targets: (B, M) integer ids of the ground truth ``y``; valid ids must lie in [0, V).
+        logits_mask: (B, T) bool, True on the generated positions the max runs over (prompt
+            and padding excluded); default: every position.
+        targets_mask: (B, M) bool, True on real target ids; default ``targets != -100``.
+        reduction: ``"mean"`` (sum of the B row losses divided by B, rows without targets or
+            valid positions included as 0), ``"sum"``, or ``"none"`` ((B,) row losses).
+
+    Returns:
+        float32 (float64 for float64 logits) loss. A row with no valid position or no valid
+        target contributes 0 (and no gradient). NaN logits at a valid position make that
+        row's loss NaN (no error). The gradient flows only through the arg-max position of
+        each id (ties: the lowest position); the backward writes
+        ``softmax - onehot`` (scaled) on those rows and zeros elsewhere, in the logits' dtype.
+
+    Raises:
+        TypeError: non-tensor arguments, unsupported dtypes, non-bool masks.
+        ValueError: wrong ranks or shapes, mixed devices, V == 0, an unknown ``reduction``,
+            valid target ids outside [0, V) (checked before any kernel runs; on CUDA this
+            reads the targets once on the host).
+    """
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    logits = check_logits(logits)
+    batch, seq, _ = logits.shape
+    targets = check_ids(targets, "targets", logits, "(B, M)")
+    logits_mask = check_mask(logits_mask, "logits_mask", (batch, seq), "(B, T)", logits)
+    targets_mask = check_mask(targets_mask, "targets_mask", tuple(targets.shape), "(B, M)", logits)
     if logits_mask is None:
-        logits_mask = torch.ones((B, T), dtype=torch.bool, device=logits.device)
+        logits_mask = torch.ones((batch, seq), dtype=torch.bool, device=logits.device)
     if targets_mask is None:
-        targets_mask = targets != -100
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    logp = logits.to(dtype).log_softmax(-1)
-    idx = torch.where(targets_mask, targets, 0).long()
-    vals = logp.gather(2, idx[:, None, :].expand(B, T, M))
-    vals = vals.masked_fill(~logits_mask[:, :, None], float("-inf"))
-    arg = vals.argmax(dim=1, keepdim=True)
-    best = vals.gather(1, arg).squeeze(1)
-    same = (idx[:, :, None] == idx[:, None, :]) & targets_mask[:, None, :]
-    earlier = torch.ones((M, M), dtype=torch.bool, device=logits.device).tril(-1)
-    first = targets_mask & ~(same & earlier).any(-1)
-    count = first & logits_mask.any(1, keepdim=True)
-    rows = -torch.where(count, best, torch.zeros((), dtype=dtype, device=logits.device)).sum(1)
+        targets_mask = targets != IGNORE_INDEX
+    target_logps, _, _ = torch.ops.drift.oal_forward(
+        unit_stride_rows(logits), targets.to(torch.int64).contiguous(), logits_mask.contiguous(),
+        targets_mask.contiguous(),
+    )
+    rows = -target_logps.sum(dim=1)
     if reduction == "none":
         return rows
     if reduction == "sum":
         return rows.sum()
-    return rows.mean()
+    return rows.sum() / max(batch, 1)

@@ -1,4 +1,14 @@
-"""``drift.token_logps``: per-token log-probs of the labels (temporary eager version)."""
+"""``drift.token_logps``: per-token log-probs of the labels, fused (no (B, T, V) log-softmax).
+
+Two ``torch.library`` custom ops, declared once here with fake (meta) kernels, CPU and CUDA
+kernels and an autograd formula whose backward is itself an op:
+
+- ``drift::token_logps_forward(logits, labels, mask) -> (logps, lse)``
+- ``drift::token_logps_backward(grad_logps, logits, labels, mask, lse) -> grad_logits``
+
+The arithmetic is in ``cpp/include/drift/oal.hpp``; the drivers in ``cpp/src/cpu/oal.cpp``
+and ``cpp/src/cuda/oal.cu``.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +16,135 @@ from typing import Optional
 
 import torch
 
-from drift._checks import require_integer, require_rank, require_same_device, require_shape, require_tensor
+from drift import _native
+from drift._native import _C
+from drift.ops._logits import (
+    IGNORE_INDEX,
+    acc_dtype,
+    check_ids,
+    check_ids_in_range,
+    check_logits,
+    check_mask,
+    require_cuda_kernels,
+    unit_stride_rows,
+)
 
-LOGIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+torch.library.define(
+    "drift::token_logps_forward", "(Tensor logits, Tensor labels, Tensor mask) -> (Tensor, Tensor)"
+)
+torch.library.define(
+    "drift::token_logps_backward",
+    "(Tensor grad_logps, Tensor logits, Tensor labels, Tensor mask, Tensor lse) -> Tensor",
+)
+
+
+@torch.library.register_fake("drift::token_logps_forward")
+def _token_logps_forward_fake(logits, labels, mask):
+    batch, seq, _ = logits.shape
+    acc = acc_dtype(logits.dtype)
+    return logits.new_empty((batch, seq), dtype=acc), logits.new_empty((batch, seq), dtype=acc)
+
+
+@torch.library.register_fake("drift::token_logps_backward")
+def _token_logps_backward_fake(grad_logps, logits, labels, mask, lse):
+    return logits.new_empty(logits.shape)
+
+
+@torch.library.register_kernel("drift::token_logps_forward", "cpu")
+def _token_logps_forward_cpu(logits, labels, mask):
+    logits = unit_stride_rows(logits)
+    logps, lse = _token_logps_forward_fake(logits, labels, mask)
+    cap = _native.capsule
+    _C.token_logps_forward_cpu(cap(logits), cap(labels), cap(mask), cap(logps), cap(lse))
+    return logps, lse
+
+
+@torch.library.register_kernel("drift::token_logps_forward", "cuda")
+def _token_logps_forward_cuda(logits, labels, mask):
+    require_cuda_kernels("logits")
+    logits = unit_stride_rows(logits)
+    check_ids_in_range(labels, mask, logits.shape[2], "labels")
+    logps, lse = _token_logps_forward_fake(logits, labels, mask)
+    cap = _native.capsule
+    with torch.cuda.device(logits.device):
+        _C.token_logps_forward_cuda(
+            cap(logits), cap(labels), cap(mask), cap(logps), cap(lse), _native.cuda_stream(logits.device)
+        )
+    return logps, lse
+
+
+@torch.library.register_kernel("drift::token_logps_backward", "cpu")
+def _token_logps_backward_cpu(grad_logps, logits, labels, mask, lse):
+    logits = unit_stride_rows(logits)
+    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    cap = _native.capsule
+    _C.token_logps_backward_cpu(cap(grad_logps), cap(logits), cap(labels), cap(mask), cap(lse), cap(grad))
+    return grad
+
+
+@torch.library.register_kernel("drift::token_logps_backward", "cuda")
+def _token_logps_backward_cuda(grad_logps, logits, labels, mask, lse):
+    require_cuda_kernels("logits")
+    logits = unit_stride_rows(logits)
+    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+    cap = _native.capsule
+    with torch.cuda.device(logits.device):
+        _C.token_logps_backward_cuda(
+            cap(grad_logps), cap(logits), cap(labels), cap(mask), cap(lse), cap(grad),
+            _native.cuda_stream(logits.device),
+        )
+    return grad
+
+
+def _setup_context(ctx, inputs, output):
+    logits, labels, mask = inputs
+    _, lse = output
+    ctx.mark_non_differentiable(lse)
+    ctx.save_for_backward(logits, labels, mask, lse)
+
+
+def _backward(ctx, grad_logps, grad_lse):
+    logits, labels, mask, lse = ctx.saved_tensors
+    grad_logps = grad_logps.to(acc_dtype(logits.dtype)).contiguous()
+    grad = torch.ops.drift.token_logps_backward(grad_logps, logits, labels, mask, lse)
+    return grad, None, None
+
+
+torch.library.register_autograd("drift::token_logps_forward", _backward, setup_context=_setup_context)
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-token log-probs ``log_softmax(logits[b, t])[labels[b, t]]``, (B, T)."""
-    logits = require_tensor(logits, "logits")
-    require_rank(logits, "logits", 3, "(B, T, V)")
-    labels = require_tensor(labels, "labels")
-    require_integer(labels, "labels")
-    require_shape(labels, "labels", tuple(logits.shape[:2]), "(B, T)")
-    require_same_device(labels, "labels", logits, "logits")
+    """Per-token log-probs ``log_softmax(logits[b, t])[labels[b, t]]`` without a (B, T, V) log-softmax.
+
+    Args:
+        logits: (B, T, V) float32/bfloat16/float16/float64 on CPU or CUDA; ``logits[b, t]``
+            scores ``labels[b, t]`` (the caller aligns, e.g. ``logits[:, :-1]`` with
+            ``ids[:, 1:]``; such views need no copy: only the V dimension must be contiguous).
+        labels: (B, T) integer ids in ``[0, V)`` at valid positions (anything elsewhere).
+        mask: (B, T) bool, True on the positions to score; default ``labels != -100``.
+
+    Returns:
+        (B, T) float32 (float64 for float64 logits): the log-probs, 0 at masked positions.
+        Differentiable in ``logits``: the fused backward writes
+        ``grad * (onehot(label) - softmax(logits[b, t]))`` on valid rows and zeros elsewhere,
+        in the logits' dtype. NaN logits give NaN log-probs in their row.
+
+    Accumulation is fp32 (fp64 for fp64 logits), one online log-sum-exp per row
+    (Milakov & Gimelshein 2018). On CUDA the work runs on PyTorch's current stream; the label
+    range check reads the labels once on the host.
+
+    Raises:
+        TypeError: non-tensor arguments, unsupported dtypes, a non-bool mask.
+        ValueError: wrong ranks or shapes, mixed devices, V == 0, valid labels outside [0, V).
+    """
+    logits = check_logits(logits)
+    batch, seq, _ = logits.shape
+    labels = check_ids(labels, "labels", logits, "(B, T)")
+    if tuple(labels.shape) != (batch, seq):
+        raise ValueError(f"labels: expected shape (B, T) = {(batch, seq)}, got {tuple(labels.shape)}")
+    mask = check_mask(mask, "mask", (batch, seq), "(B, T)", logits)
     if mask is None:
-        mask = labels != -100
-    valid = mask
-    idx = torch.where(valid, labels, 0).long()
-    out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    logp = logits.to(out_dtype).log_softmax(-1).gather(-1, idx[..., None]).squeeze(-1)
-    return torch.where(valid, logp, torch.zeros((), dtype=out_dtype, device=logits.device))
+        mask = labels != IGNORE_INDEX
+    labels = labels.to(torch.int64).contiguous()
+    logps, _ = torch.ops.drift.token_logps_forward(unit_stride_rows(logits), labels, mask.contiguous())
+    return logps

@@ -1,0 +1,152 @@
+"""Benchmark: ``drift.oal_loss`` forward+backward against naive eager PyTorch.
+
+Workload: logits (B, T, V) over the generated response (every position valid) and, per row,
+M distinct ground-truth target ids; the loss is reduced with "mean" and back-propagated.
+Defaults: CPU B=2, T=256, V=49152 (SmolLM2's vocabulary), fp32, M=64; ``--device cuda``:
+B=4, T=512, V=151936 (Qwen2.5's), bf16 (DESIGN.md section 5).
+
+Rows (each call = forward + backward into a leaf tensor of the logits):
+
+- ``drift``: :func:`drift.oal_loss` (fused; the (B, T, V) gradient is its only big tensor).
+- ``eager-gather``: ``log_softmax`` of the whole (B, T, V), gather the target columns, max over
+  positions (the natural eager implementation; autograd keeps the log-softmax).
+- ``eager-naive``: METHOD.md's formula literally: ``softmax`` (B, T, V), ``p_max`` = max over
+  positions for every vocabulary id (B, V), ``-log`` of the targets' entries.
+
+Also printed: the bandwidth floor (bytes of logits read twice + gradient written, over the
+copy bandwidth measured in the same run) and drift's time over it. Values and gradients of
+the three rows are checked against each other every run (exit status 1 on a mismatch).
+
+Peak memory: the harness' ``hwm`` method on CPU (RSS high-water mark growth during one call,
+after ``malloc_trim``; see ``benchmarks/_harness.py``), ``torch.cuda.max_memory_allocated``
+growth on CUDA. The logits themselves are allocated before and not counted.
+
+Usage: ``python benchmarks/bench_oal.py [--device cpu|cuda] [--batch B] [--seq T] [--vocab V]
+[--targets M] [--dtype float32|bfloat16|float16] [--repeats N] [--no-csv]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Optional, Sequence
+
+import torch
+
+import drift
+
+from _harness import Bench, environment_line, time_call, percentile
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def eager_gather(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    batch, seq, _ = logits.shape
+    logp = logits.float().log_softmax(dim=-1)
+    columns = logp.gather(2, targets[:, None, :].expand(batch, seq, targets.shape[1]))
+    return -columns.max(dim=1).values.sum(dim=1).mean()
+
+
+def eager_naive(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    p_max = logits.float().softmax(dim=-1).max(dim=1).values  # (B, V)
+    return -p_max.gather(1, targets).log().sum(dim=1).mean()
+
+
+def make_inputs(args: argparse.Namespace):
+    g = torch.Generator().manual_seed(args.seed)
+    logits = (torch.randn(args.batch, args.seq, args.vocab, generator=g) * 2).to(DTYPES[args.dtype])
+    targets = torch.stack([torch.randperm(args.vocab, generator=g)[: args.targets] for _ in range(args.batch)])
+    return logits.to(args.device), targets.to(args.device)
+
+
+def fwd_bwd(loss_fn: Callable, logits: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
+    leaf = logits.detach().requires_grad_(True)
+
+    def call() -> None:
+        leaf.grad = None
+        loss_fn(leaf, targets).backward()
+        leaf.grad = None
+
+    return call
+
+
+def check(logits: torch.Tensor, targets: torch.Tensor, tol: float) -> bool:
+    results = []
+    for fn in (drift.oal_loss, eager_gather, eager_naive):
+        leaf = logits.detach().requires_grad_(True)
+        loss = fn(leaf, targets)
+        loss.backward()
+        results.append((loss.detach().double(), leaf.grad.double()))
+    ok = True
+    for name, (loss, grad) in zip(("eager-gather", "eager-naive"), results[1:]):
+        if not torch.allclose(results[0][0], loss, rtol=tol, atol=tol) or not torch.allclose(
+            results[0][1], grad, rtol=tol, atol=tol
+        ):
+            print(f"MISMATCH: drift vs {name}: loss {results[0][0].item()} vs {loss.item()}, "
+                  f"max grad diff {(results[0][1] - grad).abs().max().item():.3g}", file=sys.stderr)
+            ok = False
+    return ok
+
+
+def bandwidth_floor(logits: torch.Tensor, device: str) -> float:
+    """Seconds to read the logits twice and write a gradient of their size at copy speed."""
+    dst = torch.empty_like(logits)
+    p50 = percentile(time_call(lambda: dst.copy_(logits), device=device, warmup=2, repeats=7), 50)
+    copy_bw = 2 * logits.numel() * logits.element_size() / p50  # bytes read + written per second
+    return 3 * logits.numel() * logits.element_size() / copy_bw
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--batch", type=int, default=None, help="B (default 2 on CPU, 4 on CUDA)")
+    ap.add_argument("--seq", type=int, default=None, help="T (default 256 on CPU, 512 on CUDA)")
+    ap.add_argument("--vocab", type=int, default=None, help="V (default 49152 on CPU, 151936 on CUDA)")
+    ap.add_argument("--targets", type=int, default=64, help="M distinct target ids per row")
+    ap.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default float32 on CPU, bfloat16 on CUDA")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-csv", action="store_true", help="do not append to benchmarks/results/bench_oal.csv")
+    args = ap.parse_args(argv)
+    cuda = args.device == "cuda"
+    args.batch = args.batch or (4 if cuda else 2)
+    args.seq = args.seq or (512 if cuda else 256)
+    args.vocab = args.vocab or (151936 if cuda else 49152)
+    args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not drift.cuda_available():
+        print("--device cuda: no CUDA GPU or drift was built without CUDA kernels", file=sys.stderr)
+        return 2
+    print(environment_line([args.device]))
+    print(f"drift CPU threads: {drift.get_num_threads()}, torch threads: {torch.get_num_threads()}")
+    logits, targets = make_inputs(args)
+    ok = check(logits, targets, 1e-4 if args.dtype == "float32" else 2e-2)
+    params = {"B": args.batch, "T": args.seq, "V": args.vocab, "M": args.targets, "dtype": args.dtype}
+    bench = Bench("bench_oal")
+    for case, fn in (("drift", drift.oal_loss), ("eager-gather", eager_gather), ("eager-naive", eager_naive)):
+        bench.run(case, lambda fn=fn: fwd_bwd(fn, logits, targets), params=params, items=args.batch * args.seq,
+                  device=args.device, warmup=args.warmup, repeats=args.repeats)
+    print()
+    bench.print_table(baselines=["eager-gather", "eager-naive"], unit="rows")
+    floor = bandwidth_floor(logits, args.device)
+    ours = bench.find("drift", params)
+    print(f"\nbandwidth floor (read logits twice + write the gradient at copy speed): {floor * 1e3:.2f} ms; "
+          f"drift fwd+bwd = {ours.p50 / floor:.2f}x the floor")
+    for base in ("eager-gather", "eager-naive"):
+        other = bench.find(base, params)
+        if ours.peak_mem_bytes and other.peak_mem_bytes:
+            print(f"peak memory: {base} / drift = {other.peak_mem_bytes / ours.peak_mem_bytes:.2f}x "
+                  f"({ours.mem_method})")
+    if not args.no_csv:
+        print(f"appended {len(bench.rows)} rows to {bench.write_csv()}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+// The arithmetic of the fused vocabulary losses (OAL, METHOD.md section 2, and per-token
+// log-probs), shared by the CPU drivers (cpu/oal.cpp) and the CUDA kernels (cuda/oal.cu).
+//
+// Both losses need log softmax(x)[v] = x[v] - lse(x) for a handful of ids v per row of V
+// logits. Instead of materialising the (B, T, V) log-softmax we compute lse(x) in one pass
+// with the online normaliser of Milakov & Gimelshein (2018, "Online normalizer calculation
+// for softmax"): a running maximum m and a running sum s of exp(x - m), rescaled by
+// exp(m_old - m_new) whenever the maximum grows; two partial states merge the same way, so the
+// pass splits freely across SIMD lanes, chunks, threads and CUDA warps. Low-precision logits
+// (bf16/fp16) are widened to fp32 and all accumulation runs in fp32 (fp64 for fp64 logits).
+//
+// Nothing here allocates or branches on data in a way a compiler cannot vectorise: the CPU
+// drivers call these functions from fixed-width lane loops that gcc/clang turn into SIMD.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "drift/common.hpp"
+
+// Host helpers on SIMD vectors must always inline: an out-of-line copy would pass vectors in
+// registers the baseline ABI lacks (GCC warns, and it is slow).
+#if defined(__CUDACC__) || !(defined(__GNUC__) || defined(__clang__))
+#define DRIFT_HD_SIMD DRIFT_HD
+#else
+#define DRIFT_HD_SIMD inline __attribute__((always_inline))
+#endif
+
+namespace drift {
+namespace oal {
+
+// 16-bit storage types (bit patterns only; arithmetic always happens in fp32).
+struct bf16 { uint16_t bits; };
+struct fp16 { uint16_t bits; };
+
+DRIFT_HD uint32_t f2u(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+#endif
+}
+
+DRIFT_HD float u2f(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+#endif
+}
+
+// bf16 is the top half of an fp32: widening is a shift.
+DRIFT_HD float to_float(bf16 h) { return u2f(static_cast<uint32_t>(h.bits) << 16); }
+
+// IEEE half -> fp32 without tables or branches: place exponent and mantissa in the fp32
+// field (shifted by 23 - 10 bits) and multiply by 2^(127 - 15) to re-bias the exponent. The
+// multiplication also normalises half subnormals exactly. Inf/NaN (exponent 31) would land
+// at a finite exponent, so their exponent field is forced to all ones.
+DRIFT_HD float to_float(fp16 h) {
+  const uint32_t magnitude = static_cast<uint32_t>(h.bits & 0x7fffu) << 13;
+  const uint32_t sign = static_cast<uint32_t>(h.bits & 0x8000u) << 16;
+  const float scaled = u2f(magnitude) * 5.192296858534828e33f;  // 2^112
+  const uint32_t special = (h.bits & 0x7c00u) == 0x7c00u ? (magnitude | 0x7f800000u) : f2u(scaled);
+  return u2f(special | sign);
+}
+
+DRIFT_HD float to_float(float x) { return x; }
+DRIFT_HD double to_float(double x) { return x; }
+
+// fp32 -> bf16, round to nearest even; NaN stays a (quiet) NaN.
+DRIFT_HD bf16 to_bf16(float f) {
+  const uint32_t u = f2u(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return bf16{static_cast<uint16_t>((u >> 16) | 0x40u)};
+  const uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
+  return bf16{static_cast<uint16_t>(rounded >> 16)};
+}
+
+// fp32 -> IEEE half, round to nearest even, overflow to inf, underflow through subnormals.
+DRIFT_HD fp16 to_fp16(float f) {
+  const uint32_t u = f2u(f);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return fp16{static_cast<uint16_t>(sign | 0x7e00u)};  // NaN
+  if (a >= 0x477ff000u) return fp16{static_cast<uint16_t>(sign | 0x7c00u)};  // >= 65520: inf
+  if (a < 0x38800000u) {
+    // Below the smallest normal half (2^-14): the result is subnormal (or zero). Adding
+    // 0.5 (2^-1) aligns the mantissa so that the fp32 adder rounds at the half subnormal
+    // quantum 2^-24, to nearest even; the low bits are then the half's mantissa.
+    const float shifted = u2f(a) + 0.5f;
+    return fp16{static_cast<uint16_t>(sign | static_cast<uint16_t>(f2u(shifted) - 0x3f000000u))};
+  }
+  // Normal: re-bias the exponent (127 - 15) and round the 13 dropped mantissa bits.
+  const uint32_t rebiased = a - (static_cast<uint32_t>(112) << 23);
+  const uint32_t rounded = rebiased + 0xfffu + ((rebiased >> 13) & 1u);
+  return fp16{static_cast<uint16_t>(sign | (rounded >> 13))};
+}
+
+template <typename T> DRIFT_HD T from_float(float f);
+template <> DRIFT_HD float from_float<float>(float f) { return f; }
+template <> DRIFT_HD bf16 from_float<bf16>(float f) { return to_bf16(f); }
+template <> DRIFT_HD fp16 from_float<fp16>(float f) { return to_fp16(f); }
+template <typename T> DRIFT_HD T from_double(double d) { return from_float<T>(static_cast<float>(d)); }
+template <> DRIFT_HD double from_double<double>(double d) { return d; }
+
+// The accumulation type of a logits type: fp64 for fp64, fp32 otherwise.
+template <typename T> struct Acc { using type = float; };
+template <> struct Acc<double> { using type = double; };
+template <typename T> using acc_t = typename Acc<T>::type;
+
+// Lane-generic helpers so that one exp polynomial serves scalars (CPU tails, CUDA) and, on
+// CPU, GCC/Clang vectors of W floats (the SIMD loops of cpu/oal.cpp: W = 4 for the baseline
+// SSE2/NEON build, 8 and 16 in the AVX2 and AVX-512 variants it selects at run time).
+DRIFT_HD float splat_f(float c, float) { return c; }
+DRIFT_HD uint32_t splat_u(uint32_t c, float) { return c; }
+DRIFT_HD float select(bool c, float a, float b) { return c ? a : b; }
+
+#if !defined(__CUDACC__) && (defined(__GNUC__) || defined(__clang__))
+#define DRIFT_VECTOR_EXT 1
+// Every function taking a vector is always inlined into a caller compiled for a wide enough
+// instruction set; the "ABI changed" note GCC emits for wide vector parameters is irrelevant.
+#pragma GCC diagnostic ignored "-Wpsabi"
+template <int W> struct Vec;
+#define DRIFT_OAL_VEC(W)                                                                            \
+  typedef float vfloat##W __attribute__((vector_size(4 * W)));                                      \
+  typedef uint32_t vuint##W __attribute__((vector_size(4 * W)));                                    \
+  typedef int32_t vmask##W __attribute__((vector_size(4 * W)));                                     \
+  typedef uint16_t vhalf##W __attribute__((vector_size(2 * W)));                                    \
+  template <> struct Vec<W> {                                                                       \
+    using f = vfloat##W;                                                                            \
+    using u = vuint##W;                                                                             \
+    using h = vhalf##W;                                                                             \
+  };                                                                                                \
+  DRIFT_HD_SIMD vfloat##W splat_f(float c, const vfloat##W&) { return vfloat##W{} + c; }            \
+  DRIFT_HD_SIMD vuint##W splat_u(uint32_t c, const vfloat##W&) { return vuint##W{} + c; }           \
+  DRIFT_HD_SIMD vuint##W f2u(const vfloat##W& f) { return reinterpret_cast<vuint##W>(f); }          \
+  DRIFT_HD_SIMD vfloat##W u2f(const vuint##W& u) { return reinterpret_cast<vfloat##W>(u); }         \
+  DRIFT_HD_SIMD vfloat##W select(const vmask##W& c, const vfloat##W& a, const vfloat##W& b) {       \
+    const vuint##W m = reinterpret_cast<vuint##W>(c);                                               \
+    return u2f((m & f2u(a)) | (~m & f2u(b)));                                                       \
+  }
+DRIFT_OAL_VEC(4)
+DRIFT_OAL_VEC(8)
+DRIFT_OAL_VEC(16)
+#undef DRIFT_OAL_VEC
+#endif
+
+// exp(x) in fp32 without libm, so that loops over it vectorise: x = n ln2 + r with
+// |r| <= ln2/2 (Cody-Waite split of ln2 into a short head and a tail, so n * ln2_hi is exact),
+// exp(r) by its degree-7 Taylor polynomial (truncation error < 1e-8 relative, below fp32
+// rounding), 2^n assembled in the exponent field. n is rounded with the 1.5 * 2^23 trick: the
+// low mantissa bits of x * log2(e) + 1.5 * 2^23 hold n, read back without a float->int cast
+// (no undefined behaviour for NaN). x < -87 returns 0 (below fp32's normal range: harmless for
+// a softmax), x > 88 returns inf, NaN stays NaN. F is float or (CPU) vfloat.
+template <typename F> DRIFT_HD_SIMD F exp_fast(const F& x) {
+  const F lo = splat_f(-87.0f, x), hi = splat_f(88.0f, x), shifter = splat_f(12582912.0f, x);  // 1.5 * 2^23
+  F c = select(x < lo, lo, x);
+  c = select(c > hi, hi, c);
+  const F t = c * splat_f(1.44269504088896341f, x) + shifter;
+  const F n = t - shifter;
+  F r = c - n * splat_f(0.693359375f, x);  // ln2 head: 9 significant bits
+  r = r - n * splat_f(-2.12194440e-4f, x);  // ln2 tail
+  F p = splat_f(1.0f / 5040.0f, x);
+  p = p * r + splat_f(1.0f / 720.0f, x);
+  p = p * r + splat_f(1.0f / 120.0f, x);
+  p = p * r + splat_f(1.0f / 24.0f, x);
+  p = p * r + splat_f(1.0f / 6.0f, x);
+  p = p * r + splat_f(0.5f, x);
+  p = p * r + splat_f(1.0f, x);
+  p = p * r + splat_f(1.0f, x);
+  // 2^n with n in [-126, 127]: (n + 127) in the exponent field.
+  const auto biased = (f2u(t) - splat_u(0x4b400000u - 127u, x)) << 23;
+  F e = p * u2f(biased);
+  e = select(x < lo, splat_f(0.0f, x), e);
+  e = select(x > hi, splat_f(INFINITY, x), e);
+  return e;
+}
+
+DRIFT_HD double exp_fast(double x) { return exp(x); }
+
+DRIFT_HD float log_acc(float x) { return logf(x); }
+DRIFT_HD double log_acc(double x) { return log(x); }
+
+// Online log-sum-exp state: max m and sum s of exp(x - m) over the elements seen. The empty
+// state is (-inf, 0). NaN inputs make s NaN (exp(NaN - m)), which survives every merge.
+template <typename A> struct LseState {
+  A m;
+  A s;
+};
+
+template <typename A> DRIFT_HD LseState<A> lse_empty() { return {-static_cast<A>(INFINITY), A(0)}; }
+
+// Rescale s from max `from` to max `to` (to >= from). A state still at -inf has s == 0 and
+// needs no rescaling (exp(-inf - -inf) would be NaN).
+template <typename A> DRIFT_HD A lse_rescale(A s, A from, A to) { return from == to ? s : s * exp_fast(from - to); }
+
+template <typename A> DRIFT_HD LseState<A> lse_merge(LseState<A> a, LseState<A> b) {
+  const A m = a.m > b.m ? a.m : b.m;
+  return {m, lse_rescale(a.s, a.m, m) + lse_rescale(b.s, b.m, m)};
+}
+
+// log(sum exp(x)) of the state; -inf for an empty row, NaN when any input was NaN (or +inf).
+template <typename A> DRIFT_HD A lse_value(LseState<A> st) { return st.m + log_acc(st.s); }
+
+// The running arg-max of the OAL forward: position `pos` with value `val` replaces the best
+// so far if none yet, if it is NaN (NaN propagates like torch.max; the first NaN wins), or if it
+// is strictly larger (so ties keep the lowest position, the rule of METHOD.md section 2).
+// Callers visit positions in increasing order, or merge with `argmax_merge`.
+template <typename A> DRIFT_HD bool argmax_takes(A val, int64_t pos, A best, int64_t best_pos) {
+  if (best_pos < 0) return true;
+  if (best != best) return false;
+  if (val != val) return true;
+  return val > best || (val == best && pos < best_pos);
+}
+
+// Combines two partial arg-maxes (from disjoint position sets) with the same rule.
+template <typename A> DRIFT_HD void argmax_merge(A& best, int64_t& best_pos, A val, int64_t pos) {
+  if (pos < 0) return;
+  bool take;
+  if (best_pos < 0) take = true;
+  else if (best != best && val != val) take = pos < best_pos;
+  else if (best != best) take = false;
+  else if (val != val) take = true;
+  else take = val > best || (val == best && pos < best_pos);
+  if (take) {
+    best = val;
+    best_pos = pos;
+  }
+}
+
+}  // namespace oal
+}  // namespace drift

@@ -1,0 +1,80 @@
+"""Checks and conventions shared by the fused vocabulary ops (``oal``, ``token_logps``)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from drift._checks import require_dtype, require_rank, require_same_device, require_shape, require_tensor
+from drift._native import _C
+
+#: Logit dtypes the kernels read; accumulation is fp32 (fp64 for fp64 logits).
+LOGITS_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+#: Label/target value that marks padding when no explicit mask is given (as in cross-entropy).
+IGNORE_INDEX = -100
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the kernels' fp accumulators and per-token outputs for ``dtype`` logits."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_logits(logits: Any) -> torch.Tensor:
+    """A (B, T, V) floating tensor on CPU or CUDA with V >= 1; raises naming ``logits``."""
+    logits = require_tensor(logits, "logits")
+    require_rank(logits, "logits", 3, "(B, T, V)")
+    require_dtype(logits, "logits", LOGITS_DTYPES)
+    if logits.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"logits: unsupported device {logits.device}; expected cpu or cuda")
+    if logits.shape[2] < 1:
+        raise ValueError(f"logits: the vocabulary dimension V must be >= 1, got shape {tuple(logits.shape)}")
+    return logits
+
+
+def check_ids(ids: Any, name: str, logits: torch.Tensor, width_layout: str) -> torch.Tensor:
+    """(B, N) integer ids on ``logits``' device, batch matching ``logits``."""
+    ids = require_tensor(ids, name)
+    if ids.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
+        raise TypeError(f"{name}: expected integer token ids (int32 or int64), got {ids.dtype}")
+    require_rank(ids, name, 2, width_layout)
+    require_same_device(ids, name, logits, "logits")
+    if ids.shape[0] != logits.shape[0]:
+        raise ValueError(f"{name}: batch size {ids.shape[0]} differs from logits' {logits.shape[0]}")
+    return ids
+
+
+def check_mask(mask: Optional[Any], name: str, shape: tuple, layout: str, ref: torch.Tensor) -> Optional[torch.Tensor]:
+    """A bool mask of ``shape`` on ``ref``'s device, or None."""
+    if mask is None:
+        return None
+    mask = require_tensor(mask, name)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"{name}: expected a bool tensor, got {mask.dtype}")
+    require_shape(mask, name, shape, layout)
+    require_same_device(mask, name, ref, "logits")
+    return mask
+
+
+def unit_stride_rows(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` itself when V has unit stride (row strides are free), else a contiguous copy."""
+    if logits.shape[2] > 1 and logits.stride(2) != 1:
+        return logits.contiguous()
+    return logits
+
+
+def check_ids_in_range(ids: torch.Tensor, valid: torch.Tensor, vocab: int, name: str) -> None:
+    """Rejects valid ids outside [0, vocab) before a CUDA kernel runs (one host sync).
+
+    The CPU drivers check this themselves; CUDA kernels skip such ids instead of reading
+    out of bounds, so this is what turns them into an error.
+    """
+    bad = valid & ((ids < 0) | (ids >= vocab))
+    if bool(bad.any()):
+        first = int(ids[bad][0])
+        raise ValueError(f"{name}: id {first} outside [0, {vocab})")
+
+
+def require_cuda_kernels(name: str) -> None:
+    if not _C.cuda_compiled():
+        raise RuntimeError(f"{name}: is a CUDA tensor but drift was built without CUDA kernels; reinstall with nvcc on PATH")
