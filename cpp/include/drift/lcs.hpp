@@ -64,6 +64,36 @@ DRIFT_HD uint32_t resolve_carries(uint32_t gen, uint32_t prop, uint32_t carry_in
   return static_cast<uint32_t>((s ^ x ^ y) & 0xffffffffu);
 }
 
+// Match words. Word w of PM[token] has bit `bit` set iff a[64*w + bit] == token (positions
+// >= m never match). The CPU driver looks PM up in a hash table; the CUDA kernel builds each
+// word on the fly, from a shared-memory copy of y staged transposed (position p at
+// staged_index(p, words), so that lanes building consecutive words read consecutive addresses;
+// positions in [m, 64 * words) hold kNoToken, which no valid, non-negative id equals) or, when
+// that copy does not fit in the device's shared memory, straight from y.
+constexpr int64_t kNoToken = INT64_MIN;
+
+DRIFT_HD int64_t staged_index(int64_t p, int64_t words) { return (p % kWordBits) * words + p / kWordBits; }
+
+DRIFT_HD uint64_t match_word_staged(const int64_t* staged, int64_t words, int64_t w, int64_t token) {
+  const int64_t* col = staged + w;
+  uint64_t pm = 0;
+#if defined(__CUDA_ARCH__)
+#pragma unroll 16
+#endif
+  for (int bit = 0; bit < kWordBits; ++bit) pm |= uint64_t(col[bit * words] == token) << bit;
+  return pm;
+}
+
+template <typename TA>
+DRIFT_HD uint64_t match_word_direct(const TA* a, int64_t m, int64_t w, int64_t token) {
+  const int64_t base = w * kWordBits;
+  const int64_t rest = m - base;
+  const int bits = rest < kWordBits ? static_cast<int>(rest) : kWordBits;
+  uint64_t pm = 0;
+  for (int bit = 0; bit < bits; ++bit) pm |= uint64_t(static_cast<int64_t>(a[base + bit]) == token) << bit;
+  return pm;
+}
+
 // Bit i of V_j: 1 iff L(i, j) == L(i+1, j). Column 0 is all ones (implicit).
 DRIFT_HD bool row_flat(const uint64_t* history, int64_t words, int64_t i, int64_t j) {
   if (j == 0) return true;

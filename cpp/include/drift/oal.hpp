@@ -206,6 +206,25 @@ template <typename A> DRIFT_HD LseState<A> lse_merge(LseState<A> a, LseState<A> 
 // log(sum exp(x)) of the state; -inf for an empty row, NaN when any input was NaN (or +inf).
 template <typename A> DRIFT_HD A lse_value(LseState<A> st) { return st.m + log_acc(st.s); }
 
+// Folds x[0, n) into an online log-sum-exp state: their max first, then one rescale of the
+// running sum (the per-thread step of the CUDA row kernels; the CPU drivers do the same on
+// SIMD lanes). While the max is still -inf (only -inf and NaN seen) the sum is kept, or turns
+// NaN if a NaN arrived.
+template <typename A, int N> DRIFT_HD LseState<A> lse_fold(LseState<A> st, const A (&x)[N], int n) {
+  const A neg_inf = -static_cast<A>(INFINITY);
+  A cm = neg_inf;
+  for (int i = 0; i < n; ++i) cm = x[i] > cm ? x[i] : cm;
+  const A m = cm > st.m ? cm : st.m;
+  if (m == neg_inf) {
+    bool nan = false;
+    for (int i = 0; i < n; ++i) nan = nan || x[i] != x[i];
+    return {m, nan ? static_cast<A>(NAN) : st.s};
+  }
+  A s = lse_rescale(st.s, st.m, m);
+  for (int i = 0; i < n; ++i) s += exp_fast(x[i] - m);
+  return {m, s};
+}
+
 // The running arg-max of the OAL forward: position `pos` with value `val` replaces the best
 // so far if none yet, if it is NaN (NaN propagates like torch.max; the first NaN wins), or if it
 // is strictly larger (so ties keep the lowest position, the rule of METHOD.md section 2).

@@ -2,7 +2,7 @@
 //
 // Row kernels (log-sum-exp, backward) run one block per row of V logits: each thread folds
 // a strided slice into an online log-sum-exp state (Milakov & Gimelshein 2018), reading 16
-// bytes at a time once the row pointer is aligned, and the states merge across the block.
+// bytes at a time when the row is 16-byte aligned, and the states merge across the block.
 // The OAL gather runs one warp per target slot: lanes stride over the positions and merge
 // their running arg-maxes with the rule of drift/oal.hpp (NaN first, then larger, then lower
 // position), so CPU and CUDA pick the same position. All reductions have a fixed shape: the
@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/cuda_util.cuh"
 #include "drift/oal.hpp"
 #include "drivers.hpp"
 
@@ -28,9 +29,7 @@ constexpr int kRowThreads = 256;
 constexpr int kSlotWarps = 8;
 constexpr int64_t kMaxGrid = int64_t(1) << 30;
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string("drift oal CUDA: ") + what + ": " + cudaGetErrorString(err));
-}
+void check(cudaError_t err, const char* what) { cuda::check(err, "oal", what); }
 
 unsigned grid_for(int64_t items, int64_t per_block) {
   return static_cast<unsigned>(std::min<int64_t>((items + per_block - 1) / per_block, kMaxGrid));
@@ -54,29 +53,16 @@ template <typename T> __device__ __forceinline__ int64_t head_elems(const T* p, 
   return head < n ? head : n;
 }
 
-template <typename A> __device__ __forceinline__ A neg_inf() { return -static_cast<A>(INFINITY); }
-
-// Folds n values into an online log-sum-exp state: their max first, then one rescale.
-template <typename A, int N>
-__device__ __forceinline__ oal::LseState<A> fold(oal::LseState<A> st, const A (&x)[N], int n) {
-  A cm = neg_inf<A>();
-  for (int i = 0; i < n; ++i) cm = x[i] > cm ? x[i] : cm;
-  const A m = cm > st.m ? cm : st.m;
-  if (m == neg_inf<A>()) {
-    bool nan = false;
-    for (int i = 0; i < n; ++i) nan = nan || x[i] != x[i];
-    return {m, nan ? static_cast<A>(NAN) : st.s};
-  }
-  A s = oal::lse_rescale(st.s, st.m, m);
-  for (int i = 0; i < n; ++i) s += oal::exp_fast(x[i] - m);
-  return {m, s};
-}
-
 template <typename A> __device__ __forceinline__ oal::LseState<A> shfl_down(oal::LseState<A> st, int offset) {
   return {__shfl_down_sync(0xffffffffu, st.m, offset), __shfl_down_sync(0xffffffffu, st.s, offset)};
 }
 
 // log-sum-exp of one row, computed by the whole block; the result is returned to every thread.
+// The fold order depends on the row's contents and V only, never on its address: thread k
+// folds groups k, k + blockDim, ... of E elements counted from the row's start (one 16-byte
+// load each when the row is 16-byte aligned, E element loads otherwise), then the tail one
+// element at a time. So bitwise-equal rows get bitwise-equal results wherever they lie, and
+// their exact ties in the OAL arg-max go to the lowest position as on the CPU.
 template <typename T> __device__ acc_t<T> block_row_lse(const T* row, int64_t V) {
   using A = acc_t<T>;
   __shared__ A sm[kRowThreads / kWarp];
@@ -84,24 +70,25 @@ template <typename T> __device__ acc_t<T> block_row_lse(const T* row, int64_t V)
   __shared__ A result;
   constexpr int E = Vec<T>::kElems;
   auto st = oal::lse_empty<A>();
-  const int64_t head = head_elems(row, V);
-  for (int64_t i = threadIdx.x; i < head; i += blockDim.x) {
-    const A x[1] = {oal::to_float(row[i])};
-    st = fold(st, x, 1);
-  }
-  const int64_t nvec = (V - head) / E;
-  const auto* vp = reinterpret_cast<const uint4*>(row + head);
-  for (int64_t k = threadIdx.x; k < nvec; k += blockDim.x) {
-    typename Vec<T>::Pack pack;
-    pack.raw = vp[k];
+  const int64_t groups = V / E;
+  const bool aligned = reinterpret_cast<uintptr_t>(row) % 16 == 0;  // the same for the whole block
+  const auto* vp = reinterpret_cast<const uint4*>(row);
+  for (int64_t k = threadIdx.x; k < groups; k += blockDim.x) {
     A x[E];
+    if (aligned) {
+      typename Vec<T>::Pack pack;
+      pack.raw = vp[k];
 #pragma unroll
-    for (int e = 0; e < E; ++e) x[e] = oal::to_float(pack.v[e]);
-    st = fold(st, x, E);
+      for (int e = 0; e < E; ++e) x[e] = oal::to_float(pack.v[e]);
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) x[e] = oal::to_float(row[k * E + e]);
+    }
+    st = oal::lse_fold(st, x, E);
   }
-  for (int64_t i = head + nvec * E + threadIdx.x; i < V; i += blockDim.x) {
+  for (int64_t i = groups * E + threadIdx.x; i < V; i += blockDim.x) {
     const A x[1] = {oal::to_float(row[i])};
-    st = fold(st, x, 1);
+    st = oal::lse_fold(st, x, 1);
   }
 #pragma unroll
   for (int offset = kWarp / 2; offset > 0; offset /= 2) st = oal::lse_merge(st, shfl_down(st, offset));
@@ -411,21 +398,25 @@ cudaStream_t as_stream(std::uintptr_t handle) { return reinterpret_cast<cudaStre
 
 void token_logps_forward_cuda(const TokenLogpsForwardArgs& a, std::uintptr_t stream) {
   validate_token_logps_forward(a, DeviceKind::kCUDA);
+  cuda::DeviceGuard guard(a.logits.device_id, "oal");
   dispatch<TokenFwd>(a.logits.dtype, a, as_stream(stream));
 }
 
 void token_logps_backward_cuda(const TokenLogpsBackwardArgs& a, std::uintptr_t stream) {
   validate_token_logps_backward(a, DeviceKind::kCUDA);
+  cuda::DeviceGuard guard(a.logits.device_id, "oal");
   dispatch<TokenBwd>(a.logits.dtype, a, as_stream(stream));
 }
 
 void oal_forward_cuda(const OalForwardArgs& a, std::uintptr_t stream) {
   validate_oal_forward(a, DeviceKind::kCUDA);
+  cuda::DeviceGuard guard(a.logits.device_id, "oal");
   dispatch<OalFwd>(a.logits.dtype, a, as_stream(stream));
 }
 
 void oal_backward_cuda(const OalBackwardArgs& a, std::uintptr_t stream) {
   validate_oal_backward(a, DeviceKind::kCUDA);
+  cuda::DeviceGuard guard(a.logits.device_id, "oal");
   dispatch<OalBwd>(a.logits.dtype, a, as_stream(stream));
 }
 
