@@ -6,7 +6,7 @@ Validation, allocation and device dispatch live here; the algorithm is in
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import torch

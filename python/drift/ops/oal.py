@@ -24,6 +24,7 @@ import torch
 from drift import _native
 from drift._native import _C
 from drift.ops._logits import (
+    native_backward,
     IGNORE_INDEX,
     acc_dtype,
     check_ids,
@@ -91,25 +92,12 @@ def _oal_forward_cuda(logits, targets, logits_mask, targets_mask):
 
 @torch.library.register_kernel("drift::oal_backward", "cpu")
 def _oal_backward_cpu(grad_target_logps, logits, targets, lse, argmax):
-    logits = unit_stride_rows(logits)
-    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    cap = _native.capsule
-    _C.oal_backward_cpu(cap(grad_target_logps), cap(logits), cap(targets), cap(lse), cap(argmax), cap(grad))
-    return grad
+    return native_backward(_C.oal_backward_cpu, grad_target_logps, logits, targets, lse, argmax)
 
 
 @torch.library.register_kernel("drift::oal_backward", "cuda")
 def _oal_backward_cuda(grad_target_logps, logits, targets, lse, argmax):
-    require_cuda_kernels("logits")
-    logits = unit_stride_rows(logits)
-    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    cap = _native.capsule
-    with torch.cuda.device(logits.device):
-        _C.oal_backward_cuda(
-            cap(grad_target_logps), cap(logits), cap(targets), cap(lse), cap(argmax), cap(grad),
-            _native.cuda_stream(logits.device),
-        )
-    return grad
+    return native_backward(_C.oal_backward_cuda, grad_target_logps, logits, targets, lse, argmax)
 
 
 def _setup_context(ctx, inputs, output):

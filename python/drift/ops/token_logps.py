@@ -19,6 +19,7 @@ import torch
 from drift import _native
 from drift._native import _C
 from drift.ops._logits import (
+    native_backward,
     IGNORE_INDEX,
     acc_dtype,
     check_ids,
@@ -75,25 +76,12 @@ def _token_logps_forward_cuda(logits, labels, mask):
 
 @torch.library.register_kernel("drift::token_logps_backward", "cpu")
 def _token_logps_backward_cpu(grad_logps, logits, labels, mask, lse):
-    logits = unit_stride_rows(logits)
-    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    cap = _native.capsule
-    _C.token_logps_backward_cpu(cap(grad_logps), cap(logits), cap(labels), cap(mask), cap(lse), cap(grad))
-    return grad
+    return native_backward(_C.token_logps_backward_cpu, grad_logps, logits, labels, mask, lse)
 
 
 @torch.library.register_kernel("drift::token_logps_backward", "cuda")
 def _token_logps_backward_cuda(grad_logps, logits, labels, mask, lse):
-    require_cuda_kernels("logits")
-    logits = unit_stride_rows(logits)
-    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    cap = _native.capsule
-    with torch.cuda.device(logits.device):
-        _C.token_logps_backward_cuda(
-            cap(grad_logps), cap(logits), cap(labels), cap(mask), cap(lse), cap(grad),
-            _native.cuda_stream(logits.device),
-        )
-    return grad
+    return native_backward(_C.token_logps_backward_cuda, grad_logps, logits, labels, mask, lse)
 
 
 def _setup_context(ctx, inputs, output):
