@@ -364,3 +364,18 @@ def test_mixed_devices_raise_with_meta_device():
     """Without a GPU, the meta device stands in for 'another device' in the device check."""
     with pytest.raises(ValueError, match="y_prime: is on"):
         drift.lcs_mask(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long, device="meta"))
+
+
+def test_large_token_ids_use_the_hash_path():
+    """Ids beyond the CPU driver's direct lookup table (>= 2**22) take its hash-map path."""
+    rng = random.Random(21)
+    ys, yps = [], []
+    for _ in range(200):
+        base = rng.choice([2**22, 2**40, 2**62])
+        m, n = rng.randint(0, 70), rng.randint(0, 70)
+        ys.append([base + rng.randrange(5) for _ in range(m)])
+        yps.append([base + rng.randrange(5) for _ in range(n)])
+    mixed_y = ys + [[1, 2**50, 3]]
+    mixed_yp = yps + [[2**50, 3, 1]]
+    out = assert_matches_reference(mixed_y, mixed_yp, "cpu")
+    assert_kept_tokens_form_lcs(out, mixed_y, mixed_yp)

@@ -28,68 +28,132 @@ void validate_lcs_args(const LcsArgs& a, DeviceKind device) {
 
 namespace {
 
-// Per-thread scratch: an open-addressing map token -> match-table row, the match table
-// (one ceil(M/64)-word bit vector per distinct token of y) and the column history.
+// Per-thread scratch: an open-addressing map token -> match-table row (key and row side by
+// side, one cache line per probe), the match table (one ceil(M/64)-word bit vector per
+// distinct token of y), the match-table row of every token of y', and the column history
+// (only columns whose token occurs in y are stored; `cols[j]` points at V_{j+1}).
+struct Slot {
+  int64_t key;
+  int32_t row;
+};
 struct Scratch {
-  std::vector<int64_t> keys;
-  std::vector<int32_t> rows;
+  std::vector<int32_t> dense;  // token -> row when ids are small (all -1 between pairs)
+  std::vector<Slot> slots;
+  std::vector<int32_t> a_rows, b_rows;
   std::vector<uint64_t> pm;
   std::vector<uint64_t> history;
+  std::vector<const uint64_t*> cols;
   std::vector<uint64_t> ones;
 };
 
 inline uint64_t hash_token(int64_t t) { return static_cast<uint64_t>(t) * 0x9E3779B97F4A7C15ull; }
 
+// Traceback with the tie-break of lcs::traceback, skipping runs: in column j, the walk moves
+// up (--i) while bit i-1 of F = V_j & ~PM[b[j-1]] is set (flat and not a match), so a whole
+// run of such steps is one count of leading ones.
+template <typename Mask>
+int64_t traceback_runs(const Scratch& s, int64_t words, int64_t m, int64_t n, Mask* diff_a, Mask* diff_b) {
+  int64_t i = m, j = n, length = 0;
+  while (i > 0 && j > 0) {
+    const uint64_t* v = s.cols[j - 1];
+    const int32_t r = s.b_rows[j - 1];
+    const uint64_t* pm = r >= 0 ? s.pm.data() + static_cast<size_t>(r) * words : nullptr;
+    for (;;) {  // skip the run of F-ones ending at bit i-1
+      const int64_t w = (i - 1) / lcs::kWordBits;
+      const int p = static_cast<int>((i - 1) % lcs::kWordBits);
+      const uint64_t f = v[w] & ~(pm ? pm[w] : 0);
+      // Bit 63 = position i-1; run = leading ones of f from there (at most p + 1).
+      const uint64_t x = ~(f << (63 - p));
+      const int run = x ? __builtin_clzll(x) : 64;
+      i -= run;
+      if (run <= p || i == 0) break;  // stopped inside the word, or ran off the top
+    }
+    if (i == 0) break;
+    if (pm && ((pm[(i - 1) / lcs::kWordBits] >> ((i - 1) % lcs::kWordBits)) & 1u)) {
+      diff_a[i - 1] = Mask(0);
+      diff_b[j - 1] = Mask(0);
+      --i;
+      ++length;
+    }
+    --j;
+  }
+  return length;
+}
+
 template <typename TA, typename TB>
-int64_t lcs_pair(const TA* a, int64_t m, const TB* b, int64_t n, uint8_t* diff_a, uint8_t* diff_b, Scratch& s) {
+int64_t lcs_pair(const TA* a, int64_t m, const TB* b, int64_t n, uint8_t* diff_a, uint8_t* diff_b, Scratch& s,
+                 int64_t max_id) {
   std::fill(diff_a, diff_a + m, uint8_t(1));
   std::fill(diff_b, diff_b + n, uint8_t(1));
   if (m == 0 || n == 0) return 0;
   const int64_t words = lcs::num_words(m);
 
-  int shift_bits = 1;
-  while ((int64_t(1) << shift_bits) < 2 * m) ++shift_bits;
-  const uint64_t capacity = uint64_t(1) << shift_bits;
-  const int shift = 64 - shift_bits;
-  s.keys.assign(capacity, 0);
-  s.rows.assign(capacity, -1);
-  auto slot_of = [&](int64_t t) {
-    uint64_t h = hash_token(t) >> shift;
-    while (s.rows[h] >= 0 && s.keys[h] != t) h = (h + 1) & (capacity - 1);
-    return h;
-  };
-
-  // First pass: distinct tokens -> rows; then one bit per position.
-  int32_t distinct = 0;
-  for (int64_t i = 0; i < m; ++i) {
-    const int64_t t = static_cast<int64_t>(a[i]);
-    const uint64_t h = slot_of(t);
-    if (s.rows[h] < 0) {
-      s.keys[h] = t;
-      s.rows[h] = distinct++;
+  if (max_id >= 0) {
+    // Small ids: a direct token -> row table (no probing, no unpredictable branches); only
+    // the entries of y's tokens are touched, and reset to -1 before returning.
+    if (static_cast<int64_t>(s.dense.size()) <= max_id) s.dense.assign(max_id + 1, -1);
+    int32_t* dense = s.dense.data();
+    s.a_rows.resize(m);
+    int32_t distinct = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      int32_t& r = dense[static_cast<int64_t>(a[i])];
+      if (r < 0) r = distinct++;
+      s.a_rows[i] = r;
     }
-  }
-  s.pm.assign(static_cast<size_t>(distinct) * words, 0);
-  for (int64_t i = 0; i < m; ++i) {
-    const int32_t r = s.rows[slot_of(static_cast<int64_t>(a[i]))];
-    s.pm[static_cast<size_t>(r) * words + i / lcs::kWordBits] |= uint64_t(1) << (i % lcs::kWordBits);
+    s.b_rows.resize(n);
+    for (int64_t j = 0; j < n; ++j) s.b_rows[j] = dense[static_cast<int64_t>(b[j])];
+    for (int64_t i = 0; i < m; ++i) dense[static_cast<int64_t>(a[i])] = -1;
+    s.pm.assign(static_cast<size_t>(distinct) * words, 0);
+    for (int64_t i = 0; i < m; ++i)
+      s.pm[static_cast<size_t>(s.a_rows[i]) * words + i / lcs::kWordBits] |= uint64_t(1) << (i % lcs::kWordBits);
+  } else {
+    int shift_bits = 1;
+    while ((int64_t(1) << shift_bits) < 2 * m) ++shift_bits;
+    const uint64_t capacity = uint64_t(1) << shift_bits;
+    const int shift = 64 - shift_bits;
+    s.slots.assign(capacity, Slot{0, -1});
+    Slot* slots = s.slots.data();
+    auto slot_of = [&](int64_t t) {
+      uint64_t h = hash_token(t) >> shift;
+      while (slots[h].row >= 0 && slots[h].key != t) h = (h + 1) & (capacity - 1);
+      return h;
+    };
+
+    // One pass over y: distinct tokens -> rows (remembered per position); then one bit each.
+    s.a_rows.resize(m);
+    int32_t distinct = 0;
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t t = static_cast<int64_t>(a[i]);
+      Slot& sl = slots[slot_of(t)];
+      if (sl.row < 0) {
+        sl.key = t;
+        sl.row = distinct++;
+      }
+      s.a_rows[i] = sl.row;
+    }
+    s.pm.assign(static_cast<size_t>(distinct) * words, 0);
+    for (int64_t i = 0; i < m; ++i)
+      s.pm[static_cast<size_t>(s.a_rows[i]) * words + i / lcs::kWordBits] |= uint64_t(1) << (i % lcs::kWordBits);
+
+    s.b_rows.resize(n);
+    for (int64_t j = 0; j < n; ++j) s.b_rows[j] = slots[slot_of(static_cast<int64_t>(b[j]))].row;
   }
 
   s.history.resize(static_cast<size_t>(n) * words);
+  s.cols.resize(n);
   s.ones.assign(words, ~uint64_t(0));
   const uint64_t* prev = s.ones.data();
+  uint64_t* next = s.history.data();
   for (int64_t j = 0; j < n; ++j) {
-    uint64_t* next = s.history.data() + static_cast<size_t>(j) * words;
-    const int32_t r = s.rows[slot_of(static_cast<int64_t>(b[j]))];
-    if (r < 0) {
-      // No match anywhere in y: PM is zero and V is unchanged.
-      std::memcpy(next, prev, sizeof(uint64_t) * words);
-    } else {
+    const int32_t r = s.b_rows[j];
+    if (r >= 0) {  // a token absent from y leaves V unchanged: reuse the previous column
       lcs::column_step(prev, next, s.pm.data() + static_cast<size_t>(r) * words, words);
+      prev = next;
+      next += words;
     }
-    prev = next;
+    s.cols[j] = prev;
   }
-  return lcs::traceback(s.history.data(), words, a, m, b, n, diff_a, diff_b);
+  return traceback_runs(s, words, m, n, diff_a, diff_b);
 }
 
 template <typename TA, typename TB>
@@ -107,7 +171,12 @@ void lcs_batch(const LcsArgs& args) {
   }
   // Token ids are hashed, never used as indices, but a negative id inside the lengths is
   // almost always undeclared padding (-100): refuse it like the Python layer does on CUDA.
+  int64_t max_id = 0;
   for (int64_t b = 0; b < B; ++b) {
+    for (int64_t i = 0; i < y_len[b]; ++i)
+      max_id = std::max<int64_t>(max_id, static_cast<int64_t>(y[b * M + i]));
+    for (int64_t j = 0; j < yp_len[b]; ++j)
+      max_id = std::max<int64_t>(max_id, static_cast<int64_t>(yp[b * N + j]));
     for (int64_t i = 0; i < y_len[b]; ++i)
       if (static_cast<int64_t>(y[b * M + i]) < 0)
         fail("y: negative token ids inside the valid lengths; pass pad_id or lengths to mark padding");
@@ -115,6 +184,8 @@ void lcs_batch(const LcsArgs& args) {
       if (static_cast<int64_t>(yp[b * N + j]) < 0)
         fail("y_prime: negative token ids inside the valid lengths; pass pad_id or lengths to mark padding");
   }
+  // Direct token tables up to 2^22 ids (16 MiB per thread); larger ids use the hash map.
+  if (max_id >= (int64_t(1) << 22)) max_id = -1;
   uint8_t* mask_y = args.mask_y.ptr<uint8_t>();
   uint8_t* mask_yp = args.mask_y_prime.ptr<uint8_t>();
   int64_t* out = args.lcs_len.ptr<int64_t>();
@@ -125,7 +196,7 @@ void lcs_batch(const LcsArgs& args) {
     uint8_t* mb = mask_yp + b * N;
     std::fill(ma + y_len[b], ma + M, uint8_t(0));
     std::fill(mb + yp_len[b], mb + N, uint8_t(0));
-    out[b] = lcs_pair(y + b * M, y_len[b], yp + b * N, yp_len[b], ma, mb, scratch[tid]);
+    out[b] = lcs_pair(y + b * M, y_len[b], yp + b * N, yp_len[b], ma, mb, scratch[tid], max_id);
   });
 }
 
