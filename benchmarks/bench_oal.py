@@ -35,9 +35,9 @@ import torch
 
 import drift
 
-from _harness import Bench, environment_line, time_call, percentile
+from _harness import Bench, environment_line
+from _vocab_case import DTYPES, parse_vocab_args, print_floor_and_memory
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def eager_gather(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -88,34 +88,11 @@ def check(logits: torch.Tensor, targets: torch.Tensor, tol: float) -> bool:
     return ok
 
 
-def bandwidth_floor(logits: torch.Tensor, device: str) -> float:
-    """Seconds to read the logits twice and write a gradient of their size at copy speed."""
-    dst = torch.empty_like(logits)
-    p50 = percentile(time_call(lambda: dst.copy_(logits), device=device, warmup=2, repeats=7), 50)
-    copy_bw = 2 * logits.numel() * logits.element_size() / p50  # bytes read + written per second
-    return 3 * logits.numel() * logits.element_size() / copy_bw
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--batch", type=int, default=None, help="B (default 2 on CPU, 4 on CUDA)")
-    ap.add_argument("--seq", type=int, default=None, help="T (default 256 on CPU, 512 on CUDA)")
-    ap.add_argument("--vocab", type=int, default=None, help="V (default 49152 on CPU, 151936 on CUDA)")
-    ap.add_argument("--targets", type=int, default=64, help="M distinct target ids per row")
-    ap.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default float32 on CPU, bfloat16 on CUDA")
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-csv", action="store_true", help="do not append to benchmarks/results/bench_oal.csv")
-    args = ap.parse_args(argv)
-    cuda = args.device == "cuda"
-    args.batch = args.batch or (4 if cuda else 2)
-    args.seq = args.seq or (512 if cuda else 256)
-    args.vocab = args.vocab or (151936 if cuda else 49152)
-    args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
-    return args
+    return parse_vocab_args(
+        __doc__.split("\n\n")[0], "bench_oal", argv,
+        lambda ap: ap.add_argument("--targets", type=int, default=64, help="M distinct target ids per row"),
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -134,15 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   device=args.device, warmup=args.warmup, repeats=args.repeats)
     print()
     bench.print_table(baselines=["eager-gather", "eager-naive"], unit="rows")
-    floor = bandwidth_floor(logits, args.device)
-    ours = bench.find("drift", params)
-    print(f"\nbandwidth floor (read logits twice + write the gradient at copy speed): {floor * 1e3:.2f} ms; "
-          f"drift fwd+bwd = {ours.p50 / floor:.2f}x the floor")
-    for base in ("eager-gather", "eager-naive"):
-        other = bench.find(base, params)
-        if ours.peak_mem_bytes and other.peak_mem_bytes:
-            print(f"peak memory: {base} / drift = {other.peak_mem_bytes / ours.peak_mem_bytes:.2f}x "
-                  f"({ours.mem_method})")
+    print_floor_and_memory(bench, params, ["eager-gather", "eager-naive"], logits, args.device)
     if not args.no_csv:
         print(f"appended {len(bench.rows)} rows to {bench.write_csv()}")
     return 0 if ok else 1
