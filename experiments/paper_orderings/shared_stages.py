@@ -1,0 +1,77 @@
+"""Stages that several arms of one (task, seed) would compute identically, computed once and linked in.
+
+The trainer skips every stage whose output exists (that is how it resumes), so an arm whose run
+directory already holds another arm's identical stage starts after it. Which stages are identical:
+
+- ``base/``: the untrained model evaluated greedily; the same for every arm.
+- ``iter_0/``: the 1-epoch SFT warm start. ``sft_epoch1`` computes it; every self-play arm starts
+  from it with the same seed, data order and ``sft_learning_rate`` (the swept self-play values do
+  not enter it).
+- ``iter_1/generations.pt`` and ``masks.pt``: iteration 1's opponent responses from that warm start
+  and their LCS masks; they depend on the seed and the sampling settings only, not on the loss.
+- all of ``drift``'s ``iter_1/`` for ``drift_extra_epochs``: the same method and data for iteration 1;
+  the extra epochs then continue from it on its fixed data and reference.
+
+Files are hard links (the trainer only ever writes new files and renames them into place).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+SELF_PLAY_ARMS = ("spin", "drift", "drift_no_dam", "drift_no_oal", "drift_extra_epochs")
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Hard-link every file under ``src`` into ``dst`` (created); no-op when ``dst`` exists."""
+    if dst.exists() or not src.is_dir():
+        return
+    tmp = dst.with_name(dst.name + ".linking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, copy_function=os.link)
+    tmp.rename(dst)
+
+
+def link_files(src_dir: Path, dst_dir: Path, names: Iterable[str]) -> None:
+    """Hard-link ``src_dir/<name>`` to ``dst_dir/<name>`` for each name present in src and absent in dst."""
+    for name in names:
+        src, dst = src_dir / name, dst_dir / name
+        if src.is_file() and not dst.exists():
+            dst_dir.mkdir(parents=True, exist_ok=True)
+            os.link(src, dst)
+
+
+def seed_arm(arm_dir: Path, arm: str, sft_dir: Path, drift_dir: Path, share_generations: bool = True) -> None:
+    """Link the stages ``arm`` shares with ``sft_dir`` (sft_epoch1) and ``drift_dir`` into ``arm_dir``.
+
+    ``share_generations=False``: only the base eval and the warm start (other sampling settings)."""
+    if arm == "sft_epoch1":
+        return
+    link_tree(sft_dir / "base", arm_dir / "base")
+    if arm not in SELF_PLAY_ARMS:
+        return  # sft_epoch2 has its own 2-epoch iter_0
+    link_tree(sft_dir / "iter_0", arm_dir / "iter_0")
+    if arm == "drift_extra_epochs":
+        link_tree(drift_dir / "iter_1", arm_dir / "iter_1")
+    elif arm != "drift" and share_generations:
+        link_files(drift_dir / "iter_1", arm_dir / "iter_1", ("generations.pt", "masks.pt"))
+
+
+def prune_weights(run_dir: Path, keep: Iterable[str] = ()) -> int:
+    """Delete the model weights and training states under ``run_dir`` except stage dirs in ``keep``.
+
+    The metrics, evaluations, generations and masks stay; a pruned run cannot be resumed mid-way,
+    so call it only on finished runs. Returns the bytes freed."""
+    freed = 0
+    keep = set(keep)
+    for stage in sorted(run_dir.glob("iter_*")):
+        if stage.name in keep:
+            continue
+        for f in list(stage.glob("model/*.safetensors")) + list(stage.glob("model/*.bin")):
+            freed += f.stat().st_size
+            f.unlink()
+        for st in stage.glob("train_state*"):
+            shutil.rmtree(st, ignore_errors=True) if st.is_dir() else st.unlink(missing_ok=True)
+    return freed
