@@ -72,6 +72,17 @@ def shown(cmd: List[str]) -> str:
     return " ".join(["python", *(c.replace(root, "") for c in cmd[1:])])
 
 
+def git_commit() -> str:
+    """The checkout's commit (+ '-dirty' with uncommitted changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(HERE.parents[1] / "python"), str(HERE / "configs")],
+                               cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def record(log: Path, line: str) -> None:
     with _LOG_LOCK, log.open("a") as f:
         f.write(line + "\n")
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(shown(train_cmd(HERE / "configs" / f"{task}_{arm}.yaml", overrides(args.scale, task, arm, seed, out_dir))))
         return 0
     root.mkdir(parents=True, exist_ok=True)
-    record(root / "commands.txt", "# " + shown([sys.executable, *sys.argv]))
+    record(root / "commands.txt", f"# {shown([sys.executable, *sys.argv])}   (commit {git_commit()})")
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_group, root, args.scale, t, s, list(args.arms), threads, args.keep_weights)

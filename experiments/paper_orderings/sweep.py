@@ -81,7 +81,7 @@ def main(argv: List[str] | None = None) -> int:
     task, seed = spec["task"], spec["seed"]
     log = root / "commands.txt"
     root.mkdir(parents=True, exist_ok=True)
-    run_all.record(log, "# " + run_all.shown([sys.executable, *sys.argv]))
+    run_all.record(log, f"# {run_all.shown([sys.executable, *sys.argv])}   (commit {run_all.git_commit()})")
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     sft_dir = root / task / "sft_epoch1" / f"seed{seed}"
     run_all.run_one(run_all.train_cmd(HERE / "configs" / f"{task}_sft_epoch1.yaml",
