@@ -100,6 +100,7 @@ def test_make_results_tables_and_paired_verdicts(tmp_path):
     assert "| drift | 3 | 10 ± 0 | 5 ± 0 |" in text  # wall from wall_s.txt; compute: 2 + 3 x 1 per seed
     assert (page / "results" / "xsum_rouge.png").read_bytes() == b"png"
     assert "](results/xsum_rouge.png)" in text
+    assert (page / "results" / "xsum_mean_std.png").read_bytes()[:4] == b"\x89PNG"
     c = _comparisons(mr, tmp_path)
     ds = c[("drift_spin", "drift iter_3 vs spin iter_3")]["rougeL"]
     assert (ds.n, ds.wins, ds.diff) == (3, 3, (2.0, 0.0)) and ds.verdict == "holds"
@@ -198,3 +199,22 @@ def test_make_results_last_record_per_stage_wins(tmp_path):
     assert mr.verdict(None, (1.0, 0.0)) == "missing runs"
     with pytest.raises(ValueError, match="runs"):
         mr.render(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("split", sorted((EXP / "splits").glob("*.json")), ids=lambda p: p.stem)
+def test_split_files_are_the_trainers_split(split):
+    """The committed id lists are exactly the rows the trainer's seeded split picks at that scale."""
+    from drift import data
+
+    run_all = _load("run_all")
+    s = json.loads(split.read_text())
+    task, scale = split.stem.rsplit("_", 1)
+    assert (len(s["train_ids"]), len(s["eval_ids"])) == run_all.counts(scale, task)
+    cfg = DriftConfig.from_yaml(EXP / "configs" / f"{task}_drift.yaml")
+    spec = data.resolve(cfg.data, None, None, None, None)
+    rows = data.read_rows(spec.path, spec.prompt_column, spec.response_column)
+    assert len(rows) == s["rows_in_set"]
+    train, held_out = data.load_splits(spec, len(s["train_ids"]), len(s["eval_ids"]), cfg.data_seed)
+    assert [r.prompt for r in train] == [rows[i].prompt for i in s["train_ids"]]
+    assert [r.prompt for r in held_out] == [rows[i].prompt for i in s["eval_ids"]]
+    assert not set(s["train_ids"]) & set(s["eval_ids"])

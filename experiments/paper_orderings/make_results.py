@@ -298,6 +298,34 @@ def wall(seed_dir_recs: Seeds, task_root: Path, arm: str) -> List[float]:
     return out
 
 
+def plot_mean_std(task: str, arms: Dict[str, Seeds], output: Path) -> Path:
+    """PNG: ROUGE-1/2/L mean over seeds per stage, one line per arm, shaded ± std (x: base = -1, iter_k = k)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, m in zip(axes, METRICS):
+        for arm, seeds in arms.items():
+            st = stage_stats(seeds, m)
+            xs = [stage_key(s) for s in st]
+            mu = [st[s][0] for s in st]
+            sd = [st[s][1] for s in st]
+            line, = ax.plot(xs, mu, marker="o", label=arm)
+            ax.fill_between(xs, [a - b for a, b in zip(mu, sd)], [a + b for a, b in zip(mu, sd)],
+                            color=line.get_color(), alpha=0.12)
+        ax.set_title(f"{task}: {METRIC_NAMES[m]} (mean ± std over seeds)")
+        ax.set_xlabel("stage (-1 = base, 0 = SFT, k = iteration k)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=110)
+    plt.close(fig)
+    return output
+
+
 def render(root: Path, title: str = "Paper orderings: results", page_dir: Optional[Path] = None) -> str:
     """The markdown page for all runs under ``root``; PNGs copied to ``<page_dir>/results/`` (page_dir None: linked in place)."""
     root = Path(root)
@@ -340,6 +368,9 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
             tot = [sum(float(r.get(k, 0.0)) for r in recs for k in TIME_KEYS) for recs in seeds.values()]
             w = wall(seeds, root / task, arm)
             lines.append(f"| {arm} | {len(seeds)} | {_fmt(mean_std(w), 0) if w else '-'} | {_fmt(mean_std(tot), 0)} |")
+        if page_dir is not None:
+            mean_png = plot_mean_std(task, arms, Path(page_dir) / "results" / f"{task}_mean_std.png")
+            lines += ["", f"![{task}: ROUGE mean ± std over seeds per arm and stage](results/{mean_png.name})"]
         png = root / f"{task}_rouge.png"
         if png.is_file():
             if page_dir is not None:
