@@ -218,3 +218,17 @@ def test_split_files_are_the_trainers_split(split):
     assert [r.prompt for r in train] == [rows[i].prompt for i in s["train_ids"]]
     assert [r.prompt for r in held_out] == [rows[i].prompt for i in s["eval_ids"]]
     assert not set(s["train_ids"]) & set(s["eval_ids"])
+
+
+def test_loss_terms_weight_oal_by_lambda_and_last_step_wins(tmp_path):
+    mr = _load("make_results")
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"oal_weight": 0.5}))
+    steps = [{"kind": "step", "iteration": 0, "step": 1, "loss": 9.0},  # SFT step: not a self-play step
+             {"kind": "step", "iteration": 1, "step": 1, "self_play_loss": 9.0, "oal_loss": 9.0, "rewards/accuracy": 0.0},
+             {"kind": "step", "iteration": 1, "step": 1, "self_play_loss": 0.6, "oal_loss": 10.0, "rewards/accuracy": 0.5},
+             {"kind": "step", "iteration": 2, "step": 1, "self_play_loss": 0.4, "oal_loss": 30.0, "rewards/accuracy": 1.0}]
+    (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in steps) + "\n")
+    sp, oal, acc = mr.loss_terms(d)
+    assert (sp, oal, acc) == (pytest.approx(0.5), pytest.approx(10.0), pytest.approx(0.75))

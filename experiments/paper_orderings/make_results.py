@@ -47,6 +47,29 @@ def read_iterations(path: Path) -> List[dict]:
     return sorted(by_stage.values(), key=lambda r: r["iteration"])
 
 
+def read_steps(path: Path) -> List[dict]:
+    """The self-play ``kind == "step"`` records (iteration >= 1) of one metrics.jsonl; the last per (iteration, step) wins."""
+    by_step: Dict[Tuple[int, int], dict] = {}
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if rec.get("kind") == "step" and rec.get("iteration", 0) >= 1 and "self_play_loss" in rec:
+                by_step[(rec["iteration"], rec["step"])] = rec
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def loss_terms(run_dir: Path) -> Optional[Tuple[float, float, float]]:
+    """Mean over the self-play steps of one run: (self-play loss, lambda * OAL loss, reward accuracy)."""
+    steps = read_steps(run_dir / "metrics.jsonl")
+    cfg = run_dir / "config.json"
+    if not steps or not cfg.is_file():
+        return None
+    lam = float(json.loads(cfg.read_text()).get("oal_weight", 0.0))
+    return (statistics.fmean(r["self_play_loss"] for r in steps),
+            statistics.fmean(lam * r.get("oal_loss", 0.0) for r in steps),
+            statistics.fmean(r.get("rewards/accuracy", float("nan")) for r in steps))
+
+
 def mean_std(values: List[float]) -> Tuple[float, float]:
     """Mean and sample std (0 for one value) of a non-empty list."""
     if not values:
@@ -360,6 +383,15 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
                 cells = [cmp[m].cell() if cmp.get(m) else "-" for m in METRICS] if "gamma" not in cmp else \
                     [cmp["gamma"].cell().replace(" (", " gamma (", 1) if cmp["gamma"] else "-", "", ""]
                 lines.append(f"| {text} | {label} | " + " | ".join(cells) + " |")
+        lines += ["", "### Loss terms of the self-play arms (mean over all self-play steps, then mean ± std over seeds)",
+                  "", "How much of each arm's objective is the self-play (SPIN / DAM) term and how much is lambda x OAL; "
+                  "reward accuracy: the fraction of pairs whose chosen response gained more log-probability "
+                  "over the opponent than the rejected one.", "",
+                  "| arm | self-play loss | lambda x OAL loss | reward accuracy |", "|---|---|---|---|"]
+        for arm, seeds in arms.items():
+            terms = [t for t in (loss_terms(root / task / arm / seed) for seed in seeds) if t is not None]
+            if terms:
+                lines.append(f"| {arm} | " + " | ".join(_fmt(mean_std([t[i] for t in terms]), 3) for i in range(3)) + " |")
         lines += ["", "### Time per arm (mean ± std over seeds, seconds)", "",
                   "Wall: this arm's own process (shared stages are not re-run). Compute: the sum of every stage's "
                   "timing, shared stages included (what the arm costs alone).", "",
