@@ -392,6 +392,13 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
             terms = [t for t in (loss_terms(root / task / arm / seed) for seed in seeds) if t is not None]
             if terms:
                 lines.append(f"| {arm} | " + " | ".join(_fmt(mean_std([t[i] for t in terms]), 3) for i in range(3)) + " |")
+        drift_terms = [t for t in (loss_terms(root / task / "drift" / seed) for seed in arms.get("drift", {})) if t]
+        if drift_terms and all(t[0] > 0 for t in drift_terms):
+            ratio = statistics.fmean(t[1] / t[0] for t in drift_terms)
+            share = ("the OAL term carries most of the objective; the DAM-vs-SPIN ablation changes only the smaller term"
+                     if ratio > 1 else "the DAM term carries most of the objective")
+            lines += ["", f"In `drift`, lambda x L_OAL is on average {ratio:.1f}x the DAM term's value, so with these "
+                      f"settings {share}."]
         lines += ["", "### Time per arm (mean ± std over seeds, seconds)", "",
                   "Wall: this arm's own process (shared stages are not re-run). Compute: the sum of every stage's "
                   "timing, shared stages included (what the arm costs alone).", "",
