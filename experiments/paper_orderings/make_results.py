@@ -257,8 +257,10 @@ def claim_paragraph(text: str, per_task: Dict[str, List[Tuple[str, Dict[str, Opt
     elif all(v == "does not hold" for v in verdicts):
         summary = "does not hold: reversed in every comparison below"
     elif "holds" in verdicts or "does not hold" in verdicts:
-        summary = (f"mixed: {verdicts.count('holds')} of {len(verdicts)} comparisons hold, "
-                   f"{verdicts.count('does not hold')} are reversed, the rest are inside the seed spread")
+        n, h, r = len(verdicts), verdicts.count("holds"), verdicts.count("does not hold")
+        head = "mixed" if h and r else ("partly holds" if h else "does not hold where the difference is clear")
+        summary = (f"{head}: of {n} comparisons, {h} hold, {r} reversed (significantly the other way), "
+                   f"{n - h - r} inside the seed spread")
     else:
         summary = "inconclusive: every difference is inside the seed spread"
     return [f"**{text}** — at this scale: {summary}.", "", *[f"- {p}" for p in parts], ""]
