@@ -140,9 +140,14 @@ def test_make_results_missing_arm_and_sweep_table(tmp_path):
     res = {"center": {"learning_rate": 3e-6, "beta": 0.1, "oal_weight": 0.1, "temperature": "greedy", "stage": "iter_1",
                       "rouge1": 22.5, "rouge2": 4.0, "rougeL": 17.25, "gamma": 0.13}}
     spec = {"center": {}, "seed": 42, "iterations": 1, "select_on": "rougeL"}
+    res["beta=0.5"] = dict(res["center"], beta=0.5)
     (tmp_path / "sweep" / "summary.json").write_text(json.dumps({"spec": spec, "results": res, "chosen": {"beta": 0.1}}))
+    for point, preds in (("center", ["a", "b", "c"]), ("beta=0.5", ["a", "x", "c"])):
+        (tmp_path / "sweep" / point / "iter_1").mkdir(parents=True)
+        (tmp_path / "sweep" / point / "iter_1" / "eval.json").write_text(json.dumps({"predictions": preds}))
     text = mr.render(tmp_path)
-    assert "| center | 3e-06 | 0.1 | 0.1 | greedy | iter_1 | 22.50 | 4.00 | 17.25 | 0.1300 |" in text
+    assert "| center | 3e-06 | 0.1 | 0.1 | greedy | iter_1 | 22.50 | 4.00 | 17.25 | 0.1300 | 3/3 |" in text
+    assert "| beta=0.5 | 3e-06 | 0.5 | 0.1 | greedy | iter_1 | 22.50 | 4.00 | 17.25 | 0.1300 | 2/3 |" in text
     assert "Chosen: beta = 0.1." in text
     assert "xsum, drift iter_1 vs spin iter_1: missing runs." in text
 
