@@ -394,7 +394,8 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
              "`metrics.jsonl`; do not edit by hand.", "", f"Git commit of the code that rendered this page: `{commit}`", ""]
     lines += setup_lines(root, data)
     all_claims = {task: claims(arms) for task, arms in data.items()}
-    lines += ["## The paper's claims", "", __doc__.split("Verdicts: ", 1)[1].strip().replace("\n", " "), ""]
+    rule = __doc__.split("Verdicts: ", 1)[1].strip().replace("\n", " ")
+    lines += ["## The paper's claims", "", "Verdicts: " + rule, ""]
     for i, (cid, text, _) in enumerate(next(iter(all_claims.values()))):
         lines += claim_paragraph(text, {task: c[i][2] for task, c in all_claims.items()})
     lines += CAVEATS
