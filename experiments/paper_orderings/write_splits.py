@@ -1,12 +1,11 @@
 """Write splits/<task>_<scale>.json: the row ids (0-based positions in the demo set as the trainer reads
-it) of the train and held-out examples the trainer's deterministic split picks (``drift.data.load_splits``:
-``random.Random(data_seed).shuffle`` then first ``num_train_examples`` train, next ``num_eval_examples``
-held out). The trainer cannot take an id list, so these files document the split; they are not inputs.
+it) of the train and held-out examples the trainer's deterministic split picks (``drift.data.load_splits``
+cuts ``drift.data.split_order``: first ``num_train_examples`` train, next ``num_eval_examples`` held
+out). The trainer cannot take an id list, so these files document the split; they are not inputs.
 
     PYTHONPATH=python python experiments/paper_orderings/write_splits.py
 """
 import json
-import random
 from pathlib import Path
 
 from drift import data
@@ -19,8 +18,7 @@ if __name__ == "__main__":
     for task in TASKS:
         spec = data.resolve(task, None, None, None, None)
         n = len(data.read_rows(spec.path, spec.prompt_column, spec.response_column, "data"))
-        order = list(range(n))
-        random.Random(DATA_SEED).shuffle(order)
+        order = data.split_order(n, DATA_SEED)
         for scale in SCALES:
             nt, ne = counts(scale, task)
             if nt + ne > n:

@@ -89,6 +89,13 @@ def read_rows(path: Path, prompt_column: str, response_column: str, name: str = 
     return out
 
 
+def split_order(n: int, seed: int) -> List[int]:
+    """The row positions ``0..n-1`` in the seeded order the splits are cut from (train first, then held out)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
 def load_splits(spec: DataSpec, num_train: int, num_eval: int, seed: int) -> Tuple[List[Example], List[Example]]:
     """The fixed training and held-out subsets.
 
@@ -97,9 +104,7 @@ def load_splits(spec: DataSpec, num_train: int, num_eval: int, seed: int) -> Tup
     takes all (the rest). Raises ValueError when there are too few rows.
     """
     rows = read_rows(spec.path, spec.prompt_column, spec.response_column, "data")
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    rows = [rows[i] for i in order]
+    rows = [rows[i] for i in split_order(len(rows), seed)]
     n_train = len(rows) if num_train == -1 else num_train
     if spec.eval_path is None and num_train == -1:
         raise ValueError("num_train_examples: -1 (all) leaves nothing held out; set eval_data or a count")
