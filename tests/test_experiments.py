@@ -183,7 +183,7 @@ def test_shared_stages_link_and_prune(tmp_path):
     ss.seed_arm(extra, "drift_extra_epochs", sft, drift)
     assert (extra / "iter_1" / "reference.pt").samefile(drift / "iter_1" / "reference.pt")
     sampled = tmp_path / "sampled"
-    ss.seed_arm(sampled, "drift_no_oal", sft, drift, share_generations=False)
+    ss.seed_self_play(sampled, sft, None)  # sampled sweep points: own generations
     assert (sampled / "iter_0").is_dir() and not (sampled / "iter_1").exists()
     sft2 = tmp_path / "sft2"
     ss.seed_arm(sft2, "sft_epoch2", sft, drift)

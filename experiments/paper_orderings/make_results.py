@@ -108,12 +108,6 @@ def value(recs: List[dict], key: str, stage: Optional[str] = None) -> Optional[f
     return float(pick[-1][key]) if pick else None
 
 
-def final(seeds: Seeds, key: str = "rougeL", stage: Optional[str] = None) -> Optional[Tuple[float, float]]:
-    """Mean, std over seeds of ``key`` at ``stage`` (default: each seed's last stage)."""
-    vals = [v for v in (value(recs, key, stage) for recs in seeds.values()) if v is not None]
-    return mean_std(vals) if vals else None
-
-
 @dataclass
 class Comparison:
     """Claim 'A > B' on one metric, paired over the seeds both sides have."""
@@ -190,7 +184,7 @@ def last_stage(arms: Dict[str, Seeds], arm: str) -> Optional[str]:
 def claim_specs(arms: Dict[str, Seeds]) -> List[Tuple[str, str, List[Tuple[str, str, Optional[str], str, Optional[str], Tuple[str, ...]]]]]:
     last = last_stage(arms, "drift") or "iter_3"
     k = stage_key(last)
-    extra_stages = [s for s in (f"iter_{i}" for i in range(2, k + 1))]
+    extra_stages = [f"iter_{i}" for i in range(2, k + 1)]
     return [
         ("drift_spin", "DRIFT > SPIN (same number of iterations)",
          [(f"drift {last} vs spin {last}", "drift", last, "spin", last, METRICS),
@@ -325,9 +319,10 @@ def sweep_lines(root: Path) -> List[str]:
     return lines
 
 
-def wall(seed_dir_recs: Seeds, task_root: Path, arm: str) -> List[float]:
+def wall(seeds: Seeds, task_root: Path, arm: str) -> List[float]:
+    """Wall seconds (wall_s.txt) of each finished seed run of ``arm``."""
     out = []
-    for seed in seed_dir_recs:
+    for seed in seeds:
         f = task_root / arm / seed / "wall_s.txt"
         if f.is_file():
             out.append(float(f.read_text()))

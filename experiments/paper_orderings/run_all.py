@@ -99,8 +99,7 @@ def run_one(cmd: List[str], out_dir: Path, threads: int, log: Path) -> float:
         return float(done.read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
     record(log, shown(cmd))
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               TQDM_DISABLE="1")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.time()
     with (out_dir / "train.log").open("a") as f:
         subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, env=env)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 SELF_PLAY_ARMS = ("spin", "drift", "drift_no_dam", "drift_no_oal", "drift_extra_epochs")
 
@@ -43,20 +43,26 @@ def link_files(src_dir: Path, dst_dir: Path, names: Iterable[str]) -> None:
             os.link(src, dst)
 
 
-def seed_arm(arm_dir: Path, arm: str, sft_dir: Path, drift_dir: Path, share_generations: bool = True) -> None:
-    """Link the stages ``arm`` shares with ``sft_dir`` (sft_epoch1) and ``drift_dir`` into ``arm_dir``.
-
-    ``share_generations=False``: only the base eval and the warm start (other sampling settings)."""
+def seed_arm(arm_dir: Path, arm: str, sft_dir: Path, drift_dir: Path) -> None:
+    """Link the stages ``arm`` shares with ``sft_dir`` (sft_epoch1) and ``drift_dir`` into ``arm_dir``."""
     if arm == "sft_epoch1":
         return
-    link_tree(sft_dir / "base", arm_dir / "base")
     if arm not in SELF_PLAY_ARMS:
-        return  # sft_epoch2 has its own 2-epoch iter_0
-    link_tree(sft_dir / "iter_0", arm_dir / "iter_0")
-    if arm == "drift_extra_epochs":
+        link_tree(sft_dir / "base", arm_dir / "base")  # sft_epoch2 has its own 2-epoch iter_0
+    elif arm == "drift_extra_epochs":
+        seed_self_play(arm_dir, sft_dir, None)
         link_tree(drift_dir / "iter_1", arm_dir / "iter_1")
-    elif arm != "drift" and share_generations:
-        link_files(drift_dir / "iter_1", arm_dir / "iter_1", ("generations.pt", "masks.pt"))
+    else:
+        seed_self_play(arm_dir, sft_dir, None if arm == "drift" else drift_dir)
+
+
+def seed_self_play(arm_dir: Path, sft_dir: Path, generations_from: Optional[Path]) -> None:
+    """Link the base eval and the SFT warm start of ``sft_dir`` into a self-play run ``arm_dir``, and
+    iteration 1's generations and masks of ``generations_from`` (None: the run makes its own)."""
+    link_tree(sft_dir / "base", arm_dir / "base")
+    link_tree(sft_dir / "iter_0", arm_dir / "iter_0")
+    if generations_from is not None:
+        link_files(generations_from / "iter_1", arm_dir / "iter_1", ("generations.pt", "masks.pt"))
 
 
 def prune_weights(run_dir: Path, keep: Iterable[str] = ()) -> int:

@@ -93,7 +93,7 @@ def main(argv: List[str] | None = None) -> int:
     def run_point(name: str, s: Dict[str, Any]) -> None:
         d = sweep / name
         # greedy points share the center's iteration-1 generations; sampled points make their own
-        shared_stages.seed_arm(d, "drift_no_oal", sft_dir, sweep / "center", share_generations=s["temperature"] == "greedy")
+        shared_stages.seed_self_play(d, sft_dir, sweep / "center" if s["temperature"] == "greedy" else None)
         opts = run_all.overrides(args.scale, task, "drift", seed, d)
         at = opts.index("--iterations")
         opts[at + 1] = str(spec["iterations"])
