@@ -5,11 +5,13 @@ bandwidth floor, and the floor / peak-memory summary printed under the table."""
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Callable, Optional, Sequence
 
 import torch
 
-from _harness import Bench, percentile, time_call
+import drift
+from _harness import Bench, environment_line, percentile, time_call
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,6 +46,16 @@ def parse_vocab_args(
     args.vocab = args.vocab or (151936 if cuda else 49152)
     args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
     return args
+
+
+def start(args: argparse.Namespace) -> bool:
+    """Print the environment lines; False (with a message on stderr) when ``--device cuda`` cannot run."""
+    if args.device == "cuda" and not drift.cuda_available():
+        print("--device cuda: no CUDA GPU or drift was built without CUDA kernels", file=sys.stderr)
+        return False
+    print(environment_line([args.device]))
+    print(f"drift CPU threads: {drift.get_num_threads()}, torch threads: {torch.get_num_threads()}")
+    return True
 
 
 def bandwidth_floor(logits: torch.Tensor, device: str) -> float:

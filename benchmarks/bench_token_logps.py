@@ -31,8 +31,8 @@ import torch
 
 import drift
 
-from _harness import Bench, environment_line
-from _vocab_case import DTYPES, parse_vocab_args, print_floor_and_memory
+from _harness import Bench
+from _vocab_case import DTYPES, parse_vocab_args, print_floor_and_memory, start
 
 
 
@@ -84,11 +84,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    if args.device == "cuda" and not drift.cuda_available():
-        print("--device cuda: no CUDA GPU or drift was built without CUDA kernels", file=sys.stderr)
+    if not start(args):
         return 2
-    print(environment_line([args.device]))
-    print(f"drift CPU threads: {drift.get_num_threads()}, torch threads: {torch.get_num_threads()}")
     g = torch.Generator().manual_seed(args.seed)
     logits = (torch.randn(args.batch, args.seq, args.vocab, generator=g) * 2).to(DTYPES[args.dtype]).to(args.device)
     labels = torch.randint(0, args.vocab, (args.batch, args.seq), generator=g).to(args.device)
