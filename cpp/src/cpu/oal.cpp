@@ -31,9 +31,16 @@ constexpr int64_t kChunk = 2048;
 
 DType acc_dtype(DType logits) { return logits == DType::kFloat64 ? DType::kFloat64 : DType::kFloat32; }
 
+// The sizes every other argument of an op is checked against, read off its checked logits.
+struct LogitsDims {
+  int64_t B, T, V;
+  DType acc;  // dtype of log-probs, lse and upstream gradients
+  int dev;    // device ordinal
+};
+
 // logits: rank 3, floating, on `device`, unit stride along V; strides along B and T are free
 // (so that views like logits[:, :-1] need no copy).
-void expect_logits(const TensorView& v, DeviceKind device) {
+LogitsDims expect_logits(const TensorView& v, DeviceKind device) {
   if (v.shape.size() != 3) fail("logits: expected rank 3 (B, T, V), got rank " + std::to_string(v.shape.size()));
   if (v.dtype != DType::kFloat32 && v.dtype != DType::kBFloat16 && v.dtype != DType::kFloat16 &&
       v.dtype != DType::kFloat64)
@@ -43,6 +50,7 @@ void expect_logits(const TensorView& v, DeviceKind device) {
   if (v.shape[2] > 1 && v.strides[2] != 1) fail("logits: the vocabulary dimension must have unit stride");
   for (int d = 0; d < 2; ++d)
     if (v.shape[d] > 1 && v.strides[d] < 0) fail("logits: negative strides are not supported");
+  return {v.shape[0], v.shape[1], v.shape[2], acc_dtype(v.dtype), v.device_id};
 }
 
 // Ids of the valid entries must lie in [0, V): checked before any row is touched.
@@ -482,10 +490,7 @@ template <typename T> struct OalBwd { static void run(const OalBackwardArgs& a) 
 // ---- validation (shared with the CUDA launchers) -------------------------------------------
 
 void validate_token_logps_forward(const TokenLogpsForwardArgs& a, DeviceKind device) {
-  expect_logits(a.logits, device);
-  const int dev = a.logits.device_id;
-  const int64_t B = a.logits.shape[0], T = a.logits.shape[1], V = a.logits.shape[2];
-  const DType acc = acc_dtype(a.logits.dtype);
+  const auto [B, T, V, acc, dev] = expect_logits(a.logits, device);
   expect(a.labels, "labels", {DType::kInt64}, {B, T}, device, dev);
   expect(a.mask, "mask", {DType::kBool}, {B, T}, device, dev);
   expect(a.logps, "logps", {acc}, {B, T}, device, dev);
@@ -494,10 +499,7 @@ void validate_token_logps_forward(const TokenLogpsForwardArgs& a, DeviceKind dev
 }
 
 void validate_token_logps_backward(const TokenLogpsBackwardArgs& a, DeviceKind device) {
-  expect_logits(a.logits, device);
-  const int dev = a.logits.device_id;
-  const int64_t B = a.logits.shape[0], T = a.logits.shape[1], V = a.logits.shape[2];
-  const DType acc = acc_dtype(a.logits.dtype);
+  const auto [B, T, V, acc, dev] = expect_logits(a.logits, device);
   expect(a.grad_logps, "grad_logps", {acc}, {B, T}, device, dev);
   expect(a.labels, "labels", {DType::kInt64}, {B, T}, device, dev);
   expect(a.mask, "mask", {DType::kBool}, {B, T}, device, dev);
@@ -507,10 +509,7 @@ void validate_token_logps_backward(const TokenLogpsBackwardArgs& a, DeviceKind d
 }
 
 void validate_oal_forward(const OalForwardArgs& a, DeviceKind device) {
-  expect_logits(a.logits, device);
-  const int dev = a.logits.device_id;
-  const int64_t B = a.logits.shape[0], T = a.logits.shape[1], V = a.logits.shape[2];
-  const DType acc = acc_dtype(a.logits.dtype);
+  const auto [B, T, V, acc, dev] = expect_logits(a.logits, device);
   if (a.targets.shape.size() != 2) fail("targets: expected rank 2 (B, M)");
   const int64_t M = a.targets.shape[1];
   expect(a.targets, "targets", {DType::kInt64}, {B, M}, device, dev);
@@ -523,10 +522,7 @@ void validate_oal_forward(const OalForwardArgs& a, DeviceKind device) {
 }
 
 void validate_oal_backward(const OalBackwardArgs& a, DeviceKind device) {
-  expect_logits(a.logits, device);
-  const int dev = a.logits.device_id;
-  const int64_t B = a.logits.shape[0], T = a.logits.shape[1], V = a.logits.shape[2];
-  const DType acc = acc_dtype(a.logits.dtype);
+  const auto [B, T, V, acc, dev] = expect_logits(a.logits, device);
   if (a.targets.shape.size() != 2) fail("targets: expected rank 2 (B, M)");
   const int64_t M = a.targets.shape[1];
   expect(a.grad_target_logps, "grad_target_logps", {acc}, {B, M}, device, dev);
