@@ -1,11 +1,12 @@
-// Emulates, on the CPU, one warp of the CUDA LCS kernel (cpp/src/cuda/lcs.cu) per pair, built
-// from the same drift/lcs.hpp helpers the kernel calls: the clamped lengths and mask
-// initialisation, the transposed shared-memory staging (lcs::staged_index, lcs::kNoToken) and
-// both match-word paths (lcs::match_word_staged, lcs::match_word_direct), the lane-parallel
-// column step with its two ballots and lcs::resolve_carries across 32-word chunks, the column
-// history layout and lcs::traceback. Lengths, masks and history are compared with a naive
-// O(m n) dynamic programme and its own traceback (same tie-break), on random pairs from small
-// alphabets (many ties), lengths crossing the 64-bit word and 32-word chunk boundaries.
+// Runs, on the CPU, the body of the CUDA LCS kernel (lcs::warp_lcs in drift/lcs_warp.hpp, the
+// very code cpp/src/cuda/lcs.cu launches) for one pair per call, with an emulated warp: 32
+// lanes taken one after the other between the collectives (ballots, shuffles). Covers the clamped
+// lengths and mask initialisation, both match paths (y staged in "shared memory" and read
+// straight from y), the ballot-built match words, the lane-parallel column step with its carry
+// ballots and lcs::resolve_carries across rounds of 32 words, the F history layout and the
+// run-skipping lcs::traceback. Lengths and masks are compared with a naive O(m n) dynamic
+// programme and its own traceback (same tie-break), on random pairs from small alphabets (many
+// ties), lengths crossing the 32-position ballot, 64-bit word and 32-word round boundaries.
 // Built and run by tests/test_lcs_native.py; exits non-zero on the first mismatch.
 #include <algorithm>
 #include <cstdint>
@@ -13,18 +14,38 @@
 #include <random>
 #include <vector>
 
-#include "drift/lcs.hpp"
+#include "drift/lcs_warp.hpp"
 
 using namespace drift;
 
-constexpr int kWarp = 32;
+constexpr int kWarp = lcs::kLanes;
+
+// lcs::warp_lcs's warp interface on the CPU: every register holds all 32 lanes' values.
+struct HostWarp {
+  template <typename T> struct Reg {
+    T x[kWarp];
+    T& operator[](int lane) { return x[lane]; }
+  };
+  template <typename F> void each(F f) {
+    for (int lane = 0; lane < kWarp; ++lane) f(lane);
+  }
+  template <typename F> uint32_t ballot(F f) {
+    uint32_t bits = 0;
+    for (int lane = 0; lane < kWarp; ++lane) bits |= static_cast<uint32_t>(bool(f(lane))) << lane;
+    return bits;
+  }
+  template <typename T> T shfl(Reg<T>& r, int src) { return r.x[src]; }
+  void sync() {}
+  template <typename F> void lane0(F f) { f(); }
+};
 
 struct Result {
   int64_t length = 0;
   std::vector<uint8_t> mask_a, mask_b;
 };
 
-// The kernel body for one pair, lanes run one after the other between the ballots.
+// The kernel's per-pair work, as lcs_kernel calls it: lengths clamped, fresh garbage in the
+// staging buffer, the masks and the history.
 template <typename TA, typename TB>
 Result warp_kernel(const std::vector<TA>& row_a, int64_t len_a, const std::vector<TB>& row_b, int64_t len_b,
                    bool staged) {
@@ -32,56 +53,16 @@ Result warp_kernel(const std::vector<TA>& row_a, int64_t len_a, const std::vecto
   const int64_t m = std::min(std::max(len_a, int64_t(0)), M);
   const int64_t n = std::min(std::max(len_b, int64_t(0)), N);
   const int64_t words_max = lcs::num_words(M);
-  const int64_t words = lcs::num_words(m);
-  const TA* a = row_a.data();
-  const TB* c = row_b.data();
   Result r;
   r.mask_a.assign(M, 2);
   r.mask_b.assign(N, 2);
-  std::vector<int64_t> smem(words_max * lcs::kWordBits, 12345);  // garbage outside [0, words*64)
+  std::vector<int64_t> smem(std::max<int64_t>(1, words_max * lcs::kWordBits), 12345);
   std::vector<uint64_t> hist(std::max<int64_t>(1, N * words_max), 0xdeadbeefull);
-  for (int lane = 0; lane < kWarp; ++lane) {
-    for (int64_t i = lane; i < M; i += kWarp) r.mask_a[i] = i < m;
-    for (int64_t j = lane; j < N; j += kWarp) r.mask_b[j] = j < n;
-    if (staged)
-      for (int64_t p = lane; p < words * lcs::kWordBits; p += kWarp)
-        smem[lcs::staged_index(p, words)] = p < m ? static_cast<int64_t>(a[p]) : lcs::kNoToken;
-  }
-  if (m > 0 && n > 0) {
-    const int chunks = static_cast<int>((words + kWarp - 1) / kWarp);
-    std::vector<uint64_t> v(static_cast<size_t>(chunks) * kWarp, ~uint64_t(0));  // v[k * 32 + lane]
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t token = static_cast<int64_t>(c[j]);
-      uint32_t carry = 0;
-      for (int k = 0; k < chunks; ++k) {
-        uint64_t pm[kWarp], s[kWarp];
-        uint32_t gen = 0, prop = 0;
-        for (int lane = 0; lane < kWarp; ++lane) {
-          const int64_t w = int64_t(k) * kWarp + lane;
-          pm[lane] = 0;
-          if (w < words)
-            pm[lane] = staged ? lcs::match_word_staged(smem.data(), words, w, token)
-                              : lcs::match_word_direct(a, m, w, token);
-          uint64_t own = 0;
-          s[lane] = lcs::add_carry(v[k * kWarp + lane], v[k * kWarp + lane] & pm[lane], 0, &own);
-          gen |= static_cast<uint32_t>(w < words && own) << lane;
-          prop |= static_cast<uint32_t>(w < words && s[lane] == ~uint64_t(0)) << lane;
-        }
-        uint32_t chunk_out = 0;
-        const uint32_t carries = lcs::resolve_carries(gen, prop, carry, &chunk_out);
-        carry = chunk_out;
-        for (int lane = 0; lane < kWarp; ++lane) {
-          const int64_t w = int64_t(k) * kWarp + lane;
-          if (w < words) {
-            uint64_t& vk = v[k * kWarp + lane];
-            vk = lcs::combine(s[lane] + ((carries >> lane) & 1u), vk, pm[lane]);
-            hist[j * words + w] = vk;
-          }
-        }
-      }
-    }
-    r.length = lcs::traceback(hist.data(), words, a, m, c, n, r.mask_a.data(), r.mask_b.data());
-  }
+  HostWarp w;
+  r.length = staged ? lcs::warp_lcs<true>(w, row_a.data(), m, M, row_b.data(), n, N, smem.data(), r.mask_a.data(),
+                                          r.mask_b.data(), hist.data())
+                    : lcs::warp_lcs<false>(w, row_a.data(), m, M, row_b.data(), n, N, smem.data(), r.mask_a.data(),
+                                           r.mask_b.data(), hist.data());
   return r;
 }
 
@@ -117,10 +98,10 @@ Result naive(const std::vector<TA>& a, int64_t m, const std::vector<TB>& b, int6
 int main() {
   std::mt19937_64 rng(7);
   int failures = 0, trials = 0;
-  const int64_t widths[] = {0, 1, 5, 63, 64, 65, 127, 128, 200, 2047, 2048, 2049, 2112, 4100};
+  const int64_t widths[] = {0, 1, 5, 31, 32, 33, 63, 64, 65, 127, 128, 200, 2047, 2048, 2049, 2112, 4100};
   for (int round = 0; round < 3; ++round) {
     for (int64_t M : widths) {
-      for (int64_t N : {int64_t(0), int64_t(1), int64_t(7), int64_t(64), int64_t(97)}) {
+      for (int64_t N : {int64_t(0), int64_t(1), int64_t(7), int64_t(31), int64_t(32), int64_t(33), int64_t(64), int64_t(97)}) {
         const uint64_t alphabet = 1 + rng() % 6;
         std::vector<int64_t> a(M);
         std::vector<int32_t> b(N);

@@ -7,3 +7,12 @@
 #else
 #define DRIFT_HD inline
 #endif
+
+// Loop unrolling hints for device code (host compilers ignore nothing, so they get none).
+#if defined(__CUDA_ARCH__)
+#define DRIFT_UNROLL _Pragma("unroll")
+#define DRIFT_UNROLL_4 _Pragma("unroll 4")
+#else
+#define DRIFT_UNROLL
+#define DRIFT_UNROLL_4
+#endif

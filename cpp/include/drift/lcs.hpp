@@ -64,62 +64,43 @@ DRIFT_HD uint32_t resolve_carries(uint32_t gen, uint32_t prop, uint32_t carry_in
   return static_cast<uint32_t>((s ^ x ^ y) & 0xffffffffu);
 }
 
-// Match words. Word w of PM[token] has bit `bit` set iff a[64*w + bit] == token (positions
-// >= m never match). The CPU driver looks PM up in a hash table; the CUDA kernel builds each
-// word on the fly, from a shared-memory copy of y staged transposed (position p at
-// staged_index(p, words), so that lanes building consecutive words read consecutive addresses;
-// positions in [m, 64 * words) hold kNoToken, which no valid, non-negative id equals) or, when
-// that copy does not fit in the device's shared memory, straight from y.
-constexpr int64_t kNoToken = INT64_MIN;
-
-DRIFT_HD int64_t staged_index(int64_t p, int64_t words) { return (p % kWordBits) * words + p / kWordBits; }
-
-DRIFT_HD uint64_t match_word_staged(const int64_t* staged, int64_t words, int64_t w, int64_t token) {
-  const int64_t* col = staged + w;
-  uint64_t pm = 0;
+// Count of leading zero bits of a 64-bit word (64 for 0).
+DRIFT_HD int clz64(uint64_t x) {
 #if defined(__CUDA_ARCH__)
-#pragma unroll 16
+  return __clzll(static_cast<long long>(x));
+#else
+  return x ? __builtin_clzll(x) : 64;
 #endif
-  for (int bit = 0; bit < kWordBits; ++bit) pm |= uint64_t(col[bit * words] == token) << bit;
-  return pm;
 }
 
-template <typename TA>
-DRIFT_HD uint64_t match_word_direct(const TA* a, int64_t m, int64_t w, int64_t token) {
-  const int64_t base = w * kWordBits;
-  const int64_t rest = m - base;
-  const int bits = rest < kWordBits ? static_cast<int>(rest) : kWordBits;
-  uint64_t pm = 0;
-  for (int bit = 0; bit < bits; ++bit) pm |= uint64_t(static_cast<int64_t>(a[base + bit]) == token) << bit;
-  return pm;
-}
-
-// Bit i of V_j: 1 iff L(i, j) == L(i+1, j). Column 0 is all ones (implicit).
-DRIFT_HD bool row_flat(const uint64_t* history, int64_t words, int64_t i, int64_t j) {
-  if (j == 0) return true;
-  const uint64_t w = history[(j - 1) * words + i / kWordBits];
-  return (w >> (i % kWordBits)) & 1u;
-}
-
-// Walks back through the stored column vectors and marks the LCS tokens. Expects
-// diff_a[0..m) and diff_b[0..n) pre-filled with true ("difference"); sets LCS tokens to
-// false and returns the LCS length. `history[(j-1)*words + w]` holds V_j.
-template <typename TA, typename TB, typename Mask>
-DRIFT_HD int64_t traceback(const uint64_t* history, int64_t words, const TA* a, int64_t m, const TB* b,
-                           int64_t n, Mask* diff_a, Mask* diff_b) {
+// The traceback, skipping runs. Walks back from (m, n) with the tie-break above, reading two
+// things through callables so that each driver keeps its own storage:
+//   flat_word(j, w): word w of F_j = V_j & ~PM[b_{j-1}] (1 <=> step i -= 1: the DP column j is
+//     flat at that row and a[i-1] does not match b[j-1]); j in [1, n], w < ceil(m / 64).
+//   match(i, j): a[i-1] == b[j-1], asked only where F_j's bit i-1 is 0.
+// In column j the walk drops the whole run of F-ones ending at bit i-1 at once (leading-zero
+// count), then either matches (i, j) or steps j -= 1. Expects diff_a[0..m) and diff_b[0..n)
+// pre-filled with true ("difference"); sets LCS tokens to false and returns the LCS length.
+template <typename FlatWord, typename Match, typename Mask>
+DRIFT_HD int64_t traceback(FlatWord flat_word, Match match, int64_t m, int64_t n, Mask* diff_a, Mask* diff_b) {
   int64_t i = m, j = n, length = 0;
   while (i > 0 && j > 0) {
-    if (static_cast<int64_t>(a[i - 1]) == static_cast<int64_t>(b[j - 1])) {
+    for (;;) {  // skip the run of F-ones ending at bit i-1
+      const int64_t w = (i - 1) / kWordBits;
+      const int p = static_cast<int>((i - 1) % kWordBits);
+      // Bit 63 = position i-1; the run = leading ones of F from there (at most p + 1).
+      const int run = clz64(~(flat_word(j, w) << (63 - p)));
+      i -= run;
+      if (run <= p || i == 0) break;  // stopped inside the word, or ran off the top
+    }
+    if (i == 0) break;
+    if (match(i, j)) {
       diff_a[i - 1] = Mask(0);
       diff_b[j - 1] = Mask(0);
       --i;
-      --j;
       ++length;
-    } else if (row_flat(history, words, i - 1, j)) {
-      --i;
-    } else {
-      --j;
     }
+    --j;
   }
   return length;
 }

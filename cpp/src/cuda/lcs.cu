@@ -1,11 +1,11 @@
-// CUDA batch driver for drift::lcs: one warp per pair. Lane k owns words k, k+32, ... of
-// the bit vector V; the multi-word addition's carries cross lanes through two ballots and
-// lcs::resolve_carries (the same arithmetic the CPU tests exercise). y is staged in shared
-// memory transposed (lcs::staged_index) so that the lanes building their match words read
-// consecutive addresses; when one pair's copy exceeds the device's shared memory (long y on
-// GPUs with ~100 KiB per block) the lanes read y from global memory instead. The traceback
-// (lcs::traceback, shared with the CPU) runs on lane 0 over the column history kept in a
-// torch-allocated scratch buffer.
+// CUDA batch driver for drift::lcs: one warp per pair, several pairs per block. The body of
+// the kernel is lcs::warp_lcs (drift/lcs_warp.hpp), shared with the CPU emulation test: per
+// column, the match word of y against y'_j is built by 32-lane ballots over y staged in shared
+// memory (all lanes busy at every length), lane l owns words l, l + 32, ... of V, the carries
+// cross lanes through two ballots and lcs::resolve_carries, and each column's F = V & ~PM goes
+// to a torch-allocated history buffer that lcs::traceback (lane 0) walks back run by run.
+// When one pair's staged copy of y exceeds the device's shared memory the lanes read y from
+// global memory instead.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -15,98 +15,66 @@
 #include <string>
 
 #include "cuda/cuda_util.cuh"
-#include "drift/lcs.hpp"
+#include "drift/lcs_warp.hpp"
 #include "drivers.hpp"
 
 namespace drift {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kMaxChunks = 8;  // words per lane: max length 8 * 32 * 64 = 16384
-constexpr int64_t kMaxLength = int64_t(kMaxChunks) * kWarp * lcs::kWordBits;
-constexpr int kMaxWarpsPerBlock = 4;
+constexpr int kWarp = lcs::kLanes;
+constexpr int64_t kMaxLength = lcs::kWarpMaxLength;
+constexpr int kMaxWarpsPerBlock = 8;
+constexpr size_t kDefaultSmem = 48u << 10;
 constexpr int64_t kMaxPairsPerLaunch = int64_t(1) << 30;
 
 void check(cudaError_t err, const char* what) { cuda::check(err, "lcs", what); }
 
+// The warp interface of lcs::warp_lcs on the GPU: each lane holds its own registers.
+struct DeviceWarp {
+  template <typename T> struct Reg {
+    T x;
+    __device__ __forceinline__ T& operator[](int) { return x; }
+  };
+  int lane;
+  template <typename F> __device__ __forceinline__ void each(F f) { f(lane); }
+  template <typename F> __device__ __forceinline__ uint32_t ballot(F f) { return __ballot_sync(0xffffffffu, f(lane)); }
+  template <typename T> __device__ __forceinline__ T shfl(Reg<T>& r, int src) {
+    return static_cast<T>(__shfl_sync(0xffffffffu, static_cast<long long>(r.x), src));
+  }
+  __device__ __forceinline__ void sync() { __syncwarp(); }
+  template <typename F> __device__ __forceinline__ void lane0(F f) {
+    if (lane == 0) f();
+  }
+};
+
 template <typename TA, typename TB, bool kStaged>
-__global__ void lcs_kernel(const TA* __restrict__ y, const TB* __restrict__ yp, const int64_t* __restrict__ y_len,
+__global__ void __launch_bounds__(kMaxWarpsPerBlock * kWarp, 4) lcs_kernel(const TA* __restrict__ y, const TB* __restrict__ yp, const int64_t* __restrict__ y_len,
                            const int64_t* __restrict__ yp_len, bool* __restrict__ mask_y, bool* __restrict__ mask_yp,
                            int64_t* __restrict__ out_len, uint64_t* __restrict__ history, int64_t B, int64_t M,
                            int64_t N, int64_t first_pair, int64_t pairs_in_launch, int warps_per_block) {
   extern __shared__ int64_t smem[];
-  const int lane = threadIdx.x % kWarp;
   const int warp = threadIdx.x / kWarp;
   const int64_t slot = int64_t(blockIdx.x) * warps_per_block + warp;
   const int64_t words_max = lcs::num_words(M);
-  int64_t* sa = kStaged ? smem + int64_t(warp) * words_max * lcs::kWordBits : nullptr;
-  // Whole warps leave here (slot is warp-uniform): the full-mask ballots below stay valid.
+  // Whole warps leave here (slot is warp-uniform): the full-mask ballots stay valid.
   if (slot >= pairs_in_launch) return;
   const int64_t b = first_pair + slot;
   if (b >= B) return;
-
   // Lengths come from device memory we did not check on the host: clamp, never trust.
   const int64_t m = min(max(y_len[b], int64_t(0)), M);
   const int64_t n = min(max(yp_len[b], int64_t(0)), N);
-  const int64_t words = lcs::num_words(m);
-  const TA* a = y + b * M;
-  const TB* c = yp + b * N;
-  bool* ma = mask_y + b * M;
-  bool* mb = mask_yp + b * N;
-  uint64_t* hist = history + slot * N * words_max;
-
-  for (int64_t i = lane; i < M; i += kWarp) ma[i] = i < m;
-  for (int64_t j = lane; j < N; j += kWarp) mb[j] = j < n;
-  if (kStaged) {
-    for (int64_t p = lane; p < words * lcs::kWordBits; p += kWarp)
-      sa[lcs::staged_index(p, words)] = p < m ? static_cast<int64_t>(a[p]) : lcs::kNoToken;
-  }
-  __syncwarp();
-
-  if (m > 0 && n > 0) {
-    const int chunks = static_cast<int>((words + kWarp - 1) / kWarp);
-    uint64_t v[kMaxChunks];
-#pragma unroll
-    for (int k = 0; k < kMaxChunks; ++k) v[k] = ~uint64_t(0);
-    for (int64_t j = 0; j < n; ++j) {
-      const int64_t token = static_cast<int64_t>(c[j]);
-      uint32_t carry = 0;
-#pragma unroll
-      for (int k = 0; k < kMaxChunks; ++k) {
-        if (k >= chunks) break;  // warp-uniform
-        const int64_t w = int64_t(k) * kWarp + lane;
-        uint64_t pm = 0;
-        if (w < words)
-          pm = kStaged ? lcs::match_word_staged(sa, words, w, token) : lcs::match_word_direct(a, m, w, token);
-        const uint64_t x = v[k] & pm;
-        uint64_t own_carry = 0;
-        const uint64_t s = lcs::add_carry(v[k], x, 0, &own_carry);
-        const uint32_t gen = __ballot_sync(0xffffffffu, w < words && own_carry);
-        const uint32_t prop = __ballot_sync(0xffffffffu, w < words && s == ~uint64_t(0));
-        uint32_t chunk_out = 0;
-        const uint32_t carries = lcs::resolve_carries(gen, prop, carry, &chunk_out);
-        carry = chunk_out;
-        if (w < words) {
-          v[k] = lcs::combine(s + ((carries >> lane) & 1u), v[k], pm);
-          hist[j * words + w] = v[k];
-        }
-      }
-    }
-    __syncwarp();  // orders the other lanes' history (and mask) writes before lane 0 reads them
-    if (lane == 0) {
-      __threadfence_block();  // redundant with __syncwarp's ordering guarantee; kept as a belt
-      out_len[b] = lcs::traceback(hist, words, a, m, c, n, ma, mb);
-    }
-  } else if (lane == 0) {
-    out_len[b] = 0;
-  }
+  DeviceWarp w{static_cast<int>(threadIdx.x % kWarp)};
+  int64_t* staged = kStaged ? smem + int64_t(warp) * words_max * lcs::kWordBits : nullptr;
+  const int64_t length = lcs::warp_lcs<kStaged>(w, y + b * M, m, M, yp + b * N, n, N, staged, mask_y + b * M,
+                                                mask_yp + b * N, history + slot * N * words_max);
+  if (w.lane == 0) out_len[b] = length;
 }
 
 template <typename TA, typename TB, bool kStaged>
 void launch_chunks(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream, int64_t capacity,
                    int warps_per_block, size_t smem) {
   const int64_t B = args.y.shape[0], M = args.y.shape[1], N = args.y_prime.shape[1];
-  if (smem > (48u << 10))
+  if (smem > kDefaultSmem)
     check(cudaFuncSetAttribute(lcs_kernel<TA, TB, kStaged>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                static_cast<int>(smem)),
           "shared memory opt-in");
@@ -143,7 +111,7 @@ void launch(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream)
     return;
   }
   const int warps_per_block =
-      static_cast<int>(std::max<size_t>(1, std::min<size_t>(kMaxWarpsPerBlock, (48u << 10) / smem_per_warp)));
+      static_cast<int>(std::max<size_t>(1, std::min<size_t>(kMaxWarpsPerBlock, kDefaultSmem / smem_per_warp)));
   launch_chunks<TA, TB, true>(args, scratch, stream, capacity, warps_per_block, smem_per_warp * warps_per_block);
 }
 

@@ -26,7 +26,10 @@ using oal::fp16;
 
 constexpr int kWarp = 32;
 constexpr int kRowThreads = 256;
-constexpr int kSlotWarps = 8;
+constexpr int kSlotWarps = 2;
+// 16-byte loads each thread of a row kernel issues before using any: enough bytes in flight to
+// cover HBM latency at full bandwidth (Little's law) without raising register pressure much.
+constexpr int kLoadsInFlight = 4;
 constexpr int64_t kMaxGrid = int64_t(1) << 30;
 
 void check(cudaError_t err, const char* what) { cuda::check(err, "oal", what); }
@@ -73,7 +76,25 @@ template <typename T> __device__ acc_t<T> block_row_lse(const T* row, int64_t V)
   const int64_t groups = V / E;
   const bool aligned = reinterpret_cast<uintptr_t>(row) % 16 == 0;  // the same for the whole block
   const auto* vp = reinterpret_cast<const uint4*>(row);
-  for (int64_t k = threadIdx.x; k < groups; k += blockDim.x) {
+  const int64_t stride = blockDim.x;
+  int64_t k = threadIdx.x;
+  if (aligned) {
+    // kLoadsInFlight 16-byte loads issued before any is folded (memory-level parallelism); the
+    // fold order (groups k, k + stride, ...) is the same as one at a time.
+    for (; k + (kLoadsInFlight - 1) * stride < groups; k += kLoadsInFlight * stride) {
+      typename Vec<T>::Pack pack[kLoadsInFlight];
+#pragma unroll
+      for (int u = 0; u < kLoadsInFlight; ++u) pack[u].raw = vp[k + u * stride];
+#pragma unroll
+      for (int u = 0; u < kLoadsInFlight; ++u) {
+        A x[E];
+#pragma unroll
+        for (int e = 0; e < E; ++e) x[e] = oal::to_float(pack[u].v[e]);
+        st = oal::lse_fold(st, x, E);
+      }
+    }
+  }
+  for (; k < groups; k += stride) {
     A x[E];
     if (aligned) {
       typename Vec<T>::Pack pack;
@@ -128,7 +149,22 @@ template <typename T, typename Fn> __device__ void block_map_row(const T* row, T
   for (int64_t v = threadIdx.x; v < head; v += blockDim.x) out[v] = narrow<T>(f(v, oal::to_float(row[v])));
   const auto* src = reinterpret_cast<const uint4*>(row + head);
   auto* dst = reinterpret_cast<uint4*>(out + head);
-  for (int64_t k = threadIdx.x; k < nvec; k += blockDim.x) {
+  const int64_t stride = blockDim.x;
+  int64_t k = threadIdx.x;
+  for (; k + (kLoadsInFlight - 1) * stride < nvec; k += kLoadsInFlight * stride) {
+    typename Vec<T>::Pack in[kLoadsInFlight];
+#pragma unroll
+    for (int u = 0; u < kLoadsInFlight; ++u) in[u].raw = src[k + u * stride];
+#pragma unroll
+    for (int u = 0; u < kLoadsInFlight; ++u) {
+      typename Vec<T>::Pack res;
+      const int64_t first = head + (k + u * stride) * E;
+#pragma unroll
+      for (int e = 0; e < E; ++e) res.v[e] = narrow<T>(f(first + e, oal::to_float(in[u].v[e])));
+      dst[k + u * stride] = res.raw;
+    }
+  }
+  for (; k < nvec; k += stride) {
     typename Vec<T>::Pack in, res;
     in.raw = src[k];
 #pragma unroll
@@ -167,7 +203,7 @@ template <typename T> __device__ __forceinline__ const T* row_at(const T* logits
 // ---- token log-probs ----------------------------------------------------------------------
 
 template <typename T>
-__global__ void token_logps_forward_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V,
+__global__ void __launch_bounds__(kRowThreads) token_logps_forward_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V,
                                            int64_t rows, const int64_t* __restrict__ labels,
                                            const bool* __restrict__ mask, acc_t<T>* __restrict__ logps,
                                            acc_t<T>* __restrict__ lse) {
@@ -188,7 +224,7 @@ __global__ void token_logps_forward_kernel(const T* __restrict__ logits, RowStri
 }
 
 template <typename T>
-__global__ void token_logps_backward_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V,
+__global__ void __launch_bounds__(kRowThreads) token_logps_backward_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V,
                                             int64_t rows, const int64_t* __restrict__ labels,
                                             const bool* __restrict__ mask, const acc_t<T>* __restrict__ grad_logps,
                                             const acc_t<T>* __restrict__ lse, T* __restrict__ grad) {
@@ -212,7 +248,7 @@ __global__ void token_logps_backward_kernel(const T* __restrict__ logits, RowStr
 // ---- OAL ----------------------------------------------------------------------------------
 
 template <typename T>
-__global__ void row_lse_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V, int64_t rows,
+__global__ void __launch_bounds__(kRowThreads) row_lse_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V, int64_t rows,
                                const bool* __restrict__ mask, acc_t<T>* __restrict__ lse) {
   using A = acc_t<T>;
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
@@ -248,10 +284,12 @@ __global__ void oal_gather_kernel(const T* __restrict__ logits, RowStrides strid
     A best = A(0);
     int64_t pos = -1;
     if (counted) {
+      // Loads are unconditional (t < T_, v < V: in bounds) so that several are in flight.
+#pragma unroll 4
       for (int64_t t = lane; t < T_; t += kWarp) {
-        if (!logits_mask[b * T_ + t]) continue;
+        const bool valid = logits_mask[b * T_ + t];
         const A val = oal::to_float(row_at(logits, strides, b, t)[v]) - lse[b * T_ + t];
-        oal::argmax_merge(best, pos, val, t);
+        if (valid) oal::argmax_merge(best, pos, val, t);
       }
 #pragma unroll
       for (int offset = kWarp / 2; offset > 0; offset /= 2) {
@@ -285,7 +323,7 @@ template <typename A> __device__ A block_sum(A x, A* scratch) {
 }
 
 template <typename T>
-__global__ void oal_backward_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V, int64_t M,
+__global__ void __launch_bounds__(kRowThreads) oal_backward_kernel(const T* __restrict__ logits, RowStrides strides, int64_t T_, int64_t V, int64_t M,
                                     int64_t rows, const int64_t* __restrict__ targets,
                                     const int64_t* __restrict__ argmax, const acc_t<T>* __restrict__ grad_target_logps,
                                     const acc_t<T>* __restrict__ lse, T* __restrict__ grad) {
