@@ -4,7 +4,7 @@
 // lengths and mask initialisation, both match paths (y staged in "shared memory" and read
 // straight from y), the ballot-built match words, the lane-parallel column step with its carry
 // ballots and lcs::resolve_carries across rounds of 32 words, the F history layout and the
-// run-skipping lcs::traceback. Lengths and masks are compared with a naive O(m n) dynamic
+// run-skipping lcs::traceback walked by the whole warp over blocks of 32 columns. Lengths and masks are compared with a naive O(m n) dynamic
 // programme and its own traceback (same tie-break), on random pairs from small alphabets (many
 // ties), lengths crossing the 32-position ballot, 64-bit word and 32-word round boundaries.
 // Built and run by tests/test_lcs_native.py; exits non-zero on the first mismatch.
@@ -35,8 +35,12 @@ struct HostWarp {
     return bits;
   }
   template <typename T> T shfl(Reg<T>& r, int src) { return r.x[src]; }
+  template <typename T> Reg<T> shfl_down(Reg<T>& r, int delta) {
+    Reg<T> out;
+    for (int lane = 0; lane < kWarp; ++lane) out.x[lane] = r.x[lane + delta < kWarp ? lane + delta : lane];
+    return out;
+  }
   void sync() {}
-  template <typename F> void lane0(F f) { f(); }
 };
 
 struct Result {
@@ -57,11 +61,12 @@ Result warp_kernel(const std::vector<TA>& row_a, int64_t len_a, const std::vecto
   r.mask_a.assign(M, 2);
   r.mask_b.assign(N, 2);
   std::vector<int64_t> smem(std::max<int64_t>(1, words_max * lcs::kWordBits), 12345);
+  std::vector<uint64_t> pm_block(std::max<int64_t>(1, words_max * lcs::kLanes), 0xfeedull);
   std::vector<uint64_t> hist(std::max<int64_t>(1, N * words_max), 0xdeadbeefull);
   HostWarp w;
-  r.length = staged ? lcs::warp_lcs<true>(w, row_a.data(), m, M, row_b.data(), n, N, smem.data(), r.mask_a.data(),
+  r.length = staged ? lcs::warp_lcs<true>(w, row_a.data(), m, M, row_b.data(), n, N, smem.data(), pm_block.data(), r.mask_a.data(),
                                           r.mask_b.data(), hist.data())
-                    : lcs::warp_lcs<false>(w, row_a.data(), m, M, row_b.data(), n, N, smem.data(), r.mask_a.data(),
+                    : lcs::warp_lcs<false>(w, row_a.data(), m, M, row_b.data(), n, N, smem.data(), pm_block.data(), r.mask_a.data(),
                                            r.mask_b.data(), hist.data());
   return r;
 }
@@ -101,7 +106,7 @@ int main() {
   const int64_t widths[] = {0, 1, 5, 31, 32, 33, 63, 64, 65, 127, 128, 200, 2047, 2048, 2049, 2112, 4100};
   for (int round = 0; round < 3; ++round) {
     for (int64_t M : widths) {
-      for (int64_t N : {int64_t(0), int64_t(1), int64_t(7), int64_t(31), int64_t(32), int64_t(33), int64_t(64), int64_t(97)}) {
+      for (int64_t N : {int64_t(0), int64_t(1), int64_t(7), int64_t(31), int64_t(32), int64_t(33), int64_t(64), int64_t(97), int64_t(200), int64_t(700)}) {
         const uint64_t alphabet = 1 + rng() % 6;
         std::vector<int64_t> a(M);
         std::vector<int32_t> b(N);

@@ -24,6 +24,9 @@ namespace {
 constexpr int kWarp = lcs::kLanes;
 constexpr int64_t kMaxLength = lcs::kWarpMaxLength;
 constexpr int kMaxWarpsPerBlock = 8;
+// Shared memory per word of y, per warp: the staged positions (64 int64) and one match word per
+// column of a 32-column block.
+constexpr int64_t kSmemWordsPerWord = lcs::kWordBits + lcs::kLanes;
 constexpr size_t kDefaultSmem = 48u << 10;
 constexpr int64_t kMaxPairsPerLaunch = int64_t(1) << 30;
 
@@ -41,10 +44,10 @@ struct DeviceWarp {
   template <typename T> __device__ __forceinline__ T shfl(Reg<T>& r, int src) {
     return static_cast<T>(__shfl_sync(0xffffffffu, static_cast<long long>(r.x), src));
   }
-  __device__ __forceinline__ void sync() { __syncwarp(); }
-  template <typename F> __device__ __forceinline__ void lane0(F f) {
-    if (lane == 0) f();
+  template <typename T> __device__ __forceinline__ Reg<T> shfl_down(Reg<T>& r, int delta) {
+    return Reg<T>{__shfl_down_sync(0xffffffffu, r.x, delta)};
   }
+  __device__ __forceinline__ void sync() { __syncwarp(); }
 };
 
 template <typename TA, typename TB, bool kStaged>
@@ -64,9 +67,10 @@ __global__ void __launch_bounds__(kMaxWarpsPerBlock * kWarp, 4) lcs_kernel(const
   const int64_t m = min(max(y_len[b], int64_t(0)), M);
   const int64_t n = min(max(yp_len[b], int64_t(0)), N);
   DeviceWarp w{static_cast<int>(threadIdx.x % kWarp)};
-  int64_t* staged = kStaged ? smem + int64_t(warp) * words_max * lcs::kWordBits : nullptr;
-  const int64_t length = lcs::warp_lcs<kStaged>(w, y + b * M, m, M, yp + b * N, n, N, staged, mask_y + b * M,
-                                                mask_yp + b * N, history + slot * N * words_max);
+  int64_t* staged = kStaged ? smem + int64_t(warp) * words_max * kSmemWordsPerWord : nullptr;
+  uint64_t* pm_block = kStaged ? reinterpret_cast<uint64_t*>(staged + words_max * lcs::kWordBits) : nullptr;
+  const int64_t length = lcs::warp_lcs<kStaged>(w, y + b * M, m, M, yp + b * N, n, N, staged, pm_block,
+                                                mask_y + b * M, mask_yp + b * N, history + slot * N * words_max);
   if (w.lane == 0) out_len[b] = length;
 }
 
@@ -101,7 +105,7 @@ void launch(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream)
   int device = 0, smem_optin = 0;
   check(cudaGetDevice(&device), "get device");
   check(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "shared memory limit");
-  const size_t smem_per_warp = static_cast<size_t>(words_max) * lcs::kWordBits * sizeof(int64_t);
+  const size_t smem_per_warp = static_cast<size_t>(words_max) * kSmemWordsPerWord * sizeof(int64_t);
   // DRIFT_LCS_CUDA_STAGING=off forces the global-memory path (so that tests can exercise it on
   // GPUs whose shared memory holds every length).
   const char* staging = std::getenv("DRIFT_LCS_CUDA_STAGING");
