@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 from drift import _native
+from drift.ops import _fused
 from drift._native import _C
 from drift.ops._logits import (
     native_backward,
@@ -64,7 +65,6 @@ def _oal_backward_fake(grad_target_logps, logits, targets, lse, argmax):
     return logits.new_empty(logits.shape)
 
 
-@torch.library.register_kernel("drift::oal_forward", "cpu")
 def _oal_forward_cpu(logits, targets, logits_mask, targets_mask):
     logits = unit_stride_rows(logits)
     target_logps, lse, argmax = _oal_forward_fake(logits, targets, logits_mask, targets_mask)
@@ -75,7 +75,6 @@ def _oal_forward_cpu(logits, targets, logits_mask, targets_mask):
     return target_logps, lse, argmax
 
 
-@torch.library.register_kernel("drift::oal_forward", "cuda")
 def _oal_forward_cuda(logits, targets, logits_mask, targets_mask):
     require_cuda_kernels("logits")
     logits = unit_stride_rows(logits)
@@ -90,31 +89,21 @@ def _oal_forward_cuda(logits, targets, logits_mask, targets_mask):
     return target_logps, lse, argmax
 
 
-@torch.library.register_kernel("drift::oal_backward", "cpu")
 def _oal_backward_cpu(grad_target_logps, logits, targets, lse, argmax):
     return native_backward(_C.oal_backward_cpu, grad_target_logps, logits, targets, lse, argmax)
 
 
-@torch.library.register_kernel("drift::oal_backward", "cuda")
 def _oal_backward_cuda(grad_target_logps, logits, targets, lse, argmax):
     return native_backward(_C.oal_backward_cuda, grad_target_logps, logits, targets, lse, argmax)
 
 
-def _setup_context(ctx, inputs, output):
-    logits, targets, _, _ = inputs
-    _, lse, argmax = output
-    ctx.mark_non_differentiable(lse, argmax)
-    ctx.save_for_backward(logits, targets, lse, argmax)
-
-
-def _backward(ctx, grad_target_logps, grad_lse, grad_argmax):
-    logits, targets, lse, argmax = ctx.saved_tensors
-    grad_target_logps = grad_target_logps.to(acc_dtype(logits.dtype)).contiguous()
-    grad = torch.ops.drift.oal_backward(grad_target_logps, logits, targets, lse, argmax)
-    return grad, None, None, None
-
-
-torch.library.register_autograd("drift::oal_forward", _backward, setup_context=_setup_context)
+OAL = _fused.define(
+    "oal",
+    (_oal_forward_cpu, _oal_forward_cuda),
+    (_oal_backward_cpu, _oal_backward_cuda),
+    # backward(grad, logits, targets, lse, argmax)
+    saved=lambda inputs, outputs: (inputs[0], inputs[1], outputs[1], outputs[2]),
+)
 
 
 def oal_loss(
@@ -165,8 +154,8 @@ def oal_loss(
         logits_mask = torch.ones((batch, seq), dtype=torch.bool, device=logits.device)
     if targets_mask is None:
         targets_mask = targets != IGNORE_INDEX
-    target_logps, _, _ = torch.ops.drift.oal_forward(
-        unit_stride_rows(logits), targets.to(torch.int64).contiguous(), logits_mask.contiguous(),
+    target_logps = _fused.apply(
+        OAL, unit_stride_rows(logits), targets.to(torch.int64).contiguous(), logits_mask.contiguous(),
         targets_mask.contiguous(),
     )
     rows = -target_logps.sum(dim=1)

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from drift import _native
+from drift.ops import _fused
 from drift._native import _C
 from drift.ops._logits import (
     native_backward,
@@ -51,7 +52,6 @@ def _token_logps_backward_fake(grad_logps, logits, labels, mask, lse):
     return logits.new_empty(logits.shape)
 
 
-@torch.library.register_kernel("drift::token_logps_forward", "cpu")
 def _token_logps_forward_cpu(logits, labels, mask):
     logits = unit_stride_rows(logits)
     logps, lse = _token_logps_forward_fake(logits, labels, mask)
@@ -60,7 +60,6 @@ def _token_logps_forward_cpu(logits, labels, mask):
     return logps, lse
 
 
-@torch.library.register_kernel("drift::token_logps_forward", "cuda")
 def _token_logps_forward_cuda(logits, labels, mask):
     require_cuda_kernels("logits")
     logits = unit_stride_rows(logits)
@@ -74,31 +73,21 @@ def _token_logps_forward_cuda(logits, labels, mask):
     return logps, lse
 
 
-@torch.library.register_kernel("drift::token_logps_backward", "cpu")
 def _token_logps_backward_cpu(grad_logps, logits, labels, mask, lse):
     return native_backward(_C.token_logps_backward_cpu, grad_logps, logits, labels, mask, lse)
 
 
-@torch.library.register_kernel("drift::token_logps_backward", "cuda")
 def _token_logps_backward_cuda(grad_logps, logits, labels, mask, lse):
     return native_backward(_C.token_logps_backward_cuda, grad_logps, logits, labels, mask, lse)
 
 
-def _setup_context(ctx, inputs, output):
-    logits, labels, mask = inputs
-    _, lse = output
-    ctx.mark_non_differentiable(lse)
-    ctx.save_for_backward(logits, labels, mask, lse)
-
-
-def _backward(ctx, grad_logps, grad_lse):
-    logits, labels, mask, lse = ctx.saved_tensors
-    grad_logps = grad_logps.to(acc_dtype(logits.dtype)).contiguous()
-    grad = torch.ops.drift.token_logps_backward(grad_logps, logits, labels, mask, lse)
-    return grad, None, None
-
-
-torch.library.register_autograd("drift::token_logps_forward", _backward, setup_context=_setup_context)
+TOKEN_LOGPS = _fused.define(
+    "token_logps",
+    (_token_logps_forward_cpu, _token_logps_forward_cuda),
+    (_token_logps_backward_cpu, _token_logps_backward_cuda),
+    # backward(grad, logits, labels, mask, lse)
+    saved=lambda inputs, outputs: (inputs[0], inputs[1], inputs[2], outputs[1]),
+)
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -134,5 +123,4 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: Optional[torch
     if mask is None:
         mask = labels != IGNORE_INDEX
     labels = labels.to(torch.int64).contiguous()
-    logps, _ = torch.ops.drift.token_logps_forward(unit_stride_rows(logits), labels, mask.contiguous())
-    return logps
+    return _fused.apply(TOKEN_LOGPS, unit_stride_rows(logits), labels, mask.contiguous())
