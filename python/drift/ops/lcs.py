@@ -181,10 +181,12 @@ def _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMask
     y, y_prime = y.contiguous(), y_prime.contiguous()
     # On CPU the native driver range-checks lengths and ids itself in one pass (cheaper than
     # torch reductions, whose OpenMP workers would also compete with the driver's threads).
-    host_checks = y.device.type != "cpu"
-    y_len = _lengths(y_lengths, y, "y_lengths", "y", pad_id, host_checks)
-    yp_len = _lengths(y_prime_lengths, y_prime, "y_prime_lengths", "y_prime", pad_id, host_checks)
-    if host_checks:
+    y_len = _lengths(y_lengths, y, "y_lengths", "y", pad_id, False)
+    yp_len = _lengths(y_prime_lengths, y_prime, "y_prime_lengths", "y_prime", pad_id, False)
+    if y.device.type != "cpu" and _any_invalid(y, y_len, y_prime, yp_len):
+        # Rare path: repeat the checks one by one for the error that names the argument.
+        _lengths(y_lengths, y, "y_lengths", "y", pad_id, True)
+        _lengths(y_prime_lengths, y_prime, "y_prime_lengths", "y_prime", pad_id, True)
         _check_nonnegative(y, y_len, "y")
         _check_nonnegative(y_prime, yp_len, "y_prime")
 
@@ -213,6 +215,20 @@ def _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMask
     else:
         raise ValueError(f"y: unsupported device {y.device}; expected cpu or cuda")
     return LcsMasks(mask_y, mask_yp, lcs_length)
+
+
+def _any_invalid(y: torch.Tensor, y_len: torch.Tensor, y_prime: torch.Tensor, yp_len: torch.Tensor) -> bool:
+    """Whether any length lies outside 0..width or any id inside a valid length is negative:
+    every check of a device batch in one host synchronisation (each separate check would stall
+    the host until the GPU's queue drains, then leave the GPU idle while the host catches up)."""
+    flags = []
+    for ids, lengths in ((y, y_len), (y_prime, yp_len)):
+        width = ids.shape[1]
+        flags.append(((lengths < 0) | (lengths > width)).any())
+        if ids.numel():
+            valid = torch.arange(width, device=ids.device)[None, :] < lengths[:, None]
+            flags.append(((ids < 0) & valid).any())
+    return bool(torch.stack(flags).any()) if flags else False
 
 
 def _check_nonnegative(ids: torch.Tensor, lengths: torch.Tensor, name: str) -> None:
