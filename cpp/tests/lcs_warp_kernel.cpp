@@ -48,14 +48,12 @@ struct Result {
   std::vector<uint8_t> mask_a, mask_b;
 };
 
-// The kernel's per-pair work, as lcs_kernel calls it: lengths clamped, fresh garbage in the
+// The kernel's per-pair work, as lcs_kernel calls it (raw lengths), with garbage in the
 // staging buffer, the masks and the history.
 template <typename TA, typename TB>
 Result warp_kernel(const std::vector<TA>& row_a, int64_t len_a, const std::vector<TB>& row_b, int64_t len_b,
                    bool staged) {
   const int64_t M = static_cast<int64_t>(row_a.size()), N = static_cast<int64_t>(row_b.size());
-  const int64_t m = std::min(std::max(len_a, int64_t(0)), M);
-  const int64_t n = std::min(std::max(len_b, int64_t(0)), N);
   const int64_t words_max = lcs::num_words(M);
   Result r;
   r.mask_a.assign(M, 2);
@@ -64,10 +62,10 @@ Result warp_kernel(const std::vector<TA>& row_a, int64_t len_a, const std::vecto
   std::vector<uint64_t> pm_block(std::max<int64_t>(1, words_max * lcs::kLanes), 0xfeedull);
   std::vector<uint64_t> hist(std::max<int64_t>(1, N * words_max), 0xdeadbeefull);
   HostWarp w;
-  r.length = staged ? lcs::warp_lcs<true>(w, row_a.data(), m, M, row_b.data(), n, N, smem.data(), pm_block.data(), r.mask_a.data(),
-                                          r.mask_b.data(), hist.data())
-                    : lcs::warp_lcs<false>(w, row_a.data(), m, M, row_b.data(), n, N, smem.data(), pm_block.data(), r.mask_a.data(),
-                                           r.mask_b.data(), hist.data());
+  r.length = staged ? lcs::warp_lcs<true>(w, row_a.data(), len_a, M, row_b.data(), len_b, N, smem.data(),
+                                          pm_block.data(), r.mask_a.data(), r.mask_b.data(), hist.data())
+                    : lcs::warp_lcs<false>(w, row_a.data(), len_a, M, row_b.data(), len_b, N, smem.data(),
+                                           pm_block.data(), r.mask_a.data(), r.mask_b.data(), hist.data());
   return r;
 }
 
@@ -100,35 +98,85 @@ Result naive(const std::vector<TA>& a, int64_t m, const std::vector<TB>& b, int6
   return r;
 }
 
+struct Tally {
+  int trials = 0, failures = 0;
+  void check(bool ok, const char* what, long long M, long long N, long long la, long long lb, bool staged,
+             long long got, long long want) {
+    ++trials;
+    if (!ok && ++failures < 6)
+      std::printf("mismatch (%s): M %lld N %lld la %lld lb %lld staged %d: length %lld vs %lld\n", what, M, N, la, lb,
+                  int(staged), got, want);
+  }
+};
+
+// Runs both paths on a pair and compares with the naive DP (valid lengths, non-negative ids).
+template <typename TA, typename TB>
+void expect_naive(Tally& t, const char* what, const std::vector<TA>& a, int64_t la, const std::vector<TB>& b,
+                  int64_t lb) {
+  const Result want = naive(a, la, b, lb);
+  for (bool staged : {true, false}) {
+    const Result got = warp_kernel(a, la, b, lb, staged);
+    t.check(got.length == want.length && got.mask_a == want.mask_a && got.mask_b == want.mask_b, what,
+            (long long)a.size(), (long long)b.size(), la, lb, staged, got.length, want.length);
+  }
+}
+
+template <typename TA, typename TB>
+void expect_invalid(Tally& t, const char* what, const std::vector<TA>& a, int64_t la, const std::vector<TB>& b,
+                    int64_t lb) {
+  for (bool staged : {true, false}) {
+    const Result got = warp_kernel(a, la, b, lb, staged);
+    t.check(got.length == -1, what, (long long)a.size(), (long long)b.size(), la, lb, staged, got.length, -1);
+  }
+}
+
 int main() {
   std::mt19937_64 rng(7);
-  int failures = 0, trials = 0;
+  Tally t;
   const int64_t widths[] = {0, 1, 5, 31, 32, 33, 63, 64, 65, 127, 128, 200, 2047, 2048, 2049, 2112, 4100};
-  for (int round = 0; round < 3; ++round) {
+  const int64_t others[] = {0, 1, 7, 31, 32, 33, 64, 97, 200, 700};
+  for (int round = 0; round < 2; ++round) {
     for (int64_t M : widths) {
-      for (int64_t N : {int64_t(0), int64_t(1), int64_t(7), int64_t(31), int64_t(32), int64_t(33), int64_t(64), int64_t(97), int64_t(200), int64_t(700)}) {
+      for (int64_t N : others) {
         const uint64_t alphabet = 1 + rng() % 6;
         std::vector<int64_t> a(M);
         std::vector<int32_t> b(N);
         for (auto& x : a) x = static_cast<int64_t>(rng() % alphabet) + 3;
         for (auto& x : b) x = static_cast<int32_t>(rng() % alphabet) + 3;
-        // Lengths: full, random inside, and out of range (the kernel clamps them).
-        const int64_t la = round == 0 ? M : round == 1 ? (M ? int64_t(rng() % (M + 1)) : 0) : M + 5;
-        const int64_t lb = round == 0 ? N : round == 1 ? (N ? int64_t(rng() % (N + 1)) : 0) : -3;
-        const Result want = naive(a, std::min(la, M), b, std::max<int64_t>(0, std::min(lb, N)));
-        for (bool staged : {true, false}) {
-          ++trials;
-          const Result got = warp_kernel(a, la, b, lb, staged);
-          if (got.length != want.length || got.mask_a != want.mask_a || got.mask_b != want.mask_b) {
-            if (++failures < 5)
-              std::printf("mismatch: M %lld N %lld la %lld lb %lld staged %d: length %lld vs %lld\n", (long long)M,
-                          (long long)N, (long long)la, (long long)lb, int(staged), (long long)got.length,
-                          (long long)want.length);
-          }
-        }
+        // Lengths: full, or random inside.
+        const int64_t la = round == 0 ? M : (M ? int64_t(rng() % (M + 1)) : 0);
+        const int64_t lb = round == 0 ? N : (N ? int64_t(rng() % (N + 1)) : 0);
+        expect_naive(t, "small alphabet", a, la, b, lb);
+        // Ids beyond 32 bits: x and x + 2^32 share their low 32 bits but are different tokens,
+        // so 32-bit keys would match them; the pair must take the 64-bit keys.
+        std::vector<int64_t> wa(M), wb(N);
+        for (auto& x : wa) x = static_cast<int64_t>(rng() % alphabet) + (rng() % 2 ? (int64_t(1) << 32) : 0);
+        for (auto& x : wb) x = static_cast<int64_t>(rng() % alphabet) + (rng() % 2 ? (int64_t(1) << 32) : 0);
+        expect_naive(t, "64-bit ids", wa, la, wb, lb);
       }
     }
   }
-  std::printf("%d trials, %d mismatches\n", trials, failures);
-  return failures == 0 ? 0 : 1;
+  // Invalid pairs: lengths outside [0, width], negative ids inside the lengths. Negative ids
+  // beyond the lengths are padding and fine.
+  for (int64_t M : {int64_t(0), int64_t(5), int64_t(130)}) {
+    for (int64_t N : {int64_t(0), int64_t(9), int64_t(70)}) {
+      std::vector<int64_t> a(M, 4);
+      std::vector<int32_t> b(N, 4);
+      expect_invalid(t, "length > width", a, M + 1, b, N);
+      expect_invalid(t, "negative length", a, M, b, -1);
+      if (M > 0) {
+        a[M - 1] = -7;
+        expect_invalid(t, "negative id in y", a, M, b, N);
+        expect_naive(t, "negative id beyond y's length", a, M - 1, b, N);
+        a[M - 1] = 4;
+      }
+      if (N > 0) {
+        b[0] = -1;
+        expect_invalid(t, "negative id in y'", a, M, b, N);
+        b[0] = 4;
+      }
+    }
+  }
+  std::printf("%d trials, %d mismatches\n", t.trials, t.failures);
+  return t.failures == 0 ? 0 : 1;
 }

@@ -8,11 +8,13 @@
 #define DRIFT_HD inline
 #endif
 
-// Loop unrolling hints for device code (host compilers ignore nothing, so they get none).
+// Loop unrolling hints for device code (host compilers get none: g++ warns on the pragma).
 #if defined(__CUDA_ARCH__)
 #define DRIFT_UNROLL _Pragma("unroll")
 #define DRIFT_UNROLL_4 _Pragma("unroll 4")
+#define DRIFT_UNROLL_8 _Pragma("unroll 8")
 #else
 #define DRIFT_UNROLL
 #define DRIFT_UNROLL_4
+#define DRIFT_UNROLL_8
 #endif

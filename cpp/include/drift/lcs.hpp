@@ -79,15 +79,15 @@ DRIFT_HD int clz64(uint64_t x) {
 //     flat at that row and a[i-1] does not match b[j-1]); j in [1, n], w < ceil(m / 64).
 //   match(i, j): a[i-1] == b[j-1], asked only where F_j's bit i-1 is 0.
 // In column j the walk drops the whole run of F-ones ending at bit i-1 at once (leading-zero
-// count), then either matches (i, j) or steps j -= 1. Expects diff_a[0..m) and diff_b[0..n)
+// count), then either matches (i, j) or steps j -= 1. I: the integer type of positions. Expects diff_a[0..m) and diff_b[0..n)
 // pre-filled with true ("difference"); sets LCS tokens to false and returns the LCS length.
-template <typename FlatWord, typename Match, typename Mask>
-DRIFT_HD int64_t traceback(FlatWord flat_word, Match match, int64_t m, int64_t n, Mask* diff_a, Mask* diff_b) {
-  int64_t i = m, j = n, length = 0;
+template <typename I, typename FlatWord, typename Match, typename Mask>
+DRIFT_HD I traceback(FlatWord flat_word, Match match, I m, I n, Mask* diff_a, Mask* diff_b) {
+  I i = m, j = n, length = 0;
   while (i > 0 && j > 0) {
     for (;;) {  // skip the run of F-ones ending at bit i-1
-      const int64_t w = (i - 1) / kWordBits;
-      const int p = static_cast<int>((i - 1) % kWordBits);
+      const I w = (i - 1) >> 6;  // i >= 1: shifts are divisions
+      const int p = static_cast<int>((i - 1) & (kWordBits - 1));
       // Bit 63 = position i-1; the run = leading ones of F from there (at most p + 1).
       const int run = clz64(~(flat_word(j, w) << (63 - p)));
       i -= run;

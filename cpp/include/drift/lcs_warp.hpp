@@ -19,6 +19,10 @@
 // V; the multi-word addition's carries cross lanes through two more ballots and
 // lcs::resolve_carries. Each column stores F_j = V_j & ~PM (one word per word of V) for
 // lcs::traceback, which the whole warp walks in lockstep.
+//
+// Ids are compared as 32-bit keys when every id of the pair fits (the common case: half the
+// shared-memory traffic and one compare instead of two), as 64-bit ones otherwise. Positions
+// and lengths are 32-bit (the kernel's maximum length is 16384).
 #pragma once
 
 #include <cstdint>
@@ -32,34 +36,34 @@ namespace lcs {
 constexpr int kLanes = 32;
 constexpr int kMaxWordsPerLane = 8;  // V words per lane: sequences up to 8 * 32 * 64 = 16384
 constexpr int64_t kWarpMaxLength = int64_t(kMaxWordsPerLane) * kLanes * kWordBits;
-constexpr int64_t kNoToken = INT64_MIN;  // padding of the staged copy of y; no valid id equals it
+// Widest y' a launch accepts (positions are 32-bit; far beyond any history buffer).
+constexpr int64_t kWarpMaxOtherLength = int64_t(1) << 30;
 
-// Positions of y one warp stages in shared memory: whole words, so that ballots over them
-// need no bounds check.
-DRIFT_HD int64_t staged_positions(int64_t m) { return num_words(m) * kWordBits; }
+// Shared memory of one warp, per 64 positions of y: the staged ids (64 slots of up to 8 bytes)
+// and one match word per column of a 32-column block.
+constexpr int64_t kSharedWordsPerWord = kWordBits + kLanes;
+
+// The staged copy of y is padded to whole words with a key no valid (non-negative) id equals.
+template <typename Key> DRIFT_HD Key no_key() { return Key(-1); }
 
 // Match words of one column, PM[token] over y's positions [0, 64 * words), into row[0, words):
 // one 32-lane ballot per 32 positions; lane q of a group of 32 ballots keeps ballot q, and even
 // lanes join their ballot with the next lane's into one word and store it (coalesced).
-template <bool kStaged, typename W, typename TA>
-DRIFT_HD void match_words(W& w, const TA* a, int64_t m, const int64_t* staged, int64_t words, int64_t token,
-                          uint64_t* row) {
-  const int64_t halves = 2 * words;
-  for (int64_t g = 0; g < halves; g += kLanes) {
-    const int64_t count = halves - g < kLanes ? halves - g : kLanes;
+template <bool kStaged, typename Key, typename W, typename TA>
+DRIFT_HD void match_words(W& w, const TA* a, int m, const Key* staged, int words, Key token, uint64_t* row) {
+  const int halves = 2 * words;
+  for (int g = 0; g < halves; g += kLanes) {
+    const int count = halves - g < kLanes ? halves - g : kLanes;
     typename W::template Reg<uint32_t> half;
     w.each([&](int lane) { half[lane] = 0; });
-    DRIFT_UNROLL_4
-    for (int64_t q = 0; q < count; ++q) {
-      const int64_t base = (g + q) * kLanes;
+    DRIFT_UNROLL_8
+    for (int q = 0; q < count; ++q) {
+      const int base = (g + q) * kLanes;
       const uint32_t bits = w.ballot([&](int lane) {
-        const int64_t p = base + lane;
-        if (kStaged) return staged[p] == token;
-        return p < m && static_cast<int64_t>(a[p]) == token;
+        if (kStaged) return staged[base + lane] == token;
+        return base + lane < m && static_cast<Key>(a[base + lane]) == token;
       });
-      w.each([&](int lane) {
-        if (lane == q) half[lane] = bits;
-      });
+      w.each([&](int lane) { half[lane] = lane == q ? bits : half[lane]; });
     }
     typename W::template Reg<uint32_t> high = w.shfl_down(half, 1);
     w.each([&](int lane) {
@@ -69,62 +73,54 @@ DRIFT_HD void match_words(W& w, const TA* a, int64_t m, const int64_t* staged, i
   }
 }
 
-// LCS of a[0..m) and b[0..n) by one warp. mask_a[0..M) and mask_b[0..N) are set to "is a
-// difference token" (positions >= m / >= n: false); `flat` holds n * ceil(m / 64) words of
-// history; `staged` (kStaged) holds staged_positions(m) int64 slots of shared memory and
-// `pm_block` kLanes * ceil(m / 64) words of it, else y is read from `a` directly and the match
-// words wait in the history slots. Returns the LCS length (on every lane).
-//
+// The LCS proper, for a valid pair (0 < m <= M, 0 < n, ids non-negative) with ids as Key.
 // Columns go in blocks of 32: first the block's match words, built with no dependence between
 // columns (throughput-bound), into `pm_block` (shared memory: the serial recurrence then reads
-// them at shared-memory latency); then the serial V recurrence over the block, which stores
-// F = V & ~PM per column into the history.
+// them at shared-memory latency), or into the history slots when y is not staged; then the
+// serial V recurrence over the block, which stores F = V & ~PM per column into the history.
 // Finally the whole warp walks lcs::traceback in lockstep: it loads the F words of 32 columns
 // (and their tokens) in one step and moves between them by shuffles, reloading only every 32
 // columns or when the walk enters the next 64 positions, so a step costs a shuffle, not a
 // global-memory round trip.
-template <bool kStaged, typename W, typename TA, typename TB, typename Mask>
-DRIFT_HD int64_t warp_lcs(W& w, const TA* a, int64_t m, int64_t M, const TB* b, int64_t n, int64_t N,
-                          int64_t* staged, uint64_t* pm_block, Mask* mask_a, Mask* mask_b, uint64_t* flat) {
-  const int64_t words = num_words(m);
-  w.each([&](int lane) {
-    for (int64_t i = lane; i < M; i += kLanes) mask_a[i] = Mask(i < m);
-    for (int64_t j = lane; j < N; j += kLanes) mask_b[j] = Mask(j < n);
-    if (kStaged)
-      for (int64_t p = lane; p < words * kWordBits; p += kLanes) staged[p] = p < m ? static_cast<int64_t>(a[p]) : kNoToken;
-  });
-  w.sync();
-  if (m == 0 || n == 0) return 0;
-
-  const int rounds = static_cast<int>((words + kLanes - 1) / kLanes);  // words per lane in use
+template <bool kStaged, typename Key, typename W, typename TA, typename TB, typename Mask>
+DRIFT_HD int warp_lcs_keys(W& w, const TA* a, int m, const TB* b, int n, Key* staged, uint64_t* pm_block,
+                           Mask* mask_a, Mask* mask_b, uint64_t* flat) {
+  const int words = static_cast<int>(num_words(m));
+  if (kStaged) {
+    w.each([&](int lane) {
+      for (int p = lane; p < words * kWordBits; p += kLanes) staged[p] = p < m ? static_cast<Key>(a[p]) : no_key<Key>();
+    });
+    w.sync();
+  }
+  const int rounds = (words + kLanes - 1) / kLanes;  // words per lane in use
   typename W::template Reg<uint64_t> v[kMaxWordsPerLane];
   DRIFT_UNROLL
   for (int k = 0; k < kMaxWordsPerLane; ++k) w.each([&](int lane) { v[k][lane] = ~uint64_t(0); });
-  typename W::template Reg<int64_t> column_tokens;  // lane l: y'[j0 + l]
-  for (int64_t j0 = 0; j0 < n; j0 += kLanes) {
-    const int64_t cols = n - j0 < kLanes ? n - j0 : kLanes;
-    w.each([&](int lane) { column_tokens[lane] = lane < cols ? static_cast<int64_t>(b[j0 + lane]) : kNoToken; });
-    uint64_t* pm_rows = kStaged ? pm_block : flat + j0 * words;
-    for (int64_t jj = 0; jj < cols; ++jj)
-      match_words<kStaged>(w, a, m, staged, words, w.shfl(column_tokens, static_cast<int>(jj)), pm_rows + jj * words);
+  typename W::template Reg<Key> column_tokens;  // lane l: y'[j0 + l]
+  for (int j0 = 0; j0 < n; j0 += kLanes) {
+    const int cols = n - j0 < kLanes ? n - j0 : kLanes;
+    w.each([&](int lane) { column_tokens[lane] = lane < cols ? static_cast<Key>(b[j0 + lane]) : no_key<Key>(); });
+    uint64_t* pm_rows = kStaged ? pm_block : flat + int64_t(j0) * words;
+    for (int jj = 0; jj < cols; ++jj)
+      match_words<kStaged>(w, a, m, staged, words, w.shfl(column_tokens, jj), pm_rows + jj * words);
     w.sync();  // the match words were stored by other lanes than the ones reading them below
-    for (int64_t jj = 0; jj < cols; ++jj) {
+    for (int jj = 0; jj < cols; ++jj) {
       const uint64_t* pm_row = pm_rows + jj * words;
-      uint64_t* row = flat + (j0 + jj) * words;
+      uint64_t* row = flat + int64_t(j0 + jj) * words;
       uint32_t carry = 0;
       DRIFT_UNROLL
       for (int k = 0; k < kMaxWordsPerLane; ++k) {
         if (k >= rounds) break;  // warp-uniform
-        const int64_t word0 = int64_t(k) * kLanes;
+        const int word0 = k * kLanes;
         // V += V & PM across the lanes' words, then V = sum | (V & ~PM).
         typename W::template Reg<uint64_t> pm;
         typename W::template Reg<uint64_t> sum;
-        typename W::template Reg<uint64_t> own_carry;
+        typename W::template Reg<uint32_t> own_carry;
         w.each([&](int lane) {
           pm[lane] = word0 + lane < words ? pm_row[word0 + lane] : 0;
           uint64_t c = 0;
           sum[lane] = add_carry(v[k][lane], v[k][lane] & pm[lane], 0, &c);
-          own_carry[lane] = c;
+          own_carry[lane] = static_cast<uint32_t>(c);
         });
         const uint32_t gen = w.ballot([&](int lane) { return word0 + lane < words && own_carry[lane] != 0; });
         const uint32_t prop = w.ballot([&](int lane) { return word0 + lane < words && sum[lane] == ~uint64_t(0); });
@@ -141,30 +137,73 @@ DRIFT_HD int64_t warp_lcs(W& w, const TA* a, int64_t m, int64_t M, const TB* b, 
     }
     w.sync();  // the next block's match words overwrite this block's
   }
-  w.sync();  // orders the lanes' history writes before the walk reads them
 
   typename W::template Reg<uint64_t> f_block;  // lane l: word `block_word` of F of column block_lo + l
-  typename W::template Reg<int64_t> b_block;   // lane l: y'[block_lo + l]
-  int64_t block_lo = 0, block_word = -1;
-  auto flat_word = [&](int64_t col, int64_t word) -> uint64_t {
-    const int64_t c = col - 1;  // columns only move down, so c < the block's end
+  typename W::template Reg<Key> b_block;       // lane l: y'[block_lo + l]
+  int block_lo = 0, block_word = -1;
+  auto flat_word = [&](int col, int word) -> uint64_t {
+    const int c = col - 1;  // columns only move down, so c < the block's end
     if (word != block_word || c < block_lo) {
       block_lo = c + 1 > kLanes ? c + 1 - kLanes : 0;
       block_word = word;
-      const int64_t lo = block_lo;
+      const int lo = block_lo;
       w.each([&](int lane) {
-        const int64_t k = lo + lane;
-        f_block[lane] = k <= c ? flat[k * words + word] : 0;
-        b_block[lane] = k <= c ? static_cast<int64_t>(b[k]) : kNoToken;
+        const int k = lo + lane;
+        f_block[lane] = k <= c ? flat[int64_t(k) * words + word] : 0;
+        b_block[lane] = k <= c ? static_cast<Key>(b[k]) : no_key<Key>();
       });
     }
-    return w.shfl(f_block, static_cast<int>(c - block_lo));
+    return w.shfl(f_block, c - block_lo);
   };
-  auto match = [&](int64_t i, int64_t col) {  // called right after flat_word(col, .)
-    const int64_t ai = kStaged ? staged[i - 1] : static_cast<int64_t>(a[i - 1]);
-    return ai == w.shfl(b_block, static_cast<int>(col - 1 - block_lo));
+  auto match = [&](int i, int col) {  // called right after flat_word(col, .)
+    const Key ai = kStaged ? staged[i - 1] : static_cast<Key>(a[i - 1]);
+    return ai == w.shfl(b_block, col - 1 - block_lo);
   };
   return traceback(flat_word, match, m, n, mask_a, mask_b);
+}
+
+// LCS of a[0..len_a) and b[0..len_b) by one warp, with the lengths as given (unchecked).
+// mask_a[0..M) and mask_b[0..N) are set to "is a difference token" (positions beyond the
+// clamped lengths: false); `flat` holds N * ceil(M / 64) words of history; when kStaged,
+// `staged` holds 64 * ceil(M / 64) slots of 8 bytes and `pm_block` kLanes * ceil(M / 64) words
+// of shared memory, else y is read from `a` directly. Returns the LCS length (on every lane),
+// or -1 when the pair is invalid: a length outside [0, width] or a negative id inside the
+// lengths (the host raises; the masks then hold the clamped lengths only).
+template <bool kStaged, typename W, typename TA, typename TB, typename Mask>
+DRIFT_HD int64_t warp_lcs(W& w, const TA* a, int64_t len_a, int64_t M, const TB* b, int64_t len_b, int64_t N,
+                          void* staged, uint64_t* pm_block, Mask* mask_a, Mask* mask_b, uint64_t* flat) {
+  const int m = static_cast<int>(len_a < 0 ? 0 : len_a > M ? M : len_a);
+  const int n = static_cast<int>(len_b < 0 ? 0 : len_b > N ? N : len_b);
+  // One pass over the ids in use: any negative (invalid), any beyond 32 bits (64-bit keys).
+  typename W::template Reg<int> negative;
+  typename W::template Reg<int> wide;
+  w.each([&](int lane) {
+    bool neg = false, big = false;
+    for (int p = lane; p < m; p += kLanes) {
+      const int64_t id = static_cast<int64_t>(a[p]);
+      neg = neg || id < 0;
+      big = big || id > INT32_MAX;
+    }
+    for (int j = lane; j < n; j += kLanes) {
+      const int64_t id = static_cast<int64_t>(b[j]);
+      neg = neg || id < 0;
+      big = big || id > INT32_MAX;
+    }
+    negative[lane] = neg;
+    wide[lane] = big;
+  });
+  const bool invalid = w.ballot([&](int lane) { return negative[lane] != 0; }) != 0 || m != len_a || n != len_b;
+  const bool wide_keys = w.ballot([&](int lane) { return wide[lane] != 0; }) != 0;
+  w.each([&](int lane) {
+    for (int64_t i = lane; i < M; i += kLanes) mask_a[i] = Mask(i < m);
+    for (int64_t j = lane; j < N; j += kLanes) mask_b[j] = Mask(j < n);
+  });
+  w.sync();
+  if (invalid) return -1;
+  if (m == 0 || n == 0) return 0;
+  if (wide_keys)
+    return warp_lcs_keys<kStaged>(w, a, m, b, n, static_cast<int64_t*>(staged), pm_block, mask_a, mask_b, flat);
+  return warp_lcs_keys<kStaged>(w, a, m, b, n, static_cast<int32_t*>(staged), pm_block, mask_a, mask_b, flat);
 }
 
 }  // namespace lcs

@@ -5,7 +5,8 @@
 // cross lanes through two ballots and lcs::resolve_carries, and each column's F = V & ~PM goes
 // to a torch-allocated history buffer that lcs::traceback (lane 0) walks back run by run.
 // When one pair's staged copy of y exceeds the device's shared memory the lanes read y from
-// global memory instead.
+// global memory instead. The kernel checks each pair's lengths and ids as it reads them and
+// writes -1 as the LCS length of an invalid pair; the host then raises.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,9 +25,6 @@ namespace {
 constexpr int kWarp = lcs::kLanes;
 constexpr int64_t kMaxLength = lcs::kWarpMaxLength;
 constexpr int kMaxWarpsPerBlock = 8;
-// Shared memory per word of y, per warp: the staged positions (64 int64) and one match word per
-// column of a 32-column block.
-constexpr int64_t kSmemWordsPerWord = lcs::kWordBits + lcs::kLanes;
 constexpr size_t kDefaultSmem = 48u << 10;
 constexpr int64_t kMaxPairsPerLaunch = int64_t(1) << 30;
 
@@ -42,7 +40,8 @@ struct DeviceWarp {
   template <typename F> __device__ __forceinline__ void each(F f) { f(lane); }
   template <typename F> __device__ __forceinline__ uint32_t ballot(F f) { return __ballot_sync(0xffffffffu, f(lane)); }
   template <typename T> __device__ __forceinline__ T shfl(Reg<T>& r, int src) {
-    return static_cast<T>(__shfl_sync(0xffffffffu, static_cast<long long>(r.x), src));
+    if constexpr (sizeof(T) == 8) return static_cast<T>(__shfl_sync(0xffffffffu, static_cast<long long>(r.x), src));
+    else return static_cast<T>(__shfl_sync(0xffffffffu, static_cast<int>(r.x), src));
   }
   template <typename T> __device__ __forceinline__ Reg<T> shfl_down(Reg<T>& r, int delta) {
     return Reg<T>{__shfl_down_sync(0xffffffffu, r.x, delta)};
@@ -50,11 +49,13 @@ struct DeviceWarp {
   __device__ __forceinline__ void sync() { __syncwarp(); }
 };
 
+// 64 registers (4 blocks of 8 warps per SM, no spills at this cap; 98 uncapped).
 template <typename TA, typename TB, bool kStaged>
-__global__ void __launch_bounds__(kMaxWarpsPerBlock * kWarp, 4) lcs_kernel(const TA* __restrict__ y, const TB* __restrict__ yp, const int64_t* __restrict__ y_len,
-                           const int64_t* __restrict__ yp_len, bool* __restrict__ mask_y, bool* __restrict__ mask_yp,
-                           int64_t* __restrict__ out_len, uint64_t* __restrict__ history, int64_t B, int64_t M,
-                           int64_t N, int64_t first_pair, int64_t pairs_in_launch, int warps_per_block) {
+__global__ void __launch_bounds__(kMaxWarpsPerBlock * kWarp, 4)
+    lcs_kernel(const TA* __restrict__ y, const TB* __restrict__ yp, const int64_t* __restrict__ y_len,
+               const int64_t* __restrict__ yp_len, bool* __restrict__ mask_y, bool* __restrict__ mask_yp,
+               int64_t* __restrict__ out_len, uint64_t* __restrict__ history, int64_t B, int64_t M, int64_t N,
+               int64_t first_pair, int64_t pairs_in_launch, int warps_per_block) {
   extern __shared__ int64_t smem[];
   const int warp = threadIdx.x / kWarp;
   const int64_t slot = int64_t(blockIdx.x) * warps_per_block + warp;
@@ -63,13 +64,12 @@ __global__ void __launch_bounds__(kMaxWarpsPerBlock * kWarp, 4) lcs_kernel(const
   if (slot >= pairs_in_launch) return;
   const int64_t b = first_pair + slot;
   if (b >= B) return;
-  // Lengths come from device memory we did not check on the host: clamp, never trust.
-  const int64_t m = min(max(y_len[b], int64_t(0)), M);
-  const int64_t n = min(max(yp_len[b], int64_t(0)), N);
+  // Lengths and ids come from device memory the host did not check: warp_lcs clamps what it
+  // reads and returns -1 for an invalid pair, which the host turns into an error.
   DeviceWarp w{static_cast<int>(threadIdx.x % kWarp)};
-  int64_t* staged = kStaged ? smem + int64_t(warp) * words_max * kSmemWordsPerWord : nullptr;
+  int64_t* staged = kStaged ? smem + int64_t(warp) * words_max * lcs::kSharedWordsPerWord : nullptr;
   uint64_t* pm_block = kStaged ? reinterpret_cast<uint64_t*>(staged + words_max * lcs::kWordBits) : nullptr;
-  const int64_t length = lcs::warp_lcs<kStaged>(w, y + b * M, m, M, yp + b * N, n, N, staged, pm_block,
+  const int64_t length = lcs::warp_lcs<kStaged>(w, y + b * M, y_len[b], M, yp + b * N, yp_len[b], N, staged, pm_block,
                                                 mask_y + b * M, mask_yp + b * N, history + slot * N * words_max);
   if (w.lane == 0) out_len[b] = length;
 }
@@ -105,7 +105,7 @@ void launch(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream)
   int device = 0, smem_optin = 0;
   check(cudaGetDevice(&device), "get device");
   check(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "shared memory limit");
-  const size_t smem_per_warp = static_cast<size_t>(words_max) * kSmemWordsPerWord * sizeof(int64_t);
+  const size_t smem_per_warp = static_cast<size_t>(words_max) * lcs::kSharedWordsPerWord * sizeof(int64_t);
   // DRIFT_LCS_CUDA_STAGING=off forces the global-memory path (so that tests can exercise it on
   // GPUs whose shared memory holds every length).
   const char* staging = std::getenv("DRIFT_LCS_CUDA_STAGING");
@@ -128,6 +128,9 @@ void lcs_cuda(const LcsArgs& args, const TensorView& scratch, std::uintptr_t str
   expect(scratch, "scratch", {DType::kInt64}, {-1, -1}, DeviceKind::kCUDA, args.y.device_id);
   if (args.y.shape[1] > kMaxLength)
     fail("y: length " + std::to_string(args.y.shape[1]) + " exceeds the CUDA maximum " + std::to_string(kMaxLength));
+  if (args.y_prime.shape[1] > lcs::kWarpMaxOtherLength)
+    fail("y_prime: length " + std::to_string(args.y_prime.shape[1]) + " exceeds the CUDA maximum " +
+         std::to_string(lcs::kWarpMaxOtherLength));
   cuda::DeviceGuard guard(args.y.device_id, "lcs");
   auto stream = reinterpret_cast<cudaStream_t>(stream_handle);
   const bool a64 = args.y.dtype == DType::kInt64, b64 = args.y_prime.dtype == DType::kInt64;

@@ -68,8 +68,9 @@ def lcs_mask(
         ValueError: wrong rank, batch mismatch, mixed devices, lengths out of range, negative
             ids inside the valid lengths, sequences longer than the CUDA maximum.
 
-    On CUDA the work runs on PyTorch's current stream; the argument checks read lengths and
-    ids once on the host (one synchronisation).
+    On CUDA the work runs on PyTorch's current stream; the kernel checks lengths and ids
+    itself, and the call returns after one host synchronisation that reads its verdict (so
+    the masks are ready when it returns). CUDA limits: M <= 16384, N <= 2**30.
     """
     if isinstance(y, (list, tuple)) or isinstance(y_prime, (list, tuple)):
         return _lcs_mask_sequences(y, y_prime, y_lengths, y_prime_lengths, pad_id)
@@ -181,14 +182,10 @@ def _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMask
     y, y_prime = y.contiguous(), y_prime.contiguous()
     # On CPU the native driver range-checks lengths and ids itself in one pass (cheaper than
     # torch reductions, whose OpenMP workers would also compete with the driver's threads).
+    # The CUDA kernel checks them too, per pair, and flags an invalid pair with length -1: one
+    # host synchronisation after the kernel instead of several before it.
     y_len = _lengths(y_lengths, y, "y_lengths", "y", pad_id, False)
     yp_len = _lengths(y_prime_lengths, y_prime, "y_prime_lengths", "y_prime", pad_id, False)
-    if y.device.type != "cpu" and _any_invalid(y, y_len, y_prime, yp_len):
-        # Rare path: repeat the checks one by one for the error that names the argument.
-        _lengths(y_lengths, y, "y_lengths", "y", pad_id, True)
-        _lengths(y_prime_lengths, y_prime, "y_prime_lengths", "y_prime", pad_id, True)
-        _check_nonnegative(y, y_len, "y")
-        _check_nonnegative(y_prime, yp_len, "y_prime")
 
     batch, m = y.shape
     n = y_prime.shape[1]
@@ -212,23 +209,16 @@ def _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMask
                 cap(y), cap(y_prime), cap(y_len), cap(yp_len), cap(mask_y), cap(mask_yp), cap(lcs_length),
                 cap(scratch), _native.cuda_stream(y.device),
             )
+        if bool((lcs_length < 0).any()):
+            # Rare path: the checks one by one, for the error that names the argument.
+            _lengths(y_lengths, y, "y_lengths", "y", pad_id, True)
+            _lengths(y_prime_lengths, y_prime, "y_prime_lengths", "y_prime", pad_id, True)
+            _check_nonnegative(y, y_len, "y")
+            _check_nonnegative(y_prime, yp_len, "y_prime")
+            raise ValueError("y, y_prime: the CUDA kernel found invalid lengths or negative ids")
     else:
         raise ValueError(f"y: unsupported device {y.device}; expected cpu or cuda")
     return LcsMasks(mask_y, mask_yp, lcs_length)
-
-
-def _any_invalid(y: torch.Tensor, y_len: torch.Tensor, y_prime: torch.Tensor, yp_len: torch.Tensor) -> bool:
-    """Whether any length lies outside 0..width or any id inside a valid length is negative:
-    every check of a device batch in one host synchronisation (each separate check would stall
-    the host until the GPU's queue drains, then leave the GPU idle while the host catches up)."""
-    flags = []
-    for ids, lengths in ((y, y_len), (y_prime, yp_len)):
-        width = ids.shape[1]
-        flags.append(((lengths < 0) | (lengths > width)).any())
-        if ids.numel():
-            valid = torch.arange(width, device=ids.device)[None, :] < lengths[:, None]
-            flags.append(((ids < 0) & valid).any())
-    return bool(torch.stack(flags).any()) if flags else False
 
 
 def _check_nonnegative(ids: torch.Tensor, lengths: torch.Tensor, name: str) -> None:
