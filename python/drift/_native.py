@@ -29,7 +29,11 @@ def capsule(x: Any) -> Any:
 
 
 def cuda_stream(device: Any) -> int:
-    """The raw handle of PyTorch's current CUDA stream on ``device``."""
+    """The raw handle of PyTorch's current CUDA stream on ``device``.
+
+    The native CUDA entry points make the tensors' device current themselves (and restore the
+    caller's), so callers need no ``torch.cuda.device`` context around them.
+    """
     import torch
 
     return int(torch.cuda.current_stream(device).cuda_stream)

@@ -94,8 +94,7 @@ def native_backward(kernel: Any, grad_out: torch.Tensor, logits: torch.Tensor, *
     args = [_native.capsule(t) for t in (grad_out, logits, *saved, grad)]
     if logits.device.type == "cuda":
         require_cuda_kernels("logits")
-        with torch.cuda.device(logits.device):
-            kernel(*args, _native.cuda_stream(logits.device))
+        kernel(*args, _native.cuda_stream(logits.device))
     else:
         kernel(*args)
     return grad

@@ -203,12 +203,11 @@ def _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMask
         words = max(1, (m + 63) // 64)
         per_pair = max(1, n) * words
         pairs = max(1, min(batch, CUDA_SCRATCH_BYTES // (8 * per_pair)))
-        with torch.cuda.device(y.device):
-            scratch = torch.empty((pairs, per_pair), dtype=torch.int64, device=y.device)
-            _C.lcs_mask_cuda(
-                cap(y), cap(y_prime), cap(y_len), cap(yp_len), cap(mask_y), cap(mask_yp), cap(lcs_length),
-                cap(scratch), _native.cuda_stream(y.device),
-            )
+        scratch = torch.empty((pairs, per_pair), dtype=torch.int64, device=y.device)
+        _C.lcs_mask_cuda(
+            cap(y), cap(y_prime), cap(y_len), cap(yp_len), cap(mask_y), cap(mask_yp), cap(lcs_length),
+            cap(scratch), _native.cuda_stream(y.device),
+        )
         if bool((lcs_length < 0).any()):
             # Rare path: the checks one by one, for the error that names the argument.
             _lengths(y_lengths, y, "y_lengths", "y", pad_id, True)

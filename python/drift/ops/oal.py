@@ -81,11 +81,10 @@ def _oal_forward_cuda(logits, targets, logits_mask, targets_mask):
     check_ids_in_range(targets, targets_mask, logits.shape[2], "targets")
     target_logps, lse, argmax = _oal_forward_fake(logits, targets, logits_mask, targets_mask)
     cap = _native.capsule
-    with torch.cuda.device(logits.device):
-        _C.oal_forward_cuda(
-            cap(logits), cap(targets), cap(logits_mask), cap(targets_mask), cap(target_logps), cap(lse),
-            cap(argmax), _native.cuda_stream(logits.device),
-        )
+    _C.oal_forward_cuda(
+        cap(logits), cap(targets), cap(logits_mask), cap(targets_mask), cap(target_logps), cap(lse),
+        cap(argmax), _native.cuda_stream(logits.device),
+    )
     return target_logps, lse, argmax
 
 

@@ -66,10 +66,9 @@ def _token_logps_forward_cuda(logits, labels, mask):
     check_ids_in_range(labels, mask, logits.shape[2], "labels")
     logps, lse = _token_logps_forward_fake(logits, labels, mask)
     cap = _native.capsule
-    with torch.cuda.device(logits.device):
-        _C.token_logps_forward_cuda(
-            cap(logits), cap(labels), cap(mask), cap(logps), cap(lse), _native.cuda_stream(logits.device)
-        )
+    _C.token_logps_forward_cuda(
+        cap(logits), cap(labels), cap(mask), cap(logps), cap(lse), _native.cuda_stream(logits.device)
+    )
     return logps, lse
 
 
