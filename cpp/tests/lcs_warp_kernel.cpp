@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include "drift/lcs_warp.hpp"
@@ -62,10 +63,18 @@ Result warp_kernel(const std::vector<TA>& row_a, int64_t len_a, const std::vecto
   std::vector<uint64_t> pm_block(std::max<int64_t>(1, words_max * lcs::kLanes), 0xfeedull);
   std::vector<uint64_t> hist(std::max<int64_t>(1, N * words_max), 0xdeadbeefull);
   HostWarp w;
-  r.length = staged ? lcs::warp_lcs<true>(w, row_a.data(), len_a, M, row_b.data(), len_b, N, smem.data(),
-                                          pm_block.data(), r.mask_a.data(), r.mask_b.data(), hist.data())
-                    : lcs::warp_lcs<false>(w, row_a.data(), len_a, M, row_b.data(), len_b, N, smem.data(),
-                                           pm_block.data(), r.mask_a.data(), r.mask_b.data(), hist.data());
+  // As the launcher picks: one V word per lane when y's width allows, else the maximum.
+  const bool one = words_max <= lcs::kLanes;
+  auto run = [&](auto staged_tag, auto rounds_tag) {
+    return lcs::warp_lcs<decltype(staged_tag)::value, decltype(rounds_tag)::value>(
+        w, row_a.data(), len_a, M, row_b.data(), len_b, N, smem.data(), pm_block.data(), r.mask_a.data(),
+        r.mask_b.data(), hist.data());
+  };
+  using S = std::true_type;
+  using G = std::false_type;
+  using R1 = std::integral_constant<int, 1>;
+  using R8 = std::integral_constant<int, lcs::kMaxWordsPerLane>;
+  r.length = staged ? (one ? run(S{}, R1{}) : run(S{}, R8{})) : (one ? run(G{}, R1{}) : run(G{}, R8{}));
   return r;
 }
 

@@ -46,29 +46,49 @@ constexpr int64_t kSharedWordsPerWord = kWordBits + kLanes;
 // The staged copy of y is padded to whole words with a key no valid (non-negative) id equals.
 template <typename Key> DRIFT_HD Key no_key() { return Key(-1); }
 
-// Match words of one column, PM[token] over y's positions [0, 64 * words), into row[0, words):
-// one 32-lane ballot per 32 positions; lane q of a group of 32 ballots keeps ballot q, and even
-// lanes join their ballot with the next lane's into one word and store it (coalesced).
+// Match words of two columns (tokens t0, t1; t1 may be a dummy whose words are not stored,
+// row1 == nullptr), PM[t] over y's positions [0, 64 * words), into row0 / row1 [0, words): one
+// staged load per lane per 32 positions serves both columns' 32-lane ballots; lane q of a
+// group of 32 ballots keeps ballot q, and even lanes join their ballot with the next lane's
+// into one word and store it (coalesced).
 template <bool kStaged, typename Key, typename W, typename TA>
-DRIFT_HD void match_words(W& w, const TA* a, int m, const Key* staged, int words, Key token, uint64_t* row) {
+DRIFT_HD void match_words(W& w, const TA* a, int m, const Key* staged, int words, Key t0, Key t1, uint64_t* row0,
+                          uint64_t* row1) {
   const int halves = 2 * words;
   for (int g = 0; g < halves; g += kLanes) {
     const int count = halves - g < kLanes ? halves - g : kLanes;
-    typename W::template Reg<uint32_t> half;
-    w.each([&](int lane) { half[lane] = 0; });
-    DRIFT_UNROLL_8
-    for (int q = 0; q < count; ++q) {
-      const int base = (g + q) * kLanes;
-      const uint32_t bits = w.ballot([&](int lane) {
-        if (kStaged) return staged[base + lane] == token;
-        return base + lane < m && static_cast<Key>(a[base + lane]) == token;
+    typename W::template Reg<uint32_t> half0, half1;
+    w.each([&](int lane) { half0[lane] = half1[lane] = 0; });
+    // Ballot q of the group: both columns' bits; lane q keeps them (q = q0 + u, u a constant
+    // in the unrolled loop below, so the test is one compare with an immediate).
+    auto ballots = [&](int q0, int u) {
+      const int base = (g + q0 + u) * kLanes;
+      typename W::template Reg<Key> key;
+      w.each([&](int lane) {
+        key[lane] = kStaged ? staged[base + lane] : (base + lane < m ? static_cast<Key>(a[base + lane]) : no_key<Key>());
       });
-      w.each([&](int lane) { half[lane] = lane == q ? bits : half[lane]; });
+      const uint32_t bits0 = w.ballot([&](int lane) { return key[lane] == t0; });
+      const uint32_t bits1 = w.ballot([&](int lane) { return key[lane] == t1; });
+      w.each([&](int lane) {
+        const bool mine = lane - q0 == u;
+        half0[lane] = mine ? bits0 : half0[lane];
+        half1[lane] = mine ? bits1 : half1[lane];
+      });
+    };
+    int q0 = 0;
+    for (; q0 + 8 <= count; q0 += 8) {
+      DRIFT_UNROLL
+      for (int u = 0; u < 8; ++u) ballots(q0, u);
     }
-    typename W::template Reg<uint32_t> high = w.shfl_down(half, 1);
+    for (; q0 < count; ++q0) ballots(q0, 0);
+    typename W::template Reg<uint32_t> high0 = w.shfl_down(half0, 1);
+    typename W::template Reg<uint32_t> high1 = w.shfl_down(half1, 1);
     w.each([&](int lane) {
-      if (lane % 2 == 0 && lane < count)
-        row[(g + lane) / 2] = static_cast<uint64_t>(half[lane]) | (static_cast<uint64_t>(high[lane]) << 32);
+      if (lane % 2 == 0 && lane < count) {
+        row0[(g + lane) / 2] = static_cast<uint64_t>(half0[lane]) | (static_cast<uint64_t>(high0[lane]) << 32);
+        if (row1 != nullptr)
+          row1[(g + lane) / 2] = static_cast<uint64_t>(half1[lane]) | (static_cast<uint64_t>(high1[lane]) << 32);
+      }
     });
   }
 }
@@ -82,7 +102,7 @@ DRIFT_HD void match_words(W& w, const TA* a, int m, const Key* staged, int words
 // (and their tokens) in one step and moves between them by shuffles, reloading only every 32
 // columns or when the walk enters the next 64 positions, so a step costs a shuffle, not a
 // global-memory round trip.
-template <bool kStaged, typename Key, typename W, typename TA, typename TB, typename Mask>
+template <bool kStaged, int kRounds, typename Key, typename W, typename TA, typename TB, typename Mask>
 DRIFT_HD int warp_lcs_keys(W& w, const TA* a, int m, const TB* b, int n, Key* staged, uint64_t* pm_block,
                            Mask* mask_a, Mask* mask_b, uint64_t* flat) {
   const int words = static_cast<int>(num_words(m));
@@ -93,23 +113,27 @@ DRIFT_HD int warp_lcs_keys(W& w, const TA* a, int m, const TB* b, int n, Key* st
     w.sync();
   }
   const int rounds = (words + kLanes - 1) / kLanes;  // words per lane in use
-  typename W::template Reg<uint64_t> v[kMaxWordsPerLane];
+  typename W::template Reg<uint64_t> v[kRounds];
   DRIFT_UNROLL
-  for (int k = 0; k < kMaxWordsPerLane; ++k) w.each([&](int lane) { v[k][lane] = ~uint64_t(0); });
+  for (int k = 0; k < kRounds; ++k) w.each([&](int lane) { v[k][lane] = ~uint64_t(0); });
   typename W::template Reg<Key> column_tokens;  // lane l: y'[j0 + l]
   for (int j0 = 0; j0 < n; j0 += kLanes) {
     const int cols = n - j0 < kLanes ? n - j0 : kLanes;
     w.each([&](int lane) { column_tokens[lane] = lane < cols ? static_cast<Key>(b[j0 + lane]) : no_key<Key>(); });
     uint64_t* pm_rows = kStaged ? pm_block : flat + int64_t(j0) * words;
-    for (int jj = 0; jj < cols; ++jj)
-      match_words<kStaged>(w, a, m, staged, words, w.shfl(column_tokens, jj), pm_rows + jj * words);
+    for (int jj = 0; jj < cols; jj += 2) {
+      const bool pair = jj + 1 < cols;
+      const Key t1 = w.shfl(column_tokens, pair ? jj + 1 : jj);
+      match_words<kStaged>(w, a, m, staged, words, w.shfl(column_tokens, jj), pair ? t1 : no_key<Key>(),
+                           pm_rows + jj * words, pair ? pm_rows + (jj + 1) * words : nullptr);
+    }
     w.sync();  // the match words were stored by other lanes than the ones reading them below
     for (int jj = 0; jj < cols; ++jj) {
       const uint64_t* pm_row = pm_rows + jj * words;
       uint64_t* row = flat + int64_t(j0 + jj) * words;
       uint32_t carry = 0;
       DRIFT_UNROLL
-      for (int k = 0; k < kMaxWordsPerLane; ++k) {
+      for (int k = 0; k < kRounds; ++k) {
         if (k >= rounds) break;  // warp-uniform
         const int word0 = k * kLanes;
         // V += V & PM across the lanes' words, then V = sum | (V & ~PM).
@@ -168,8 +192,10 @@ DRIFT_HD int warp_lcs_keys(W& w, const TA* a, int m, const TB* b, int n, Key* st
 // `staged` holds 64 * ceil(M / 64) slots of 8 bytes and `pm_block` kLanes * ceil(M / 64) words
 // of shared memory, else y is read from `a` directly. Returns the LCS length (on every lane),
 // or -1 when the pair is invalid: a length outside [0, width] or a negative id inside the
-// lengths (the host raises; the masks then hold the clamped lengths only).
-template <bool kStaged, typename W, typename TA, typename TB, typename Mask>
+// lengths (the host raises; the masks then hold the clamped lengths only). kRounds: V words
+// per lane the registers hold (ceil(ceil(M / 64) / 32) <= kRounds <= kMaxWordsPerLane); a
+// smaller bound keeps fewer registers live.
+template <bool kStaged, int kRounds, typename W, typename TA, typename TB, typename Mask>
 DRIFT_HD int64_t warp_lcs(W& w, const TA* a, int64_t len_a, int64_t M, const TB* b, int64_t len_b, int64_t N,
                           void* staged, uint64_t* pm_block, Mask* mask_a, Mask* mask_b, uint64_t* flat) {
   const int m = static_cast<int>(len_a < 0 ? 0 : len_a > M ? M : len_a);
@@ -201,9 +227,10 @@ DRIFT_HD int64_t warp_lcs(W& w, const TA* a, int64_t len_a, int64_t M, const TB*
   w.sync();
   if (invalid) return -1;
   if (m == 0 || n == 0) return 0;
+  if (num_words(m) > int64_t(kRounds) * kLanes) return -1;  // the caller's bound is too small: never silently wrong
   if (wide_keys)
-    return warp_lcs_keys<kStaged>(w, a, m, b, n, static_cast<int64_t*>(staged), pm_block, mask_a, mask_b, flat);
-  return warp_lcs_keys<kStaged>(w, a, m, b, n, static_cast<int32_t*>(staged), pm_block, mask_a, mask_b, flat);
+    return warp_lcs_keys<kStaged, kRounds>(w, a, m, b, n, static_cast<int64_t*>(staged), pm_block, mask_a, mask_b, flat);
+  return warp_lcs_keys<kStaged, kRounds>(w, a, m, b, n, static_cast<int32_t*>(staged), pm_block, mask_a, mask_b, flat);
 }
 
 }  // namespace lcs

@@ -49,8 +49,9 @@ struct DeviceWarp {
   __device__ __forceinline__ void sync() { __syncwarp(); }
 };
 
-// 64 registers (4 blocks of 8 warps per SM, no spills at this cap; 98 uncapped).
-template <typename TA, typename TB, bool kStaged>
+// At most 64 registers: 4 blocks of 8 warps per SM. kRounds: V words per lane (1 up to
+// length 2048, no spills at this cap; 8 for the longest sequences).
+template <typename TA, typename TB, bool kStaged, int kRounds>
 __global__ void __launch_bounds__(kMaxWarpsPerBlock * kWarp, 4)
     lcs_kernel(const TA* __restrict__ y, const TB* __restrict__ yp, const int64_t* __restrict__ y_len,
                const int64_t* __restrict__ yp_len, bool* __restrict__ mask_y, bool* __restrict__ mask_yp,
@@ -69,23 +70,23 @@ __global__ void __launch_bounds__(kMaxWarpsPerBlock * kWarp, 4)
   DeviceWarp w{static_cast<int>(threadIdx.x % kWarp)};
   int64_t* staged = kStaged ? smem + int64_t(warp) * words_max * lcs::kSharedWordsPerWord : nullptr;
   uint64_t* pm_block = kStaged ? reinterpret_cast<uint64_t*>(staged + words_max * lcs::kWordBits) : nullptr;
-  const int64_t length = lcs::warp_lcs<kStaged>(w, y + b * M, y_len[b], M, yp + b * N, yp_len[b], N, staged, pm_block,
+  const int64_t length = lcs::warp_lcs<kStaged, kRounds>(w, y + b * M, y_len[b], M, yp + b * N, yp_len[b], N, staged, pm_block,
                                                 mask_y + b * M, mask_yp + b * N, history + slot * N * words_max);
   if (w.lane == 0) out_len[b] = length;
 }
 
-template <typename TA, typename TB, bool kStaged>
+template <typename TA, typename TB, bool kStaged, int kRounds>
 void launch_chunks(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream, int64_t capacity,
                    int warps_per_block, size_t smem) {
   const int64_t B = args.y.shape[0], M = args.y.shape[1], N = args.y_prime.shape[1];
   if (smem > kDefaultSmem)
-    check(cudaFuncSetAttribute(lcs_kernel<TA, TB, kStaged>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    check(cudaFuncSetAttribute(lcs_kernel<TA, TB, kStaged, kRounds>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                static_cast<int>(smem)),
           "shared memory opt-in");
   for (int64_t first = 0; first < B; first += capacity) {
     const int64_t pairs = std::min(capacity, B - first);
     const int64_t blocks = (pairs + warps_per_block - 1) / warps_per_block;
-    lcs_kernel<TA, TB, kStaged><<<static_cast<unsigned>(blocks), warps_per_block * kWarp, smem, stream>>>(
+    lcs_kernel<TA, TB, kStaged, kRounds><<<static_cast<unsigned>(blocks), warps_per_block * kWarp, smem, stream>>>(
         args.y.ptr<TA>(), args.y_prime.ptr<TB>(), args.y_len.ptr<int64_t>(), args.y_prime_len.ptr<int64_t>(),
         args.mask_y.ptr<bool>(), args.mask_y_prime.ptr<bool>(), args.lcs_len.ptr<int64_t>(),
         reinterpret_cast<uint64_t*>(scratch.data), B, M, N, first, pairs, warps_per_block);
@@ -110,13 +111,18 @@ void launch(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream)
   // GPUs whose shared memory holds every length).
   const char* staging = std::getenv("DRIFT_LCS_CUDA_STAGING");
   const bool staging_off = staging != nullptr && std::strcmp(staging, "off") == 0;
+  // One V word per lane up to 2048 positions (the common case: fewer live registers).
+  const bool one_round = words_max <= lcs::kLanes;
   if (staging_off || smem_per_warp > static_cast<size_t>(smem_optin)) {
-    launch_chunks<TA, TB, false>(args, scratch, stream, capacity, kMaxWarpsPerBlock, 0);
+    if (one_round) launch_chunks<TA, TB, false, 1>(args, scratch, stream, capacity, kMaxWarpsPerBlock, 0);
+    else launch_chunks<TA, TB, false, lcs::kMaxWordsPerLane>(args, scratch, stream, capacity, kMaxWarpsPerBlock, 0);
     return;
   }
   const int warps_per_block =
       static_cast<int>(std::max<size_t>(1, std::min<size_t>(kMaxWarpsPerBlock, kDefaultSmem / smem_per_warp)));
-  launch_chunks<TA, TB, true>(args, scratch, stream, capacity, warps_per_block, smem_per_warp * warps_per_block);
+  const size_t smem = smem_per_warp * warps_per_block;
+  if (one_round) launch_chunks<TA, TB, true, 1>(args, scratch, stream, capacity, warps_per_block, smem);
+  else launch_chunks<TA, TB, true, lcs::kMaxWordsPerLane>(args, scratch, stream, capacity, warps_per_block, smem);
 }
 
 }  // namespace
