@@ -54,16 +54,6 @@ def _walk(node, seen=None):
     return out
 
 
-@pytest.mark.parametrize("road", ["eager", "custom_op"])
-@pytest.mark.parametrize("name,logits,fn", _cases(), ids=lambda v: v if isinstance(v, str) else "")
-def test_both_roads_refuse_double_backward(name, logits, fn, road, monkeypatch):
-    if road == "custom_op":
-        monkeypatch.setattr(_fused, "_plain_eager", lambda inputs: False)
-    leaf = logits.clone().requires_grad_(True)
-    with pytest.raises(RuntimeError, match="double backward"):
-        torch.autograd.grad(fn(leaf).sum(), leaf, create_graph=True)
-
-
 def test_tracing_takes_the_custom_op_road():
     logits = torch.randn(1, 3, 11)
     targets = torch.tensor([[2, 5]])

@@ -21,18 +21,6 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from drift.ops._logits import acc_dtype
 
 
-def refuse_double_backward(name: str) -> None:
-    """Raises when the backward itself is being recorded (``create_graph=True``): the fused
-    backward has no derivative of its own, and a silently missing second-order term would be
-    a wrong result."""
-    if torch.is_grad_enabled():
-        raise RuntimeError(
-            f"drift.{name}: double backward (autograd.grad(..., create_graph=True) through the fused "
-            f"op) is not supported; compute the loss with drift.reference.{name if name != 'oal' else 'oal_loss'} "
-            "where second derivatives are needed"
-        )
-
-
 class FusedOp(NamedTuple):
     """A fused op's kernels and what its backward needs.
 
@@ -70,7 +58,6 @@ def define(name: str, forward_kernels: Tuple[Callable, Callable], backward_kerne
         ctx.num_inputs = len(inputs)
 
     def backward(ctx, grad_out, *grad_aux):
-        refuse_double_backward(name)
         logits = ctx.saved_tensors[0]
         grad = op_backward(grad_out.to(acc_dtype(logits.dtype)).contiguous(), *ctx.saved_tensors)
         return (grad,) + (None,) * (ctx.num_inputs - 1)
@@ -80,7 +67,8 @@ def define(name: str, forward_kernels: Tuple[Callable, Callable], backward_kerne
 
 
 class _Eager(torch.autograd.Function):
-    """The eager road: the op's kernels called directly; first derivatives only."""
+    """The eager road: the op's kernels called directly (a graph of the backward, when asked
+    for, goes through the backward custom op and its derivative)."""
 
     @staticmethod
     def forward(ctx, op: FusedOp, *inputs: torch.Tensor) -> torch.Tensor:
@@ -92,9 +80,12 @@ class _Eager(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        refuse_double_backward(ctx.op.name)
         saved = ctx.saved_tensors
-        grad = ctx.op.backward(grad_out.to(acc_dtype(saved[0].dtype)).contiguous(), *saved)
+        grad_out = grad_out.to(acc_dtype(saved[0].dtype)).contiguous()
+        if torch.is_grad_enabled():  # create_graph=True: the backward op, with its own derivative
+            grad = getattr(torch.ops.drift, f"{ctx.op.name}_backward")(grad_out, *saved)
+        else:
+            grad = ctx.op.backward(grad_out, *saved)
         return (None, grad) + (None,) * (ctx.num_inputs - 1)
 
 
