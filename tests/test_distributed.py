@@ -33,8 +33,10 @@ pytestmark = [
 
 #: Per-step loss: 2 processes vs 1 process with doubled accumulation.
 LOSS_TOL = dict(rel=1e-4, abs=1e-5)
-#: Final weights (torch.allclose), after 4 optimizer steps at lr 1e-3.
-WEIGHT_TOL = dict(rtol=1e-3, atol=1e-5)
+#: Final weights (torch.allclose), after 4 AdamW steps at lr 1e-3: Adam's normalised update turns
+#: a rounding difference in a near-zero gradient into up to ~lr per step, so atol is 1e-4 (FSDP's
+#: reduce-scatter: 2.1e-5 seen on one element of 2048, where the weights moved 1.5e-3).
+WEIGHT_TOL = dict(rtol=1e-3, atol=1e-4)
 
 _COMMON = ["launch", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 DDP = _COMMON + ["--multi_gpu"]
@@ -82,6 +84,10 @@ def _assert_same_run(one: Path, two: Path) -> None:
     for ra, rb in zip(sa, sb):
         assert ra["loss"] == pytest.approx(rb["loss"], **LOSS_TOL), (ra["step"], ra["iteration"])
     wa, wb = _weights(one / "iter_2" / "model"), _weights(two / "iter_2" / "model")
+    # FSDP's gathered state dict holds the tied lm_head as its own tensor, which save_pretrained
+    # then keeps: allowed, as long as it equals the embedding it is tied to.
+    if "lm_head.weight" in wb and "lm_head.weight" not in wa:
+        assert torch.equal(wb.pop("lm_head.weight"), wb["model.embed_tokens.weight"])
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.allclose(wa[k], wb[k], **WEIGHT_TOL), k
