@@ -94,7 +94,7 @@ def parse_pytest(text: str) -> Dict[str, int]:
     """Counts from pytest's last summary line ("3 passed, 1 skipped in 2.0s"); zeros when absent."""
     counts = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
     for line in reversed(text.splitlines()):
-        if re.search(r"\b(passed|failed|skipped|error|errors|deselected|no tests ran)\b.* in [\d.]+s", line):
+        if re.search(r"\b(passed|failed|skipped|error|errors|deselected|no tests ran)\b.* in [\d.:]+", line):
             for n, kind in _PYTEST_COUNT.findall(line):
                 key = "errors" if kind.startswith("error") else kind
                 counts[key] = counts.get(key, 0) + int(n)

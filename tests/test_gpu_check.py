@@ -173,7 +173,7 @@ def test_gpu_check_sh_dry_run(tmp_path):
                           env=dict(os.environ, PYTHON=sys.executable))
     assert done.returncode == 0, done.stderr
     assert f"summary: {out / 'summary.json'}" in done.stdout and "pytest -p no:cacheprovider" in done.stdout
-    assert "--target" in done.stdout and "compute-sanitizer" not in done.stdout
+    assert "--target" in done.stdout and "compute-sanitizer --tool" not in done.stdout
     s = json.loads((out / "summary.json").read_text())
     assert {r["name"]: r["status"] for r in s["steps"]}["sanitizers"] == "skipped"
 
