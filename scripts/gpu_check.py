@@ -206,6 +206,13 @@ def _py(ctx: Context, *args: str) -> List[str]:
     return [ctx.python, *args]
 
 
+def _show(cmd: Sequence[str]) -> str:
+    """The command for the log, with an inline ``-c`` program shortened to its first line."""
+    shown = [f"<{len(a.splitlines())}-line program>" if i and cmd[i - 1] == "-c" and "\n" in a else a
+             for i, a in enumerate(cmd)]
+    return shlex.join(shown)
+
+
 _ENV_PROBE = r"""
 import json, platform, subprocess, shutil
 info = {"python": platform.python_version()}
@@ -258,6 +265,24 @@ def _build_command(ctx: Context) -> List[str]:
     return _py(ctx, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index", "--no-cache-dir",
                "--disable-pip-version-check", "--upgrade", "--target", str(ctx.site), str(ctx.root))
 
+
+#: Modules the steps need after the wheels step (the image's and the bundle's), with versions.
+_IMPORT_PROBE = r"""
+import importlib, json
+out = {}
+for name in ("torch", "transformers", "accelerate", "datasets", "rouge_score", "nltk", "rapidfuzz", "pytest",
+             "hypothesis", "yaml", "safetensors", "scikit_build_core", "pybind11"):
+    try:
+        out[name] = getattr(importlib.import_module(name), "__version__", "ok")
+    except Exception as e:
+        out[name] = f"FAILED: {e!r}"
+for name in ("trl", "liger_kernel", "cut_cross_entropy"):  # benchmark peers: optional
+    try:
+        out[name] = getattr(importlib.import_module(name), "__version__", "ok")
+    except Exception as e:
+        out[name] = f"unavailable: {e!r}"[:200]
+print("GPU_CHECK_IMPORTS " + json.dumps(out))
+"""
 
 _BUILD_PROBE = r"""
 import json, drift
@@ -360,7 +385,8 @@ STEPS: List[Step] = [
     Step("build", "build and install drift for this GPU's architecture only (DRIFT_CUDA=ON, CMAKE_CUDA_ARCHITECTURES)",
          240, _build_command),
     Step("pytest_cuda", f"every cuda-marked test (pytest -m cuda), {SMOKE_TEST} aside (the smoke step)", 200,
-         lambda ctx: _pytest(ctx, "-m", "cuda", "tests", "--ignore", SMOKE_TEST), _parse_tests),
+         lambda ctx: _pytest(ctx, "-m", "cuda", "--continue-on-collection-errors", "tests", "--ignore", SMOKE_TEST),
+         _parse_tests),
     Step("smoke", f"the trainer on the GPU: {SMOKE_TEST} (one DRIFT iteration in bf16 with gradient checkpointing, "
          "kill -9 and resume) on the bundle's fixture model", 180, lambda ctx: _pytest(ctx, "-m", "cuda", SMOKE_TEST),
          _parse_tests),
@@ -458,7 +484,7 @@ class Runner:
         if self.dry_run:
             cmds = _sanitizer_commands(self.ctx).values() if step.run else [step.command(self.ctx)]
             for cmd in cmds:
-                self.log("$ " + shlex.join(cmd))
+                self.log("$ " + _show(cmd))
             rec.update(status="dry-run")
             return rec
         if step.run is not None:
@@ -466,7 +492,7 @@ class Runner:
         else:
             cmd = step.command(self.ctx)
             timeout = self.step_timeout(step)
-            self.log(f"$ {shlex.join(cmd)}   (timeout {timeout:.0f} s)")
+            self.log(f"$ {_show(cmd)}   (timeout {timeout:.0f} s)")
             rc, text = self.run_command(cmd, timeout)
             rec["returncode"] = rc
             rec["status"] = "timeout" if rc is None else ("passed" if rc == 0 else "failed")
@@ -477,10 +503,21 @@ class Runner:
                     rec["parse_error"] = repr(e)
             if step.name == "build" and rec["status"] == "passed":
                 self._check_build(rec)
+            if step.name == "wheels" and rec["status"] == "passed":
+                self._check_imports(rec)
         rec["seconds"] = round(time.monotonic() - t, 1)
         self.log(f"===== step {step.name}: {rec['status'].upper()} in {rec['seconds']} s"
                  + (f" ({rec['note']})" if rec.get("note") else ""))
         return rec
+
+    def _check_imports(self, rec: Dict[str, Any]) -> None:
+        rc, text = self.run_command([self.ctx.python, "-c", _IMPORT_PROBE], 120)
+        info = next((json.loads(l[len("GPU_CHECK_IMPORTS "):]) for l in text.splitlines()
+                     if l.startswith("GPU_CHECK_IMPORTS ")), None)
+        rec["imports"] = info
+        failed = [k for k, v in (info or {}).items() if str(v).startswith("FAILED")]
+        if rc != 0 or info is None or failed:
+            rec.update(status="failed", note=f"does not import: {', '.join(failed) or 'the probe failed'}")
 
     def _check_build(self, rec: Dict[str, Any]) -> None:
         rc, text = self.run_command([self.ctx.python, "-c", _BUILD_PROBE], 60)
@@ -572,7 +609,7 @@ def make_context(args: argparse.Namespace, work: Path) -> Context:
         PYTHONPATH=site + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
         HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
         PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", PIP_NO_INDEX="1",
-        DRIFT_CUDA="ON", DRIFT_CACHE=str(work / "drift-cache"), TMPDIR=str(work / "tmp"),
+        DRIFT_CUDA="ON", DRIFT_CACHE=str(work / "drift-cache"), TMPDIR=str(work / "tmp"), HF_HOME=str(work / "hf"),
         DRIFT_TEST_TINY_MODEL=str(ctx.model),
         CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 4),
     )
@@ -605,6 +642,8 @@ def run_check(args: argparse.Namespace) -> int:
 def _fmt(v: Any, spec: str = ".2f") -> str:
     if v is None:
         return "-"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
@@ -619,7 +658,7 @@ def render_tables(s: Optional[Dict[str, Any]]) -> str:
         "",
         "| GPU | driver | arch | torch | CUDA | Python | CPU cores |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| {_fmt(s.get('gpu'))} | {_fmt(s.get('driver'))} | sm_{_fmt(s.get('arch'))} | {_fmt(s.get('torch'))} | "
+        f"| {_fmt(s.get('gpu'))} | {_fmt(s.get('driver'))} | {'sm_' + str(s['arch']) if s.get('arch') else '-'} | {_fmt(s.get('torch'))} | "
         f"{_fmt(s.get('cuda'))} | {_fmt(s.get('python'))} | {_fmt(s.get('cpu_count'))} |",
         "",
         "| step | status | seconds | tests passed / failed / skipped | sanitizer errors | numbers |",
