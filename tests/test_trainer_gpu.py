@@ -5,8 +5,9 @@ precision with gradient checkpointing, then kill -9 mid-training and resume.
 the reference pass, training with the fused ops, evaluation, checkpoint and resume. The same
 test runs on the CPU too (``-m slow``), so that its logic is checked where no GPU is.
 
-The resumed run must match the uninterrupted one within :data:`RESUME_TOL`: on a GPU a kernel
-may sum in another order from run to run (atomics), so equality is not bit for bit there.
+The resumed run must match the uninterrupted one within :data:`LOSS_TOL` and the weight bounds
+below: on a GPU a kernel may sum in another order from run to run (atomics), so equality is not
+bit for bit there.
 Runs on the GPU machine with the bundle's model through ``DRIFT_TEST_TINY_MODEL``
 (tests/conftest.py, scripts/gpu_check.py's smoke step).
 """
@@ -32,8 +33,13 @@ from conftest import TRAIN_DEPS, tiny_config
 BF16 = {"bf16": True}
 #: Where the run is killed: after optimizer step 3 of iteration 1's training (of 4).
 FAULT = "iter_1: train:step3"
-#: Resumed vs uninterrupted: per-step losses and final weights (relative to how far they moved).
-RESUME_TOL = dict(rel=1e-3, abs=1e-4)
+#: Resumed vs uninterrupted, per-step losses.
+LOSS_TOL = dict(rel=1e-2, abs=1e-3)
+#: Resumed vs uninterrupted, final weights: per tensor, the mean difference within 1% of the mean
+#: distance training moved it, and no element off by more than 4 learning rates (AdamW's update is
+#: about lr per element per step whatever the gradient's size, so an element whose gradient is at
+#: rounding level may step either way).
+WEIGHT_MEAN_FRACTION, WEIGHT_MAX_LRS = 0.01, 4
 
 CUDA = torch.cuda.is_available() and drift.cuda_available()
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
@@ -109,9 +115,15 @@ def test_drift_iteration_bf16_checkpointing_kill_and_resume(tiny_model_dir, tiny
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert json.loads((run_out / "iter_1" / "model" / "drift_train.json").read_text())["resumed_from_step"] == 3
     assert not list(run_out.rglob("train_state*")), "training state left behind"
-    for a, b in zip(steps, _steps(run_out)):
-        assert a["step"] == b["step"] and a["loss"] == pytest.approx(b["loss"], **RESUME_TOL), a["step"]
+    resumed_steps = _steps(run_out)
+    assert [r["step"] for r in resumed_steps] == [1, 2, 3, 4]
+    for a, b in zip(steps, resumed_steps):
+        assert a["loss"] == pytest.approx(b["loss"], **LOSS_TOL), a["step"]
     resumed_w = _weights(run_out / "iter_1" / "model")
+    assert resumed_w.keys() == after.keys()
+    lr = RUN["learning_rate"]
     for k, w in after.items():
-        moved = float((w - before[k]).abs().max()) if k in before else 1.0
-        assert float((w - resumed_w[k]).abs().max()) <= RESUME_TOL["rel"] * max(moved, 1e-6) + RESUME_TOL["abs"], k
+        diff = (w - resumed_w[k]).abs()
+        moved = float((w - before[k]).abs().mean()) if k in before else 0.0
+        assert float(diff.mean()) <= WEIGHT_MEAN_FRACTION * moved + 1e-7, (k, float(diff.mean()), moved)
+        assert float(diff.max()) <= WEIGHT_MAX_LRS * lr, (k, float(diff.max()))
