@@ -223,6 +223,13 @@ try:
     info.update(gpu=name, driver=driver, compute_cap=cap, gpu_memory=mem)
 except Exception as e:
     info["nvidia_smi_error"] = repr(e)
+if not info.get("driver"):
+    try:  # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  ..."
+        import re
+        m = re.search(r"Kernel Module\s+([\d.]+)", open("/proc/driver/nvidia/version").read())
+        info["driver"] = m.group(1) if m else None
+    except OSError:
+        pass
 try:
     import torch
     info.update(torch=torch.__version__, cuda=torch.version.cuda, cuda_available=torch.cuda.is_available())
@@ -613,6 +620,13 @@ def make_context(args: argparse.Namespace, work: Path) -> Context:
         DRIFT_TEST_TINY_MODEL=str(ctx.model),
         CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 4),
     )
+    # CUDA's tools where the image keeps them, when they are not on the PATH already.
+    for tool in ("nvcc", "compute-sanitizer"):
+        if shutil.which(tool, path=env.get("PATH")) is None:
+            for d in ("/usr/local/cuda/bin", "/usr/local/cuda/compute-sanitizer", *sorted(glob.glob("/usr/local/cuda-*/bin"))):
+                if os.access(os.path.join(d, tool), os.X_OK):
+                    env["PATH"] = d + os.pathsep + env.get("PATH", "")
+                    break
     (work / "tmp").mkdir(parents=True, exist_ok=True)
     ctx.env = env
     return ctx
