@@ -340,8 +340,15 @@ def _parse_iteration(text: str, ctx: Context, rec: Dict[str, Any]) -> None:
         rec["metrics"] = {"share_lcs_pct": float(m.group(1)), "oal_calls": int(m.group(2)), "share_oal_pct": float(m.group(3))}
 
 
+#: The > 2^31-element test (3 x 4 GiB tensors) runs under memcheck only: the 64-bit offsets it checks
+#: are memcheck's business, and four copies at once would take 50 GiB and most of the step's time.
+BIG_TEST = "beyond_2_31"
+
+
 def _sanitizer_commands(ctx: Context) -> Dict[str, List[str]]:
-    return {tool: ["compute-sanitizer", "--tool", tool, *_pytest(ctx, SANITIZER_TESTS)] for tool in SANITIZER_TOOLS}
+    return {tool: ["compute-sanitizer", "--tool", tool,
+                   *_pytest(ctx, SANITIZER_TESTS, *([] if tool == "memcheck" else ["-k", f"not {BIG_TEST}"]))]
+            for tool in SANITIZER_TOOLS}
 
 
 def _run_sanitizers(runner: "Runner", step: Step) -> Dict[str, Any]:

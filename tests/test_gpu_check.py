@@ -118,7 +118,8 @@ def _steps(tmp_path):
         S("env", "facts", 30, lambda c: [py, "-c", "print('GPU_CHECK_ENV {\"gpu\": \"Fake GPU\", \"arch\": \"90\", "
                                                    "\"cuda_available\": true, \"torch\": \"9.9\"}')"], gc._parse_env),
         S("wheels", "fails", 30, lambda c: [py, "-c", "import sys; print('boom'); sys.exit(3)"]),
-        S("build", "passes", 30, lambda c: [py, "-c", "print('built')"]),
+        S("build", "passes", 30, lambda c: [py, "-c", "import os; print('built', os.environ['CMAKE_ARGS'], "
+                                                      "os.environ['DRIFT_CUDA'])"]),
         S("pytest_cuda", "tests", 30, lambda c: [py, "-c", "print('7 passed, 2 skipped in 1.0s')"], gc._parse_tests),
         S("bench_oal", "numbers", 30, lambda c: [py, "-c", "print('bandwidth floor (x): 0.50 ms; drift fwd+bwd = "
                                                           "1.80x the floor')"], gc._bench_vocab("x.py", "oal").parse),
@@ -151,7 +152,20 @@ def test_runner_records_every_step_and_goes_on_after_failures(tmp_path, monkeypa
                                                          "lcs_cuda_vs_cpu": None}
     log = (tmp_path / "out" / "gpu_check.log").read_text()
     assert "boom" in log and "start" in log and "step smoke: TIMEOUT" in log
+    assert "built -DCMAKE_CUDA_ARCHITECTURES=90 ON" in log  # the build targets the GPU the env step found
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gpu_check.log", "summary.json"]
+
+
+def test_sanitizer_commands(tmp_path):
+    ctx = gc.make_context(gc.parse_args(["run", "--bundle", str(tmp_path), "--out", str(tmp_path / "o")]), tmp_path)
+    cmds = gc._sanitizer_commands(ctx)
+    assert list(cmds) == list(gc.SANITIZER_TOOLS) == ["memcheck", "racecheck", "synccheck", "initcheck"]
+    for tool, cmd in cmds.items():
+        assert cmd[:3] == ["compute-sanitizer", "--tool", tool] and gc.SANITIZER_TESTS in cmd
+    assert "-k" not in cmds["memcheck"] and all(cmds[t][-2:] == ["-k", "not beyond_2_31"] for t in list(cmds)[1:])
+    assert (ROOT / gc.SANITIZER_TESTS).is_file() and gc.BIG_TEST in (ROOT / gc.SANITIZER_TESTS).read_text()
+    assert ctx.env["DRIFT_TEST_TINY_MODEL"] == str(tmp_path / "model") and ctx.env["HF_HUB_OFFLINE"] == "1"
+    assert ctx.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "site")
 
 
 def test_steps_after_a_failed_build_are_skipped(tmp_path, monkeypatch):
