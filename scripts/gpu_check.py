@@ -568,8 +568,11 @@ class Runner:
             "cpu_count": f.get("cpu_count"),
             "budget_s": self.budget,
             "total_seconds": round(time.monotonic() - self.t0, 1),
-            "ok": finished and all(r["status"] in ("passed", "skipped") for r in self.records)
-                  and any(r["status"] == "passed" for r in self.records),
+            # ok: every step passed, but those skipped on purpose (--skip); a step skipped for
+            # the budget or a failed prerequisite is not ok.
+            "ok": finished and any(r["status"] == "passed" for r in self.records)
+                  and all(r["status"] == "passed" or (r["status"] == "skipped" and r.get("note") == "--skip")
+                          for r in self.records),
             "tests": tests,
             "key": key,
             "goals": goals,

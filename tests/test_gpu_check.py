@@ -176,7 +176,12 @@ def test_steps_after_a_failed_build_are_skipped(tmp_path, monkeypatch):
     assert gc.run_check(args) == 1
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [r["status"] for r in s["steps"]] == ["failed", "skipped"]
-    assert "needs step build" in s["steps"][1]["note"]
+    assert "needs step build" in s["steps"][1]["note"] and not s["ok"]
+    # Skipping the failing step on purpose: ok, exit 0.
+    args = gc.parse_args(["run", "--bundle", str(tmp_path), "--out", str(tmp_path / "out"), "--skip", "build"])
+    assert gc.run_check(args) == 0
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [r["status"] for r in s["steps"]] == ["skipped", "passed"] and s["ok"]
 
 
 def test_gpu_check_sh_dry_run(tmp_path):
