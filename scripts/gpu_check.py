@@ -525,7 +525,7 @@ class Runner:
         return rec
 
     def _check_imports(self, rec: Dict[str, Any]) -> None:
-        rc, text = self.run_command([self.ctx.python, "-c", _IMPORT_PROBE], 120)
+        rc, text = self.run_command([self.ctx.python, "-c", _IMPORT_PROBE], max(10.0, min(120.0, self.left())))
         info = next((json.loads(l[len("GPU_CHECK_IMPORTS "):]) for l in text.splitlines()
                      if l.startswith("GPU_CHECK_IMPORTS ")), None)
         rec["imports"] = info
@@ -534,7 +534,7 @@ class Runner:
             rec.update(status="failed", note=f"does not import: {', '.join(failed) or 'the probe failed'}")
 
     def _check_build(self, rec: Dict[str, Any]) -> None:
-        rc, text = self.run_command([self.ctx.python, "-c", _BUILD_PROBE], 60)
+        rc, text = self.run_command([self.ctx.python, "-c", _BUILD_PROBE], max(10.0, min(60.0, self.left())))
         info = next((json.loads(l[len("GPU_CHECK_BUILD "):]) for l in text.splitlines()
                      if l.startswith("GPU_CHECK_BUILD ")), None)
         rec["build_info"] = info

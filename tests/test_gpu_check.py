@@ -168,6 +168,38 @@ def test_sanitizer_commands(tmp_path):
     assert ctx.env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path / "site")
 
 
+_FAKE_SANITIZER = """#!/bin/sh
+tool=$2; shift 2
+"$@"; rc=$?
+case $tool in
+  racecheck) echo "========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)";;
+  initcheck) echo "========= ERROR SUMMARY: 2 errors";;
+  *) echo "========= ERROR SUMMARY: 0 errors";;
+esac
+exit $rc
+"""
+
+
+def test_sanitizers_step_runs_the_four_tools_and_counts_errors(tmp_path, monkeypatch):
+    """The real step over the real test file (its tests skip on a CPU) with a stand-in sanitizer."""
+    fake = tmp_path / "bin" / "compute-sanitizer"
+    fake.parent.mkdir()
+    fake.write_text(_FAKE_SANITIZER)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(gc, "STEPS", [s for s in gc.STEPS if s.name == "sanitizers"])
+    args = gc.parse_args(["run", "--bundle", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert gc.run_check(args) == 1
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    (rec,) = s["steps"]
+    assert rec["status"] == "failed" and rec["note"] == "initcheck: failed"
+    assert rec["sanitizer"] == {"memcheck": 0, "racecheck": 0, "synccheck": 0, "initcheck": 2}
+    assert s["key"]["sanitizer_errors"] == 2
+    assert all(t["failed"] == 0 and t["skipped"] > 0 for t in rec["tests"].values())
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    assert all(f"compute-sanitizer --tool {t} (exit 0)" in log for t in gc.SANITIZER_TOOLS)
+
+
 def test_steps_after_a_failed_build_are_skipped(tmp_path, monkeypatch):
     py = sys.executable
     monkeypatch.setattr(gc, "STEPS", [gc.Step("build", "fails", 30, lambda c: [py, "-c", "raise SystemExit(1)"]),
