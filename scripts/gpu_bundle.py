@@ -26,7 +26,6 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
