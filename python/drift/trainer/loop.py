@@ -459,6 +459,7 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
     except (RuntimeError, TypeError, ValueError):
         optimizer = torch.optim.AdamW(params, **adam)
     wrapped, optimizer = acc.prepare(model, optimizer)
+    params = [p for p in wrapped.parameters() if p.requires_grad]  # FSDP swaps in sharded parameters
     per_epoch = steps_per_epoch(run, len(items))
     total = per_epoch * stage.epochs
     bs, accum, world, rank = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, acc.num_processes, acc.process_index
@@ -502,7 +503,7 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
         record["tokens_per_s"] = record.pop("tokens") * world / seconds
         record.update(kind="step", iteration=stage.index, step=step + 1, epoch=epoch + (s + 1) / per_epoch,
                       global_step=step_offset + step + 1, lr=lr, step_s=seconds, method=cfg.method,
-                      grad_norm=None if grad_norm is None else float(grad_norm))
+                      grad_norm=None if grad_norm is None else float(getattr(grad_norm, "full_tensor", lambda: grad_norm)()))
         if (step + 1) % cfg.logging_steps == 0 or step + 1 == total:
             run.emit(record)
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
@@ -526,7 +527,8 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
         (d / "train_state.json").unlink(missing_ok=True)
     acc.wait_for_everyone()
     acc.free_memory()
-    return model
+    # FSDP sharded the model in place: the next stage reloads the saved full weights.
+    return None if acc.distributed_type == "FSDP" else model
 
 
 # =============================================================================================
@@ -603,9 +605,23 @@ def make_accelerator(config: Optional[DriftConfig] = None):
 
     no_gpu = not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
     kwargs: Dict[str, Any] = {"cpu": True} if no_gpu else {}
+    # accelerate maps `launch --use_fsdp` to FSDP on GPUs only; on CPUs it would silently run
+    # DDP. FSDP2 (fully_shard) works over gloo, so it is switched on by hand there.
+    fsdp_on_cpu = no_gpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if fsdp_on_cpu:
+        from accelerate.utils import FullyShardedDataParallelPlugin
+
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin()
     if config is not None:
         kwargs.update(log_with=config.report_to or None, project_dir=config.output_dir)
-    return Accelerator(**kwargs)
+    acc = Accelerator(**kwargs)
+    if fsdp_on_cpu and acc.num_processes > 1:
+        from accelerate.state import PartialState
+        from accelerate.utils import DistributedType
+
+        PartialState().distributed_type = acc.state.distributed_type = DistributedType.FSDP
+        acc.state.fsdp_plugin = kwargs["fsdp_plugin"]
+    return acc
 
 
 def train(config: DriftConfig) -> List[Dict[str, Any]]:
