@@ -432,11 +432,46 @@ template <typename T> struct OalBwd {
 
 cudaStream_t as_stream(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
+// ---- id range check -------------------------------------------------------------------------
+
+// Smallest flat index i with mask[i] and ids[i] outside [0, V) (atomicMin over 32-bit indices;
+// *first starts at all ones).
+__global__ void first_bad_id_kernel(const int64_t* __restrict__ ids, const bool* __restrict__ mask, int64_t n,
+                                    int64_t V, unsigned int* first) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    if (mask[i] && (ids[i] < 0 || ids[i] >= V))
+      atomicMin(first, static_cast<unsigned int>(i < int64_t(UINT32_MAX) ? i : int64_t(UINT32_MAX) - 1));
+}
+
+// The CPU drivers reject valid ids outside [0, V) while they read them; on the GPU this runs
+// before the kernels read logits at those ids: one small kernel and one host synchronisation,
+// the same message as on the CPU. `scratch`: 4 bytes of an output the forward writes later.
+void check_ids(const TensorView& ids, const TensorView& mask, int64_t V, void* scratch, cudaStream_t stream,
+               const char* name) {
+  const int64_t n = ids.numel();
+  if (n == 0) return;
+  auto* first = static_cast<unsigned int*>(scratch);
+  check(cudaMemsetAsync(first, 0xff, sizeof(unsigned int), stream), "id check: reset");
+  first_bad_id_kernel<<<grid_for(n, kRowThreads) < 1024 ? grid_for(n, kRowThreads) : 1024, kRowThreads, 0, stream>>>(
+      ids.ptr<int64_t>(), mask.ptr<bool>(), n, V, first);
+  check(cudaGetLastError(), "id check launch");
+  unsigned int index = 0;
+  check(cudaMemcpyAsync(&index, first, sizeof(index), cudaMemcpyDeviceToHost, stream), "id check: read");
+  check(cudaStreamSynchronize(stream), "id check: synchronize");
+  if (index == UINT32_MAX) return;
+  int64_t id = 0;
+  check(cudaMemcpyAsync(&id, ids.ptr<int64_t>() + index, sizeof(id), cudaMemcpyDeviceToHost, stream), "id check: id");
+  check(cudaStreamSynchronize(stream), "id check: synchronize");
+  fail(std::string(name) + ": id " + std::to_string(id) + " outside [0, " + std::to_string(V) + ")");
+}
+
 }  // namespace
 
 void token_logps_forward_cuda(const TokenLogpsForwardArgs& a, std::uintptr_t stream) {
   validate_token_logps_forward(a, DeviceKind::kCUDA);
   cuda::DeviceGuard guard(a.logits.device_id, "oal");
+  check_ids(a.labels, a.mask, a.logits.shape[2], a.logps.data, as_stream(stream), "labels");
   dispatch<TokenFwd>(a.logits.dtype, a, as_stream(stream));
 }
 
@@ -449,6 +484,7 @@ void token_logps_backward_cuda(const TokenLogpsBackwardArgs& a, std::uintptr_t s
 void oal_forward_cuda(const OalForwardArgs& a, std::uintptr_t stream) {
   validate_oal_forward(a, DeviceKind::kCUDA);
   cuda::DeviceGuard guard(a.logits.device_id, "oal");
+  check_ids(a.targets, a.targets_mask, a.logits.shape[2], a.argmax.data, as_stream(stream), "targets");
   dispatch<OalFwd>(a.logits.dtype, a, as_stream(stream));
 }
 

@@ -63,18 +63,6 @@ def unit_stride_rows(logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def check_ids_in_range(ids: torch.Tensor, valid: torch.Tensor, vocab: int, name: str) -> None:
-    """Rejects valid ids outside [0, vocab) before a CUDA kernel runs (one host sync).
-
-    The CPU drivers check this themselves; CUDA kernels skip such ids instead of reading
-    out of bounds, so this is what turns them into an error.
-    """
-    bad = valid & ((ids < 0) | (ids >= vocab))
-    if bool(bad.any()):
-        first = int(ids[bad][0])
-        raise ValueError(f"{name}: id {first} outside [0, {vocab})")
-
-
 def require_cuda_kernels(name: str) -> None:
     if not _C.cuda_compiled():
         raise RuntimeError(f"{name}: is a CUDA tensor but drift was built without CUDA kernels; reinstall with nvcc on PATH")
