@@ -251,3 +251,27 @@ def test_second_device_and_current_device_kept():
     out = drift.oal_loss(logits.to("cuda:1"), targets.to("cuda:1"), reduction="none")
     assert torch.cuda.current_device() == 0
     torch.testing.assert_close(out.cpu(), ref, atol=2e-5, rtol=2e-5)
+
+
+def test_id_range_checks_match_the_cpu_messages():
+    """The CUDA launchers check ids themselves (one small kernel): same verdicts and messages as
+    the CPU drivers, the first bad id in row-major order named, masked-out ids ignored."""
+    logits = torch.randn(2, 5, 11)
+    targets = torch.tensor([[1, 2, 30, 4], [-7, 3, 12, 0]])
+    labels = torch.tensor([[1, 2, 3, 4, 5], [6, 7, 99, 8, -1]])
+    for device in ("cpu", "cuda"):
+        x, t, lab = logits.to(device), targets.to(device), labels.to(device)
+        with pytest.raises(ValueError, match=r"^targets: id 30 outside \[0, 11\)$"):
+            drift.oal_loss(x, t)
+        with pytest.raises(ValueError, match=r"^labels: id 99 outside \[0, 11\)$"):
+            drift.token_logps(x, lab)
+        ok_t = torch.tensor([[True, True, False, True], [False, True, False, True]], device=device)
+        ok_l = torch.tensor([[True] * 5, [True, True, False, True, False]], device=device)
+        drift.oal_loss(x, t, targets_mask=ok_t)  # masked-out ids are never read
+        drift.token_logps(x, lab, ok_l)
+    lcs_y = torch.tensor([[1, -2, 3]])
+    for device in ("cpu", "cuda"):
+        with pytest.raises(ValueError, match="negative token ids"):
+            drift.lcs_mask(lcs_y.to(device), torch.tensor([[1, 3]], device=device))
+        with pytest.raises(ValueError, match="y_lengths"):
+            drift.lcs_mask(lcs_y.abs().to(device), torch.tensor([[1, 3]], device=device), torch.tensor([4], device=device))
