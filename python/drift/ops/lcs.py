@@ -93,22 +93,36 @@ def lcs_mask(
     itself, and the call returns after one host synchronisation that reads its verdict (so
     the masks are ready when it returns). CUDA limits: M <= 16384, N <= 2**30.
     """
-    if isinstance(y, (list, tuple)) or isinstance(y_prime, (list, tuple)):
+    kind_y, kind_yp = _kind(y), _kind(y_prime)
+    if kind_y is None or kind_yp != kind_y:
+        raise _kind_mismatch(y, y_prime)
+    if kind_y == "list":
         return _lcs_mask_sequences(y, y_prime, y_lengths, y_prime_lengths, pad_id)
-    if isinstance(y, np.ndarray) or isinstance(y_prime, np.ndarray):
-        if not (isinstance(y, np.ndarray) and isinstance(y_prime, np.ndarray)):
-            raise TypeError(f"y_prime: expected a NumPy array like y, got {type_name(y_prime)} and {type_name(y)}")
+    if kind_y == "numpy":
         yt, ypt = _numpy_ids(y, "y"), _numpy_ids(y_prime, "y_prime")
-        yl, ypl = y_lengths, y_prime_lengths
-        out = _lcs_mask_tensors(yt, ypt, yl, ypl, pad_id)
+        out = _lcs_mask_tensors(yt, ypt, y_lengths, y_prime_lengths, pad_id)
         return LcsMasks(out.y.numpy(), out.y_prime.numpy(), out.lcs_length.numpy())
-    if isinstance(y, torch.Tensor) or isinstance(y_prime, torch.Tensor):
-        if not (isinstance(y, torch.Tensor) and isinstance(y_prime, torch.Tensor)):
-            raise TypeError(f"y_prime: expected a torch.Tensor like y, got {type_name(y_prime)} and {type_name(y)}")
-        return _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id)
-    raise TypeError(
-        f"y: expected a torch.Tensor, a NumPy array or a list of 1-D sequences, got {type_name(y)}"
-    )
+    return _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id)
+
+
+_KINDS = (("list", (list, tuple), "a list of 1-D sequences"), ("numpy", np.ndarray, "a NumPy array"),
+          ("torch", torch.Tensor, "a torch.Tensor"))
+
+
+def _kind(x: Any) -> Optional[str]:
+    for name, types, _ in _KINDS:
+        if isinstance(x, types):
+            return name
+    return None
+
+
+def _kind_mismatch(y: Any, y_prime: Any) -> TypeError:
+    """The TypeError for inputs of no or of different kinds: y sets the kind, so y_prime is named
+    unless y itself is of no supported kind."""
+    for name, types, described in _KINDS:
+        if isinstance(y, types):
+            return TypeError(f"y_prime: expected {described} like y, got {type_name(y_prime)}")
+    return TypeError(f"y: expected a torch.Tensor, a NumPy array or a list of 1-D sequences, got {type_name(y)}")
 
 
 def _native_order(arr: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 Two ``torch.library`` custom ops, declared once here with fake (meta) kernels, CPU and CUDA
 kernels and an autograd formula whose backward is itself an op:
 
-- ``drift::token_logps_forward(logits, labels, mask) -> (logps, lse)``
+- ``drift::token_logps_forward(logits, labels, mask) -> (logps, lse)`` (``lse``: the row
+  log-sum-exps, 0 on masked rows; NaN for a row holding NaN or +inf, whose log-probs are NaN)
 - ``drift::token_logps_backward(grad_logps, logits, labels, mask, lse) -> grad_logits``
 
 The arithmetic is in ``cpp/include/drift/oal.hpp``; the drivers in ``cpp/src/cpu/oal.cpp``
