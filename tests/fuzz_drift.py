@@ -625,8 +625,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"FAIL {i} {case.entry} {failure}".replace("\n", "\n    "), flush=True)
         elif args.verbose:
             print(f"     {i} {case.entry} {outcome}", flush=True)
-    print("SUMMARY " + json.dumps({"cases": args.stop - args.start, "failures": failures, "counts": dict(counts)}),
-          flush=True)
+    summary = {"cases": args.stop - args.start, "failures": failures, "counts": dict(counts),
+               "drift": drift.__file__, "sanitized": drift.build_info()["sanitized"]}
+    print("SUMMARY " + json.dumps(summary), flush=True)
     return 1 if failures else 0
 
 

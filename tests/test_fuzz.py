@@ -99,6 +99,9 @@ def test_fuzz_every_entry_point(capsys):
         if r["summary"] is not None:
             counts.update(r["summary"]["counts"])
     problems = _problems(results, seed)
+    for r in results:  # the workers tested this very drift (under run_sanitizers.sh: the sanitized copy)
+        if r["summary"] is not None:
+            assert (r["summary"]["drift"], r["summary"]["sanitized"]) == (drift.__file__, SANITIZED)
     ran = sum(counts.values())
     with capsys.disabled():
         print(f"\ndrift fuzz: {ran} of {cases} cases (seed {seed}) in {seconds:.1f} s, "

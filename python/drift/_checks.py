@@ -64,7 +64,7 @@ def require_compute_device(x: torch.Tensor, name: str) -> None:
 
 def as_int(x: Any, name: str) -> int:
     """A Python int from an int-like ``x`` (int, NumPy integer, ...; not bool), else a TypeError."""
-    if isinstance(x, bool) or (hasattr(x, "dtype") and str(getattr(x, "dtype")) == "bool"):
+    if isinstance(x, bool) or str(getattr(x, "dtype", "")) in ("bool", "torch.bool"):
         raise TypeError(f"{name}: expected an int, got {type(x).__name__}")
     try:
         return operator.index(x)
