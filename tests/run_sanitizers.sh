@@ -7,8 +7,10 @@
 # interpreter itself is not instrumented, so the runtimes must be loaded first).
 #
 # Usage: tests/run_sanitizers.sh [pytest args...]   (paths relative to the repository root)
-#   default args: tests/test_lcs.py, plus tests/test_oal.py and tests/test_token_logps.py when
-#   they exist. Env: PYTHON (default: python; its directory goes first on PATH, so a venv's
+#   default args: tests/test_lcs.py, plus tests/test_oal.py, tests/test_token_logps.py,
+#   tests/test_reliability.py and tests/test_fuzz.py when they exist (the fuzz run is a slice:
+#   DRIFT_FUZZ_CASES defaults to 2000 here; its subprocesses inherit the sanitizer runtimes and
+#   the staged package). Env: PYTHON (default: python; its directory goes first on PATH, so a venv's
 #   cmake/ninja are used), CXX (default: g++), JOBS (default: 2), BUILD_DIR (default:
 #   build/asan), SOURCE_DIR (default: the repository root; point it at a scratch copy of the
 #   sources, e.g. one with a deliberately injected bug, to build and stage that instead).
@@ -52,12 +54,13 @@ cp "${sos[0]}" "$STAGE/drift/"
 
 if [[ $# -eq 0 ]]; then
   set -- "$ROOT/tests/test_lcs.py"
-  for t in test_oal.py test_token_logps.py; do
+  for t in test_oal.py test_token_logps.py test_reliability.py test_fuzz.py; do
     [[ -f "$ROOT/tests/$t" ]] && set -- "$@" "$ROOT/tests/$t"
   done
 fi
 
 export PYTHONPATH="$STAGE${PYTHONPATH:+:$PYTHONPATH}"
+export DRIFT_FUZZ_CASES="${DRIFT_FUZZ_CASES:-2000}"
 export PYTHONDONTWRITEBYTECODE=1
 # Leaks are off: CPython keeps interned objects and module state alive until exit by design.
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"

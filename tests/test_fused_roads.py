@@ -67,3 +67,19 @@ def test_tracing_takes_the_custom_op_road():
     with Spy():
         drift.oal_loss(logits, targets)
     assert any("drift.oal_forward" in s for s in seen), seen
+
+
+@pytest.mark.parametrize("name,logits,fn", _cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_both_roads_agree_on_double_backward(name, logits, fn, monkeypatch):
+    def second_order():
+        leaf = logits.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad((fn(leaf) ** 2).sum(), leaf, create_graph=True)
+        (hvp,) = torch.autograd.grad((grad * torch.cos(logits)).sum(), leaf)
+        return grad.detach(), hvp
+
+    eager = second_order()
+    monkeypatch.setattr(_fused, "_plain_eager", lambda inputs: False)
+    custom = second_order()
+    assert torch.equal(eager[0], custom[0])
+    assert torch.allclose(eager[1], custom[1], rtol=1e-12, atol=1e-12)
+    assert eager[1].abs().sum() > 0

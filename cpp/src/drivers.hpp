@@ -68,9 +68,12 @@ void token_logps_backward_cuda(const TokenLogpsBackwardArgs& args, std::uintptr_
 void oal_forward_cuda(const OalForwardArgs& args, std::uintptr_t stream);
 void oal_backward_cuda(const OalBackwardArgs& args, std::uintptr_t stream);
 
-// CPU thread count for every batch driver; 0 means all hardware threads.
+// CPU thread count for every batch driver; 0 means all hardware threads. Requests above
+// kMaxThreads are capped to it (so is the hardware count); a driver never starts more
+// threads than it has items of work (pairs, rows). Negative n throws std::invalid_argument.
+constexpr int kMaxThreads = 256;
 int get_num_threads();
-void set_num_threads(int n);
+void set_num_threads(int64_t n);
 
 bool cuda_compiled();
 int cuda_device_count();  // 0 when no driver / no device

@@ -27,7 +27,7 @@ struct Tensor {
 struct ManagedTensor { Tensor dl_tensor; void* manager_ctx; void (*deleter)(ManagedTensor*); };
 }  // namespace dlpack
 
-enum class DType { kInt32, kInt64, kBool, kFloat16, kBFloat16, kFloat32, kFloat64 };
+enum class DType { kInt32, kInt64, kBool, kFloat16, kBFloat16, kFloat32, kFloat64, kUInt8 };
 enum class DeviceKind { kCPU, kCUDA };
 
 inline const char* dtype_name(DType t) {
@@ -39,6 +39,7 @@ inline const char* dtype_name(DType t) {
     case DType::kBFloat16: return "bfloat16";
     case DType::kFloat32: return "float32";
     case DType::kFloat64: return "float64";
+    case DType::kUInt8: return "uint8";
   }
   return "?";
 }
@@ -86,7 +87,9 @@ inline TensorView view_from_capsule(PyObject* capsule, const char* arg) {
   const auto bits = t.dtype.bits;
   if (code == dlpack::kInt && bits == 32) v.dtype = DType::kInt32;
   else if (code == dlpack::kInt && bits == 64) v.dtype = DType::kInt64;
-  else if ((code == dlpack::kBool || code == dlpack::kUInt) && bits == 8) v.dtype = DType::kBool;
+  else if (code == dlpack::kBool && bits == 8) v.dtype = DType::kBool;
+  // uint8 is its own dtype: reading a byte other than 0/1 as bool would be undefined.
+  else if (code == dlpack::kUInt && bits == 8) v.dtype = DType::kUInt8;
   else if (code == dlpack::kFloat && bits == 16) v.dtype = DType::kFloat16;
   else if (code == dlpack::kBfloat && bits == 16) v.dtype = DType::kBFloat16;
   else if (code == dlpack::kFloat && bits == 32) v.dtype = DType::kFloat32;

@@ -59,13 +59,24 @@ def cuda_available() -> bool:
     return bool(_C.cuda_compiled()) and _C.cuda_device_count() > 0
 
 
+#: The most CPU threads drift's batch drivers use (cpp/src/drivers.hpp, kMaxThreads).
+MAX_THREADS = 256
+
+
 def set_num_threads(n: int) -> None:
-    """Set the CPU threads used by drift's batch drivers (``0`` = all hardware threads)."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n: expected an int, got {type(n).__name__}")
+    """Set the CPU threads used by drift's batch drivers (``0`` = all hardware threads).
+
+    ``n``: an int (or NumPy integer) >= 0. Values above :data:`MAX_THREADS` (256) are capped to
+    it, and so is the hardware count; a call never starts more threads than it has pairs or
+    rows of work, and when the system cannot create a thread the call goes on with fewer.
+    Raises TypeError for a non-integer ``n``, ValueError for a negative one.
+    """
+    from drift._checks import as_int
+
+    n = as_int(n, "n")
     if n < 0:
         raise ValueError(f"n: expected >= 0 (0 = all cores), got {n}")
-    _C.set_num_threads(n)
+    _C.set_num_threads(min(n, MAX_THREADS))
 
 
 def get_num_threads() -> int:

@@ -11,13 +11,14 @@ Label alignment is the caller's job everywhere: ``logits[b, t]`` scores ``labels
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import NamedTuple, Optional
+from typing import Dict, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-from drift._checks import require_rank, require_same_device, require_shape, require_tensor
+from drift._checks import as_real, require_rank, require_same_device, require_shape, require_tensor
 from drift.ops.oal import oal_loss
 from drift.ops.token_logps import token_logps
 
@@ -64,11 +65,34 @@ class DriftLossOutput(NamedTuple):
 
 
 def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
-        raise TypeError(f"beta: expected a float, got {type(beta).__name__}")
+    beta = as_real(beta, "beta")
     if not math.isfinite(beta) or beta <= 0:
         raise ValueError(f"beta: expected a finite value > 0, got {beta}")
-    return float(beta)
+    return beta
+
+
+def _check_oal_weight(oal_weight: float) -> float:
+    oal_weight = as_real(oal_weight, "oal_weight")
+    if not math.isfinite(oal_weight) or oal_weight < 0:
+        raise ValueError(f"oal_weight: expected a finite value >= 0, got {oal_weight}")
+    return oal_weight
+
+
+@contextlib.contextmanager
+def _argument_names(names: Dict[str, str]) -> Iterator[None]:
+    """Re-raises a TypeError/ValueError of an inner call under the caller's argument names.
+
+    ``names`` maps an inner argument name (the prefix of drift's messages, ``"targets: ..."``)
+    to the name the caller passed it as (``"oal_targets"``).
+    """
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        inner = message.split(":", 1)[0]
+        if inner in names and type(exc) in (TypeError, ValueError):
+            raise type(exc)(names[inner] + message[len(inner):]) from exc
+        raise
 
 
 def _check_sequence_logps(x: object, name: str, ref: Optional[torch.Tensor], ref_name: str) -> torch.Tensor:
@@ -101,8 +125,13 @@ def spin_loss(
 
     Returns:
         :class:`SelfPlayLoss`: ``loss = mean_b -logsigmoid(beta*((pc-rc) - (pr-rr)))``
-        (computed in the promoted dtype of the four inputs, at least float32), rewards ``beta*(policy - reference)`` and margins,
-        detached.
+        (computed in the promoted dtype of the four inputs, at least float32), rewards
+        ``beta*(policy - reference)`` and margins, detached. An empty batch (B = 0) gives
+        ``loss = 0`` (a sum over no pairs; no gradient), not the NaN of an empty mean.
+
+    Raises:
+        TypeError: non-tensor or non-floating inputs, a non-real ``beta``.
+        ValueError: wrong ranks, shapes or devices, ``beta`` not finite and > 0.
     """
     beta = _check_beta(beta)
     pc = _check_sequence_logps(policy_chosen_logps, "policy_chosen_logps", None, "")
@@ -133,6 +162,8 @@ def _masked_sum(token_logps_: object, mask: object, name: str, mask_name: str, b
         raise TypeError(f"{mask_name}: expected a bool tensor, got {m.dtype}")
     require_same_device(m, mask_name, x, name)
     require_shape(m, mask_name, tuple(x.shape), "(B, T)")
+    # Summed in at least float32: a bf16/fp16 running sum over T tokens loses digits.
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
     return torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device)).sum(dim=-1)
 
 
@@ -160,7 +191,8 @@ def dam_loss(
 
     Returns:
         :class:`SelfPlayLoss` of :func:`spin_loss` applied to
-        ``sum_t mask * token_logps`` on each side. A pair with both masks empty has margin 0:
+        ``sum_t mask * token_logps`` on each side (summed in at least float32, so bf16/fp16
+        token log-probs lose nothing to the sum). A pair with both masks empty has margin 0:
         it contributes ``log 2`` to the mean and no gradient.
     """
     pc = _masked_sum(policy_chosen_token_logps, chosen_mask, "policy_chosen_token_logps", "chosen_mask", None)
@@ -198,8 +230,10 @@ def drift_loss(
         rejected_logits, rejected_labels, rejected_mask: the same for ``y'`` (B, Tr, V).
         reference_chosen_logps, reference_rejected_logps: (B,) the reference's masked sums.
         oal_targets: (B, M) ids of the ground truth ``y`` whose distinct ids form ``V(y)``;
-            ``None`` uses ``chosen_labels``. Padding: -100 or ``oal_targets_mask``.
-        oal_targets_mask: (B, M) bool, True on real target ids (default: ids != -100).
+            ``None`` uses ``chosen_labels`` where ``chosen_mask`` is True (for DRIFT, whose
+            ``chosen_mask`` holds only the difference tokens, pass the whole ``y`` here).
+        oal_targets_mask: (B, M) bool, True on real target ids (default: ``oal_targets != -100``
+            for given ``oal_targets``, ``chosen_mask`` for the ``chosen_labels`` default).
         rejected_response_mask: (B, Tr) bool, the generated positions of ``y'`` the OAL max
             runs over (default: ``rejected_mask``; pass the full response mask for DRIFT).
         beta: the self-play inverse temperature (> 0).
@@ -207,23 +241,37 @@ def drift_loss(
 
     Returns:
         :class:`DriftLossOutput`. ``oal_loss`` uses ``reduction="mean"`` (mean over the B rows).
+
+    Raises:
+        TypeError / ValueError naming the argument of this function (``oal_targets``, not the
+        ``targets`` of :func:`oal_loss`), as :func:`token_logps`, :func:`dam_loss` and
+        :func:`oal_loss` would for it.
     """
-    if isinstance(oal_weight, bool) or not isinstance(oal_weight, (int, float)):
-        raise TypeError(f"oal_weight: expected a float, got {type(oal_weight).__name__}")
-    if not math.isfinite(oal_weight) or oal_weight < 0:
-        raise ValueError(f"oal_weight: expected a finite value >= 0, got {oal_weight}")
-    chosen = token_logps(chosen_logits, chosen_labels, chosen_mask)
-    rejected = token_logps(rejected_logits, rejected_labels, rejected_mask)
+    oal_weight = _check_oal_weight(oal_weight)
+    with _argument_names({"logits": "chosen_logits", "labels": "chosen_labels", "mask": "chosen_mask"}):
+        chosen = token_logps(chosen_logits, chosen_labels, chosen_mask)
+    with _argument_names({"logits": "rejected_logits", "labels": "rejected_labels", "mask": "rejected_mask"}):
+        rejected = token_logps(rejected_logits, rejected_labels, rejected_mask)
     if chosen.shape[0] != rejected.shape[0]:
         raise ValueError(f"rejected_logits: batch size {rejected.shape[0]} differs from chosen_logits's {chosen.shape[0]}")
     sp = dam_loss(
         chosen, rejected, reference_chosen_logps, reference_rejected_logps, chosen_mask, rejected_mask, beta=beta
     )
     if oal_weight > 0:
-        targets = chosen_labels if oal_targets is None else oal_targets
+        if oal_targets is None:
+            targets, targets_name = chosen_labels, "chosen_labels"
+            targets_mask = chosen_mask if oal_targets_mask is None else oal_targets_mask
+        else:
+            targets, targets_name, targets_mask = oal_targets, "oal_targets", oal_targets_mask
         positions = rejected_mask if rejected_response_mask is None else rejected_response_mask
-        oal = oal_loss(rejected_logits, targets, logits_mask=positions, targets_mask=oal_targets_mask)
-        loss = sp.loss + float(oal_weight) * oal.to(sp.loss.dtype)
+        names = {
+            "logits": "rejected_logits", "targets": targets_name,
+            "targets_mask": "oal_targets_mask" if oal_targets_mask is not None else "chosen_mask",
+            "logits_mask": "rejected_response_mask" if rejected_response_mask is not None else "rejected_mask",
+        }
+        with _argument_names(names):
+            oal = oal_loss(rejected_logits, targets, logits_mask=positions, targets_mask=targets_mask)
+        loss = sp.loss + oal_weight * oal.to(sp.loss.dtype)
     else:
         oal = torch.zeros((), dtype=sp.loss.dtype, device=sp.loss.device)
         loss = sp.loss
@@ -240,9 +288,7 @@ class DriftLoss(torch.nn.Module):
     def __init__(self, beta: float = 0.1, oal_weight: float = 1.0) -> None:
         super().__init__()
         self.beta = _check_beta(beta)
-        if isinstance(oal_weight, bool) or not isinstance(oal_weight, (int, float)) or not oal_weight >= 0:
-            raise ValueError(f"oal_weight: expected a finite value >= 0, got {oal_weight!r}")
-        self.oal_weight = float(oal_weight)
+        self.oal_weight = _check_oal_weight(oal_weight)
 
     def forward(
         self,

@@ -155,22 +155,26 @@ def spin_loss(policy_chosen_logps: Any, policy_rejected_logps: Any, reference_ch
               reference_rejected_logps: Any, *, beta: float = 0.1) -> Tuple[Any, Any, Any, Any]:
     """Reference of :func:`drift.spin_loss`: ``(loss, chosen_rewards, rejected_rewards, margins)``.
 
-    ``l(z) = log(1 + exp(-z))`` written out (stable form), averaged over the batch.
+    ``l(z) = log(1 + exp(-z))`` written out (stable form), averaged over the batch; an empty
+    batch gives 0 (the documented result of drift.spin_loss).
     """
     import torch
 
     chosen = beta * (policy_chosen_logps - reference_chosen_logps)
     rejected = beta * (policy_rejected_logps - reference_rejected_logps)
     z = chosen - rejected
-    loss = (torch.clamp(-z, min=0) + torch.log1p(torch.exp(-z.abs()))).mean()
+    terms = torch.clamp(-z, min=0) + torch.log1p(torch.exp(-z.abs()))
+    loss = terms.sum() / max(terms.numel(), 1)
     return loss, chosen.detach(), rejected.detach(), (chosen - rejected).detach()
 
 
 def dam_loss(policy_chosen_token_logps: Any, policy_rejected_token_logps: Any, reference_chosen_logps: Any,
              reference_rejected_logps: Any, chosen_mask: Any, rejected_mask: Any, *, beta: float = 0.1):
-    """Reference of :func:`drift.dam_loss`: the SPIN loss of the masked per-token sums."""
-    pc = (policy_chosen_token_logps * chosen_mask).sum(-1)
-    pr = (policy_rejected_token_logps * rejected_mask).sum(-1)
+    """Reference of :func:`drift.dam_loss`: the SPIN loss of the masked per-token sums (float64)."""
+    import torch
+
+    pc = (policy_chosen_token_logps.to(torch.float64) * chosen_mask).sum(-1)
+    pr = (policy_rejected_token_logps.to(torch.float64) * rejected_mask).sum(-1)
     return spin_loss(pc, pr, reference_chosen_logps, reference_rejected_logps, beta=beta)
 
 
@@ -187,7 +191,9 @@ def drift_loss(chosen_logits: Any, chosen_labels: Any, chosen_mask: Any, rejecte
     sp, cr, rr, mg = dam_loss(pc, pr, reference_chosen_logps, reference_rejected_logps, chosen_mask, rejected_mask,
                               beta=beta)
     if oal_weight > 0:
-        oal = oal_loss(rejected_logits, chosen_labels if oal_targets is None else oal_targets,
+        if oal_targets is None:  # the chosen labels that chosen_mask keeps
+            oal_targets, oal_targets_mask = chosen_labels, chosen_mask if oal_targets_mask is None else oal_targets_mask
+        oal = oal_loss(rejected_logits, oal_targets,
                        logits_mask=rejected_mask if rejected_response_mask is None else rejected_response_mask,
                        targets_mask=oal_targets_mask)
     else:

@@ -28,16 +28,26 @@ void validate_lcs_args(const LcsArgs& a, DeviceKind device) {
 
 namespace {
 
-// Per-thread scratch: an open-addressing map token -> match-table row (key and row side by
-// side, one cache line per probe), the match table (one ceil(M/64)-word bit vector per
-// distinct token of y), the match-table row of every token of y', and the column history
-// (only columns whose token occurs in y are stored; `cols[j]` points at V_{j+1}).
+// Per-thread scratch: a token -> match-table row lookup (a direct table for small ids, else an
+// open-addressing map with key and row side by side, one cache line per probe), the match
+// table (one ceil(M/64)-word bit vector per token that y and y' share), the match-table row
+// of every token of y and y', and the column history (only columns whose token occurs in y
+// are stored; `cols[j]` points at V_{j+1}).
+//
+// Memory per pair in flight (the bound lcs_mask documents): 8 * ceil(M/64) bytes per stored
+// column (at most N) and per shared token (at most min(M, N)), plus O(M + N) for the row
+// indices and the map; the direct table is used only when it is no larger than
+// kDenseEntriesPerToken entries per token of the batch (lcs_batch), so no term grows with the
+// vocabulary or with tokens of one side alone.
+constexpr int64_t kDenseEntriesPerToken = 64;
+constexpr int32_t kAbsent = -1;   // lookup: token not seen
+constexpr int32_t kInB = -2;      // lookup: token of y', not (yet) of y; rows: no match row
 struct Slot {
   int64_t key;
   int32_t row;
 };
 struct Scratch {
-  std::vector<int32_t> dense;  // token -> row when ids are small (all -1 between pairs)
+  std::vector<int32_t> dense;  // token -> row when ids are small (all kAbsent between pairs)
   std::vector<Slot> slots;
   std::vector<int32_t> a_rows, b_rows;
   std::vector<uint64_t> pm;
@@ -80,6 +90,35 @@ int64_t traceback_runs(const Scratch& s, int64_t words, int64_t m, int64_t n, Ma
   return length;
 }
 
+// Gives every token of a that also occurs in b a match-table row (0, 1, ... in order of first
+// occurrence in a): a_rows[i] / b_rows[j] = that row, or a negative value for a token the
+// other side lacks. `lookup(t)` returns a reference to t's entry, kAbsent when new.
+template <typename TA, typename TB, typename Lookup>
+int32_t assign_shared_rows(const TA* a, int64_t m, const TB* b, int64_t n, Scratch& s, Lookup&& lookup) {
+  for (int64_t j = 0; j < n; ++j) {
+    int32_t& r = lookup(static_cast<int64_t>(b[j]));
+    if (r == kAbsent) r = kInB;
+  }
+  s.a_rows.resize(m);
+  int32_t shared = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    int32_t& r = lookup(static_cast<int64_t>(a[i]));
+    if (r == kInB) r = shared++;
+    s.a_rows[i] = r;  // kAbsent: a token only y has (the lookup entry stays kAbsent)
+  }
+  s.b_rows.resize(n);
+  for (int64_t j = 0; j < n; ++j) s.b_rows[j] = lookup(static_cast<int64_t>(b[j]));  // kInB: only y' has it
+  return shared;
+}
+
+// PM[row] for the shared tokens: bit i of row a_rows[i].
+void fill_match_table(Scratch& s, int32_t shared, int64_t m, int64_t words) {
+  s.pm.assign(static_cast<size_t>(shared) * words, 0);
+  for (int64_t i = 0; i < m; ++i)
+    if (s.a_rows[i] >= 0)
+      s.pm[static_cast<size_t>(s.a_rows[i]) * words + i / lcs::kWordBits] |= uint64_t(1) << (i % lcs::kWordBits);
+}
+
 template <typename TA, typename TB>
 int64_t lcs_pair(const TA* a, int64_t m, const TB* b, int64_t n, uint8_t* diff_a, uint8_t* diff_b, Scratch& s,
                  int64_t max_id) {
@@ -88,56 +127,31 @@ int64_t lcs_pair(const TA* a, int64_t m, const TB* b, int64_t n, uint8_t* diff_a
   if (m == 0 || n == 0) return 0;
   const int64_t words = lcs::num_words(m);
 
+  int32_t shared = 0;
   if (max_id >= 0) {
     // Small ids: a direct token -> row table (no probing, no unpredictable branches); only
-    // the entries of y's tokens are touched, and reset to -1 before returning.
-    if (static_cast<int64_t>(s.dense.size()) <= max_id) s.dense.assign(max_id + 1, -1);
+    // the entries of the pair's tokens are touched, and reset to kAbsent before returning.
+    if (static_cast<int64_t>(s.dense.size()) <= max_id) s.dense.assign(max_id + 1, kAbsent);
     int32_t* dense = s.dense.data();
-    s.a_rows.resize(m);
-    int32_t distinct = 0;
-    for (int64_t i = 0; i < m; ++i) {
-      int32_t& r = dense[static_cast<int64_t>(a[i])];
-      if (r < 0) r = distinct++;
-      s.a_rows[i] = r;
-    }
-    s.b_rows.resize(n);
-    for (int64_t j = 0; j < n; ++j) s.b_rows[j] = dense[static_cast<int64_t>(b[j])];
-    for (int64_t i = 0; i < m; ++i) dense[static_cast<int64_t>(a[i])] = -1;
-    s.pm.assign(static_cast<size_t>(distinct) * words, 0);
-    for (int64_t i = 0; i < m; ++i)
-      s.pm[static_cast<size_t>(s.a_rows[i]) * words + i / lcs::kWordBits] |= uint64_t(1) << (i % lcs::kWordBits);
+    shared = assign_shared_rows(a, m, b, n, s, [dense](int64_t t) -> int32_t& { return dense[t]; });
+    for (int64_t j = 0; j < n; ++j) dense[static_cast<int64_t>(b[j])] = kAbsent;
+    for (int64_t i = 0; i < m; ++i) dense[static_cast<int64_t>(a[i])] = kAbsent;
   } else {
     int shift_bits = 1;
-    while ((int64_t(1) << shift_bits) < 2 * m) ++shift_bits;
+    while ((int64_t(1) << shift_bits) < 2 * n) ++shift_bits;  // only y' tokens stay in the map
     const uint64_t capacity = uint64_t(1) << shift_bits;
     const int shift = 64 - shift_bits;
-    s.slots.assign(capacity, Slot{0, -1});
+    s.slots.assign(capacity, Slot{0, kAbsent});
     Slot* slots = s.slots.data();
-    auto slot_of = [&](int64_t t) {
+    auto lookup = [slots, shift, capacity](int64_t t) -> int32_t& {
       uint64_t h = hash_token(t) >> shift;
-      while (slots[h].row >= 0 && slots[h].key != t) h = (h + 1) & (capacity - 1);
-      return h;
+      while (slots[h].row != kAbsent && slots[h].key != t) h = (h + 1) & (capacity - 1);
+      slots[h].key = t;  // claims an empty slot; a no-op on a hit
+      return slots[h].row;
     };
-
-    // One pass over y: distinct tokens -> rows (remembered per position); then one bit each.
-    s.a_rows.resize(m);
-    int32_t distinct = 0;
-    for (int64_t i = 0; i < m; ++i) {
-      const int64_t t = static_cast<int64_t>(a[i]);
-      Slot& sl = slots[slot_of(t)];
-      if (sl.row < 0) {
-        sl.key = t;
-        sl.row = distinct++;
-      }
-      s.a_rows[i] = sl.row;
-    }
-    s.pm.assign(static_cast<size_t>(distinct) * words, 0);
-    for (int64_t i = 0; i < m; ++i)
-      s.pm[static_cast<size_t>(s.a_rows[i]) * words + i / lcs::kWordBits] |= uint64_t(1) << (i % lcs::kWordBits);
-
-    s.b_rows.resize(n);
-    for (int64_t j = 0; j < n; ++j) s.b_rows[j] = slots[slot_of(static_cast<int64_t>(b[j]))].row;
+    shared = assign_shared_rows(a, m, b, n, s, lookup);
   }
+  fill_match_table(s, shared, m, words);
 
   s.history.resize(static_cast<size_t>(n) * words);
   s.cols.resize(n);
@@ -184,12 +198,15 @@ void lcs_batch(const LcsArgs& args) {
       if (static_cast<int64_t>(yp[b * N + j]) < 0)
         fail("y_prime: negative token ids inside the valid lengths; pass pad_id or lengths to mark padding");
   }
-  // Direct token tables up to 2^22 ids (16 MiB per thread); larger ids use the hash map.
-  if (max_id >= (int64_t(1) << 22)) max_id = -1;
+  // Direct token tables up to 2^22 ids (16 MiB per thread), and only while the table has at
+  // most kDenseEntriesPerToken entries per token of the batch (the memory bound); larger ids
+  // use the hash map.
+  if (max_id >= (int64_t(1) << 22) || max_id + 1 > kDenseEntriesPerToken * std::max<int64_t>(1, B * (M + N)))
+    max_id = -1;
   uint8_t* mask_y = args.mask_y.ptr<uint8_t>();
   uint8_t* mask_yp = args.mask_y_prime.ptr<uint8_t>();
   int64_t* out = args.lcs_len.ptr<int64_t>();
-  const int threads = std::max(1, get_num_threads());
+  const int threads = threads_for(B, get_num_threads());
   std::vector<Scratch> scratch(static_cast<size_t>(threads));
   parallel_for(B, threads, [&](int tid, int64_t b) {
     uint8_t* ma = mask_y + b * M;

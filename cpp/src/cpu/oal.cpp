@@ -47,9 +47,12 @@ LogitsDims expect_logits(const TensorView& v, DeviceKind device) {
     fail(std::string("logits: unexpected dtype ") + dtype_name(v.dtype) + " (float32, bfloat16, float16, float64)");
   if (v.device != device) fail("logits: on the wrong device");
   if (v.shape[2] < 1) fail("logits: the vocabulary dimension V must be >= 1");
-  if (v.shape[2] > 1 && v.strides[2] != 1) fail("logits: the vocabulary dimension must have unit stride");
-  for (int d = 0; d < 2; ++d)
-    if (v.shape[d] > 1 && v.strides[d] < 0) fail("logits: negative strides are not supported");
+  // An empty tensor is never read: any strides will do (torch gives them arbitrary ones).
+  if (v.numel() > 0) {
+    if (v.shape[2] > 1 && v.strides[2] != 1) fail("logits: the vocabulary dimension must have unit stride");
+    for (int d = 0; d < 2; ++d)
+      if (v.shape[d] > 1 && v.strides[d] < 0) fail("logits: negative strides are not supported");
+  }
   return {v.shape[0], v.shape[1], v.shape[2], acc_dtype(v.dtype), v.device_id};
 }
 

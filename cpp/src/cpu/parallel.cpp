@@ -1,4 +1,5 @@
 // The process-wide CPU thread count used by every batch driver.
+#include <algorithm>
 #include <atomic>
 #include <stdexcept>
 #include <string>
@@ -16,12 +17,12 @@ int get_num_threads() {
   const int n = g_num_threads.load();
   if (n > 0) return n;
   const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  return hw == 0 ? 1 : static_cast<int>(std::min<unsigned>(hw, kMaxThreads));
 }
 
-void set_num_threads(int n) {
+void set_num_threads(int64_t n) {
   if (n < 0) throw std::invalid_argument("num_threads: expected >= 0 (0 = all cores), got " + std::to_string(n));
-  g_num_threads.store(n);
+  g_num_threads.store(static_cast<int>(std::min<int64_t>(n, kMaxThreads)));
 }
 
 }  // namespace drift

@@ -12,11 +12,19 @@
 
 namespace drift {
 
-// Runs body(thread_index, item) for item in [0, n) on up to `max_threads` threads
-// (thread_index < max_threads). The first exception thrown by a worker is rethrown here.
+// Threads a driver uses for `n` items under a limit of `max_threads`: never more threads than
+// items, never fewer than one.
+inline int threads_for(int64_t n, int max_threads) {
+  return static_cast<int>(std::min<int64_t>(std::max(1, max_threads), std::max<int64_t>(n, 1)));
+}
+
+// Runs body(thread_index, item) for item in [0, n) on up to threads_for(n, max_threads)
+// threads (thread_index below that). The first exception thrown by a worker is rethrown here.
+// A thread that cannot be created (no memory for its stack, a process limit) is not an
+// error: the threads already running, and the calling thread, take all the items.
 template <typename Body>
 void parallel_for(int64_t n, int max_threads, Body&& body) {
-  const int threads = static_cast<int>(std::min<int64_t>(std::max(1, max_threads), std::max<int64_t>(n, 1)));
+  const int threads = threads_for(n, max_threads);
   std::atomic<int64_t> next{0};
   std::exception_ptr error;
   std::mutex error_mutex;
@@ -33,8 +41,13 @@ void parallel_for(int64_t n, int max_threads, Body&& body) {
     worker(0);
   } else {
     std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
-    for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+    try {
+      pool.reserve(threads - 1);
+      for (int t = 1; t < threads; ++t) pool.emplace_back(worker, t);
+    } catch (...) {
+      // std::system_error (thread creation) or std::bad_alloc: go on with the pool so far.
+      // Every started thread is joined below; a joinable std::thread must never be destroyed.
+    }
     worker(0);
     for (auto& th : pool) th.join();
   }

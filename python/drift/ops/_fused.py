@@ -43,13 +43,26 @@ def _by_device(cpu: Callable, cuda: Callable) -> Callable:
     return call
 
 
+def _checked(check: Callable, kernel: Callable) -> Callable:
+    def call(*args):
+        check(*args)
+        return kernel(*args)
+
+    return call
+
+
 def define(name: str, forward_kernels: Tuple[Callable, Callable], backward_kernels: Tuple[Callable, Callable],
-           saved: Callable) -> FusedOp:
+           checks: Tuple[Callable, Callable], saved: Callable) -> FusedOp:
     """Registers the (cpu, cuda) kernels of ``drift::<name>_forward`` / ``_backward`` (their
-    schemas and fake kernels are declared by the caller) and the forward's autograd formula."""
-    for suffix, (cpu, cuda) in (("forward", forward_kernels), ("backward", backward_kernels)):
-        torch.library.register_kernel(f"drift::{name}_{suffix}", "cpu", cpu)
-        torch.library.register_kernel(f"drift::{name}_{suffix}", "cuda", cuda)
+    schemas and fake kernels are declared by the caller) and the forward's autograd formula.
+
+    ``checks``: (forward, backward) argument checks of a direct ``torch.ops.drift`` call, run
+    before the registered kernels; the eager road skips them (the public function has checked
+    its arguments already, and the native layer checks every view it receives).
+    """
+    for suffix, (cpu, cuda), check in (("forward", forward_kernels, checks[0]), ("backward", backward_kernels, checks[1])):
+        torch.library.register_kernel(f"drift::{name}_{suffix}", "cpu", _checked(check, cpu))
+        torch.library.register_kernel(f"drift::{name}_{suffix}", "cuda", _checked(check, cuda))
     op_backward = getattr(torch.ops.drift, f"{name}_backward")
 
     def setup_context(ctx, inputs, output):

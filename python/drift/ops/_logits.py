@@ -6,7 +6,15 @@ from typing import Any, Optional
 
 import torch
 
-from drift._checks import require_dtype, require_rank, require_same_device, require_shape, require_tensor
+from drift._checks import (
+    require_compute_device,
+    require_dtype,
+    require_integer,
+    require_rank,
+    require_same_device,
+    require_shape,
+    require_tensor,
+)
 from drift._native import _C
 
 #: Logit dtypes the kernels read; accumulation is fp32 (fp64 for fp64 logits).
@@ -25,8 +33,7 @@ def check_logits(logits: Any) -> torch.Tensor:
     logits = require_tensor(logits, "logits")
     require_rank(logits, "logits", 3, "(B, T, V)")
     require_dtype(logits, "logits", LOGITS_DTYPES)
-    if logits.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"logits: unsupported device {logits.device}; expected cpu or cuda")
+    require_compute_device(logits, "logits")
     if logits.shape[2] < 1:
         raise ValueError(f"logits: the vocabulary dimension V must be >= 1, got shape {tuple(logits.shape)}")
     return logits
@@ -35,8 +42,7 @@ def check_logits(logits: Any) -> torch.Tensor:
 def check_ids(ids: Any, name: str, logits: torch.Tensor, width_layout: str) -> torch.Tensor:
     """(B, N) integer ids on ``logits``' device, batch matching ``logits``."""
     ids = require_tensor(ids, name)
-    if ids.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
-        raise TypeError(f"{name}: expected integer token ids (int32 or int64), got {ids.dtype}")
+    require_integer(ids, name)
     require_rank(ids, name, 2, width_layout)
     require_same_device(ids, name, logits, "logits")
     if ids.shape[0] != logits.shape[0]:
@@ -57,10 +63,40 @@ def check_mask(mask: Optional[Any], name: str, shape: tuple, layout: str, ref: t
 
 
 def unit_stride_rows(logits: torch.Tensor) -> torch.Tensor:
-    """``logits`` itself when V has unit stride (row strides are free), else a contiguous copy."""
-    if logits.shape[2] > 1 and logits.stride(2) != 1:
+    """``logits`` itself when V has unit stride (row strides are free), else a contiguous copy.
+
+    Empty logits are returned as they are: nothing is read, whatever their strides.
+    """
+    if logits.numel() and logits.shape[2] > 1 and logits.stride(2) != 1:
         return logits.contiguous()
     return logits
+
+
+def check_op_args(op: str, logits: Any, *specs: tuple) -> tuple:
+    """Checks the arguments of a direct ``torch.ops.drift.<op>`` call (also run by the fake kernels).
+
+    ``logits``: a dense (B, T, V) floating tensor. Each spec is ``(tensor, name, dims, kind)``:
+    ``dims`` a string of the letters B, T, V, M (M: the width of the first spec that has it),
+    ``kind`` one of ``"ids"`` (int64), ``"mask"`` (bool), ``"acc"`` (the accumulator dtype of
+    ``logits``). Returns ``(B, T, V)``. Raises TypeError/ValueError naming the argument and
+    ``op``, instead of an IndexError from a shape computation.
+    """
+    logits = require_tensor(logits, f"{op}: logits")
+    require_rank(logits, f"{op}: logits", 3, "(B, T, V)")
+    require_dtype(logits, f"{op}: logits", LOGITS_DTYPES)
+    sizes = dict(zip("BTV", logits.shape))
+    dtypes = {"ids": (torch.int64,), "mask": (torch.bool,), "acc": (acc_dtype(logits.dtype),)}
+    for x, name, dims, kind in specs:
+        label = f"{op}: {name}"
+        x = require_tensor(x, label)
+        layout = "(" + ", ".join(dims) + ")"
+        require_rank(x, label, len(dims), layout)
+        if "M" in dims and "M" not in sizes:
+            sizes["M"] = x.shape[dims.index("M")]
+        require_shape(x, label, tuple(sizes[d] for d in dims), layout)
+        require_dtype(x, label, dtypes[kind])
+        require_same_device(x, label, logits, "logits")
+    return tuple(logits.shape)
 
 
 def require_cuda_kernels(name: str) -> None:

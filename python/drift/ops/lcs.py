@@ -12,7 +12,16 @@ import numpy as np
 import torch
 
 from drift import _native
-from drift._checks import require_integer, require_rank, require_same_device, type_name
+from drift._checks import (
+    as_int,
+    int_range,
+    require_compute_device,
+    require_integer,
+    require_rank,
+    require_same_device,
+    require_tensor,
+    type_name,
+)
 from drift._native import _C
 
 #: Scratch budget for the CUDA traceback history; larger batches run in chunks.
@@ -48,7 +57,9 @@ def lcs_mask(
         y_prime: generated token ids, (B, N), same kind and device as ``y``.
         y_lengths, y_prime_lengths: (B,) valid lengths (0..M, 0..N). When omitted they come
             from ``pad_id`` (the trailing run of ``pad_id`` is padding) or are the full width.
-        pad_id: padding token id, used only for lengths not given explicitly.
+        pad_id: padding token id (an int or NumPy integer), used only for lengths not given
+            explicitly. A ``pad_id`` that no id of the input's dtype can equal (e.g. ``2**32``
+            with int32 ids) marks no padding: the lengths are the full widths.
 
     Returns:
         :class:`LcsMasks` ``(y, y_prime, lcs_length)``: bool masks of the input shapes, True on
@@ -64,39 +75,102 @@ def lcs_mask(
     ``[T, F]``).
 
     Raises:
-        TypeError: non-integer ids, unsupported input kinds, mixed kinds.
-        ValueError: wrong rank, batch mismatch, mixed devices, lengths out of range, negative
-            ids inside the valid lengths, sequences longer than the CUDA maximum.
+        TypeError: non-integer ids, unsupported input kinds (sparse, nested), mixed kinds.
+        ValueError: wrong rank, batch mismatch, mixed or unsupported devices, lengths out of
+            range, negative ids inside the valid lengths, ids outside the int64 range,
+            sequences longer than the CUDA maximum.
+
+    Memory (CPU): besides the outputs, each pair in flight (at most one per thread, and no
+    more threads than pairs) needs ``8 * ceil(m/64)`` bytes for each column of the traceback
+    history (at most ``n``, one per token of ``y'`` that occurs in ``y``) and for each distinct
+    token that ``y`` and ``y'`` share (at most ``min(m, n)``), plus ``O(m + n)`` for indices
+    (``m``, ``n``: the pair's lengths). An id lookup table of at most
+    ``min(16 MiB, 256 bytes * B * (M + N))`` per thread speeds up small ids. Nothing grows
+    with the vocabulary. E.g. a 1 x 200000 ``y`` against a 1 x 1 ``y'`` needs a few MiB; two
+    200000-token sequences from a 2-token vocabulary need the ~5 GB their traceback needs.
 
     On CUDA the work runs on PyTorch's current stream; the kernel checks lengths and ids
     itself, and the call returns after one host synchronisation that reads its verdict (so
     the masks are ready when it returns). CUDA limits: M <= 16384, N <= 2**30.
     """
-    if isinstance(y, (list, tuple)) or isinstance(y_prime, (list, tuple)):
+    kind_y, kind_yp = _kind(y), _kind(y_prime)
+    if kind_y is None or kind_yp != kind_y:
+        raise _kind_mismatch(y, y_prime)
+    if kind_y == "list":
         return _lcs_mask_sequences(y, y_prime, y_lengths, y_prime_lengths, pad_id)
-    if isinstance(y, np.ndarray) or isinstance(y_prime, np.ndarray):
-        if not (isinstance(y, np.ndarray) and isinstance(y_prime, np.ndarray)):
-            raise TypeError(f"y_prime: expected a NumPy array like y, got {type_name(y_prime)} and {type_name(y)}")
+    if kind_y == "numpy":
         yt, ypt = _numpy_ids(y, "y"), _numpy_ids(y_prime, "y_prime")
-        yl = None if y_lengths is None else torch.as_tensor(np.asarray(y_lengths))
-        ypl = None if y_prime_lengths is None else torch.as_tensor(np.asarray(y_prime_lengths))
-        out = _lcs_mask_tensors(yt, ypt, yl, ypl, pad_id)
+        out = _lcs_mask_tensors(yt, ypt, y_lengths, y_prime_lengths, pad_id)
         return LcsMasks(out.y.numpy(), out.y_prime.numpy(), out.lcs_length.numpy())
-    if isinstance(y, torch.Tensor) or isinstance(y_prime, torch.Tensor):
-        if not (isinstance(y, torch.Tensor) and isinstance(y_prime, torch.Tensor)):
-            raise TypeError(f"y_prime: expected a torch.Tensor like y, got {type_name(y_prime)} and {type_name(y)}")
-        return _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id)
-    raise TypeError(
-        f"y: expected a torch.Tensor, a NumPy array or a list of 1-D sequences, got {type_name(y)}"
-    )
+    return _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id)
+
+
+_KINDS = (("list", (list, tuple), "a list of 1-D sequences"), ("numpy", np.ndarray, "a NumPy array"),
+          ("torch", torch.Tensor, "a torch.Tensor"))
+
+
+def _kind(x: Any) -> Optional[str]:
+    for name, types, _ in _KINDS:
+        if isinstance(x, types):
+            return name
+    return None
+
+
+def _kind_mismatch(y: Any, y_prime: Any) -> TypeError:
+    """The TypeError for inputs of no or of different kinds: y sets the kind, so y_prime is named
+    unless y itself is of no supported kind."""
+    for name, types, described in _KINDS:
+        if isinstance(y, types):
+            return TypeError(f"y_prime: expected {described} like y, got {type_name(y_prime)}")
+    return TypeError(f"y: expected a torch.Tensor, a NumPy array or a list of 1-D sequences, got {type_name(y)}")
+
+
+def _native_order(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in the machine's byte order (big-endian arrays are converted; torch needs it)."""
+    if arr.dtype.byteorder not in ("=", "|") and arr.dtype.byteorder != _NATIVE:
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+_NATIVE = "<" if np.little_endian else ">"
+_INT64_MAX = 2**63 - 1
 
 
 def _numpy_ids(x: np.ndarray, name: str) -> torch.Tensor:
     if x.dtype.kind not in "iu":
-        raise TypeError(f"{name}: expected integer token ids (int32 or int64), got numpy {x.dtype}")
+        raise TypeError(f"{name}: expected integer token ids, got numpy {x.dtype}")
+    x = _native_order(np.ascontiguousarray(x))
     if x.dtype.kind == "u" and x.dtype.itemsize >= 8:
-        raise TypeError(f"{name}: expected integer token ids (int32 or int64), got numpy {x.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(x).astype(np.int64, copy=False) if x.dtype.kind == "u" else np.ascontiguousarray(x))
+        if x.size and int(x.max()) > _INT64_MAX:
+            raise ValueError(f"{name}: id {int(x.max())} outside the int64 range")
+        x = x.astype(np.int64)
+    elif x.dtype.kind == "u":
+        x = x.astype(np.int64)
+    return torch.from_numpy(x)
+
+
+def _sequence_ids(s: Any, name: str) -> np.ndarray:
+    """A 1-D (or deeper, checked by the caller) int64 array from a list/tuple/array of ids."""
+    try:
+        arr = np.asarray(s) if not isinstance(s, np.ndarray) else s
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"{name}: expected a 1-D sequence of integer token ids, got {type_name(s)}") from exc
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if arr.dtype.kind in "iu":
+        return _numpy_ids(arr, name).numpy()
+    if arr.dtype.kind in "Of" and not isinstance(s, np.ndarray):
+        # Python ints beyond int64 (np.asarray gives object or float64 for them): name the id.
+        obj = np.asarray(s, dtype=object)
+        flat = list(np.ravel(obj))
+        for v in flat:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                break
+            if not -(2**63) <= int(v) <= _INT64_MAX:
+                raise ValueError(f"{name}: id {int(v)} outside the int64 range")
+        else:
+            return np.asarray(flat, dtype=np.int64).reshape(obj.shape)
+    raise TypeError(f"{name}: expected integer token ids, got {arr.dtype}")
 
 
 def _ragged(seqs: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,14 +179,9 @@ def _ragged(seqs: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     rows = []
     for k, s in enumerate(seqs):
         if isinstance(s, torch.Tensor):
-            row = s.detach().cpu()
+            row = require_tensor(s, f"{name}[{k}]").detach().cpu()
         else:
-            arr = np.asarray(s)
-            if arr.size == 0:
-                arr = arr.astype(np.int64)
-            if arr.dtype.kind not in "iu":
-                raise TypeError(f"{name}[{k}]: expected integer token ids, got {arr.dtype}")
-            row = torch.from_numpy(arr.astype(np.int64))
+            row = torch.from_numpy(_sequence_ids(s, f"{name}[{k}]"))
         if row.dim() != 1:
             raise ValueError(f"{name}[{k}]: expected a 1-D sequence, got shape {tuple(row.shape)}")
         require_integer(row, f"{name}[{k}]")
@@ -143,16 +212,22 @@ def _lengths(
 ) -> torch.Tensor:
     batch, width = ids.shape
     if given is None:
-        if pad_id is None:
+        lo, hi = int_range(ids.dtype)
+        if pad_id is None or not lo <= pad_id <= hi:  # a pad_id no id can equal: no padding
             return torch.full((batch,), width, dtype=torch.int64, device=ids.device)
         positions = torch.arange(1, width + 1, device=ids.device, dtype=torch.int64)
         return ((ids != pad_id).to(torch.int64) * positions).amax(dim=1) if width else torch.zeros(
             batch, dtype=torch.int64, device=ids.device
         )
-    if not isinstance(given, torch.Tensor):
+    if isinstance(given, torch.Tensor):
+        require_tensor(given, name)
+    else:
         try:
-            given = torch.as_tensor(np.asarray(given))
-        except (TypeError, ValueError) as exc:
+            arr = _native_order(np.asarray(given))
+            if arr.size == 0 and arr.dtype.kind not in "iu":
+                arr = arr.astype(np.int64)  # [] is an empty list of lengths (B = 0)
+            given = torch.as_tensor(arr)
+        except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
             raise TypeError(f"{name}: expected a (B,) integer tensor, array or list, got {type_name(given)}") from exc
     if given.dtype not in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
         raise TypeError(f"{name}: expected integer lengths, got {given.dtype}")
@@ -168,13 +243,15 @@ def _lengths(
 
 def _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMasks:
     for x, name, layout in ((y, "y", "(B, M)"), (y_prime, "y_prime", "(B, N)")):
+        require_tensor(x, name)
         require_integer(x, name)
         require_rank(x, name, 2, layout)
     require_same_device(y_prime, "y_prime", y, "y")
+    require_compute_device(y, "y")
     if y.shape[0] != y_prime.shape[0]:
         raise ValueError(f"y_prime: batch size {y_prime.shape[0]} differs from y's {y.shape[0]}")
-    if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, (int, np.integer))):
-        raise TypeError(f"pad_id: expected an int, got {type(pad_id).__name__}")
+    if pad_id is not None:
+        pad_id = as_int(pad_id, "pad_id")
     if y.dtype not in (torch.int32, torch.int64):
         y = y.to(torch.int64)
     if y_prime.dtype not in (torch.int32, torch.int64):

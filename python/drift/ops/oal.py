@@ -28,6 +28,7 @@ from drift.ops._logits import (
     native_backward,
     IGNORE_INDEX,
     acc_dtype,
+    check_op_args,
     check_ids,
     check_logits,
     check_mask,
@@ -47,8 +48,21 @@ torch.library.define(
 )
 
 
-@torch.library.register_fake("drift::oal_forward")
-def _oal_forward_fake(logits, targets, logits_mask, targets_mask):
+def _check_forward(logits, targets, logits_mask, targets_mask):
+    return check_op_args(
+        "oal_forward", logits, (targets, "targets", "BM", "ids"), (logits_mask, "logits_mask", "BT", "mask"),
+        (targets_mask, "targets_mask", "BM", "mask"),
+    )
+
+
+def _check_backward(grad_target_logps, logits, targets, lse, argmax):
+    return check_op_args(
+        "oal_backward", logits, (grad_target_logps, "grad_target_logps", "BM", "acc"),
+        (targets, "targets", "BM", "ids"), (lse, "lse", "BT", "acc"), (argmax, "argmax", "BM", "ids"),
+    )
+
+
+def _forward_outputs(logits, targets):
     batch, seq, _ = logits.shape
     width = targets.shape[1]
     acc = acc_dtype(logits.dtype)
@@ -59,14 +73,21 @@ def _oal_forward_fake(logits, targets, logits_mask, targets_mask):
     )
 
 
+@torch.library.register_fake("drift::oal_forward")
+def _oal_forward_fake(logits, targets, logits_mask, targets_mask):
+    _check_forward(logits, targets, logits_mask, targets_mask)
+    return _forward_outputs(logits, targets)
+
+
 @torch.library.register_fake("drift::oal_backward")
 def _oal_backward_fake(grad_target_logps, logits, targets, lse, argmax):
+    _check_backward(grad_target_logps, logits, targets, lse, argmax)
     return logits.new_empty(logits.shape)
 
 
 def _oal_forward_cpu(logits, targets, logits_mask, targets_mask):
     logits = unit_stride_rows(logits)
-    target_logps, lse, argmax = _oal_forward_fake(logits, targets, logits_mask, targets_mask)
+    target_logps, lse, argmax = _forward_outputs(logits, targets)
     cap = _native.capsule
     _C.oal_forward_cpu(
         cap(logits), cap(targets), cap(logits_mask), cap(targets_mask), cap(target_logps), cap(lse), cap(argmax)
@@ -77,7 +98,7 @@ def _oal_forward_cpu(logits, targets, logits_mask, targets_mask):
 def _oal_forward_cuda(logits, targets, logits_mask, targets_mask):
     require_cuda_kernels("logits")
     logits = unit_stride_rows(logits)
-    target_logps, lse, argmax = _oal_forward_fake(logits, targets, logits_mask, targets_mask)
+    target_logps, lse, argmax = _forward_outputs(logits, targets)
     cap = _native.capsule
     _C.oal_forward_cuda(
         cap(logits), cap(targets), cap(logits_mask), cap(targets_mask), cap(target_logps), cap(lse),
@@ -99,8 +120,55 @@ OAL = _fused.define(
     (_oal_forward_cpu, _oal_forward_cuda),
     (_oal_backward_cpu, _oal_backward_cuda),
     # backward(grad, logits, targets, lse, argmax)
+    checks=(_check_forward, _check_backward),
     saved=lambda inputs, outputs: (inputs[0], inputs[1], outputs[1], outputs[2]),
 )
+
+
+def oal_double_backward(
+    grad_grad: torch.Tensor, grad_target_logps: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+    argmax: torch.Tensor,
+) -> tuple:
+    """The derivatives of ``oal_backward``'s output (the arg-max positions held fixed).
+
+    That output is ``sum_{m: argmax[b, m] = t} g[b, m] * (onehot(targets[b, m]) - p[b, t])``.
+    Given ``grad_grad`` (B, T, V) on it, returns ``(d grad_target_logps, d logits)``:
+    ``gg[b, t_m, v_m] - <gg[b, t_m], p[b, t_m]>`` (B, M) (0 where ``argmax`` is -1) and
+    ``-G[b, t] * p * (gg - <gg, p>)`` (B, T, V) with ``G[b, t]`` the sum of ``g`` over the slots
+    whose arg-max is t (0 on other rows). Plain torch ops, differentiable again.
+    """
+    acc = acc_dtype(logits.dtype)
+    batch, seq, vocab = logits.shape
+    if seq == 0 or targets.shape[1] == 0:
+        return torch.zeros_like(grad_target_logps), torch.zeros_like(logits)
+    valid = argmax >= 0
+    pos = argmax.clamp(min=0)
+    ids = torch.where(valid, targets, 0)
+    hit = torch.zeros((batch, seq), dtype=torch.int64, device=logits.device).scatter_add(1, pos, valid.long()) > 0
+    rows = hit[..., None]
+    p = torch.softmax(torch.where(rows, logits.to(acc), 0), dim=-1)
+    gg = torch.where(rows, grad_grad.to(acc), 0)
+    dot = (gg * p).sum(-1)
+    picked = gg.reshape(batch, seq * vocab).gather(1, pos * vocab + ids)
+    d_grad = torch.where(valid, picked - dot.gather(1, pos), 0).to(grad_target_logps.dtype)
+    g = torch.where(valid, grad_target_logps.to(acc), 0)
+    gsum = torch.zeros((batch, seq), dtype=acc, device=logits.device).scatter_add(1, pos, g)
+    d_logits = torch.where(rows, -gsum[..., None] * p * (gg - dot[..., None]), 0)
+    return d_grad, d_logits.to(logits.dtype)
+
+
+def _setup_backward_context(ctx, inputs, output):
+    grad_target_logps, logits, targets, _, argmax = inputs
+    ctx.save_for_backward(grad_target_logps, logits, targets, argmax)
+
+
+def _double_backward(ctx, grad_grad):
+    grad_target_logps, logits, targets, argmax = ctx.saved_tensors
+    d_grad, d_logits = oal_double_backward(grad_grad, grad_target_logps, logits, targets, argmax)
+    return d_grad, d_logits, None, None, None
+
+
+torch.library.register_autograd("drift::oal_backward", _double_backward, setup_context=_setup_backward_context)
 
 
 def oal_loss(
@@ -133,9 +201,11 @@ def oal_loss(
         row's loss NaN (no error). The gradient flows only through the arg-max position of
         each id (ties: the lowest position); the backward writes
         ``softmax - onehot`` (scaled) on those rows and zeros elsewhere, in the logits' dtype.
+        Twice differentiable (the arg-max positions held fixed): double backward
+        (``create_graph=True``) runs plain torch ops on a (B, T, V) softmax.
 
     Raises:
-        TypeError: non-tensor arguments, unsupported dtypes, non-bool masks.
+        TypeError: non-tensor (or sparse, nested) arguments, unsupported dtypes, non-bool masks.
         ValueError: wrong ranks or shapes, mixed devices, V == 0, an unknown ``reduction``,
             valid target ids outside [0, V) (checked before any kernel reads logits at them;
             on CUDA by one small kernel and one host synchronisation).

@@ -3,7 +3,8 @@
 Two ``torch.library`` custom ops, declared once here with fake (meta) kernels, CPU and CUDA
 kernels and an autograd formula whose backward is itself an op:
 
-- ``drift::token_logps_forward(logits, labels, mask) -> (logps, lse)``
+- ``drift::token_logps_forward(logits, labels, mask) -> (logps, lse)`` (``lse``: the row
+  log-sum-exps, 0 on masked rows; NaN for a row holding NaN or +inf, whose log-probs are NaN)
 - ``drift::token_logps_backward(grad_logps, logits, labels, mask, lse) -> grad_logits``
 
 The arithmetic is in ``cpp/include/drift/oal.hpp``; the drivers in ``cpp/src/cpu/oal.cpp``
@@ -23,6 +24,7 @@ from drift.ops._logits import (
     native_backward,
     IGNORE_INDEX,
     acc_dtype,
+    check_op_args,
     check_ids,
     check_logits,
     check_mask,
@@ -39,21 +41,38 @@ torch.library.define(
 )
 
 
-@torch.library.register_fake("drift::token_logps_forward")
-def _token_logps_forward_fake(logits, labels, mask):
+def _check_forward(logits, labels, mask):
+    return check_op_args("token_logps_forward", logits, (labels, "labels", "BT", "ids"), (mask, "mask", "BT", "mask"))
+
+
+def _check_backward(grad_logps, logits, labels, mask, lse):
+    return check_op_args(
+        "token_logps_backward", logits, (grad_logps, "grad_logps", "BT", "acc"), (labels, "labels", "BT", "ids"),
+        (mask, "mask", "BT", "mask"), (lse, "lse", "BT", "acc"),
+    )
+
+
+def _forward_outputs(logits):
     batch, seq, _ = logits.shape
     acc = acc_dtype(logits.dtype)
     return logits.new_empty((batch, seq), dtype=acc), logits.new_empty((batch, seq), dtype=acc)
 
 
+@torch.library.register_fake("drift::token_logps_forward")
+def _token_logps_forward_fake(logits, labels, mask):
+    _check_forward(logits, labels, mask)
+    return _forward_outputs(logits)
+
+
 @torch.library.register_fake("drift::token_logps_backward")
 def _token_logps_backward_fake(grad_logps, logits, labels, mask, lse):
+    _check_backward(grad_logps, logits, labels, mask, lse)
     return logits.new_empty(logits.shape)
 
 
 def _token_logps_forward_cpu(logits, labels, mask):
     logits = unit_stride_rows(logits)
-    logps, lse = _token_logps_forward_fake(logits, labels, mask)
+    logps, lse = _forward_outputs(logits)
     cap = _native.capsule
     _C.token_logps_forward_cpu(cap(logits), cap(labels), cap(mask), cap(logps), cap(lse))
     return logps, lse
@@ -62,7 +81,7 @@ def _token_logps_forward_cpu(logits, labels, mask):
 def _token_logps_forward_cuda(logits, labels, mask):
     require_cuda_kernels("logits")
     logits = unit_stride_rows(logits)
-    logps, lse = _token_logps_forward_fake(logits, labels, mask)
+    logps, lse = _forward_outputs(logits)
     cap = _native.capsule
     _C.token_logps_forward_cuda(
         cap(logits), cap(labels), cap(mask), cap(logps), cap(lse), _native.cuda_stream(logits.device)
@@ -83,8 +102,44 @@ TOKEN_LOGPS = _fused.define(
     (_token_logps_forward_cpu, _token_logps_forward_cuda),
     (_token_logps_backward_cpu, _token_logps_backward_cuda),
     # backward(grad, logits, labels, mask, lse)
+    checks=(_check_forward, _check_backward),
     saved=lambda inputs, outputs: (inputs[0], inputs[1], inputs[2], outputs[1]),
 )
+
+
+def token_logps_double_backward(
+    grad_grad: torch.Tensor, grad_logps: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
+) -> tuple:
+    """The derivatives of ``token_logps_backward``'s output ``g * (onehot(label) - p)`` (p = softmax).
+
+    Given ``grad_grad`` (B, T, V), the gradient on that output, returns ``(d grad_logps, d logits)``:
+    ``gg[label] - <gg, p>`` (B, T) in ``grad_logps``' dtype and ``-g * p * (gg - <gg, p>)``
+    (B, T, V) in the logits' dtype, both 0 on masked rows. Plain torch ops on a (B, T, V)
+    softmax (double backward is rare), so they are differentiable again.
+    """
+    acc = acc_dtype(logits.dtype)
+    rows = mask[..., None]
+    p = torch.softmax(torch.where(rows, logits.to(acc), 0), dim=-1)
+    gg = torch.where(rows, grad_grad.to(acc), 0)
+    dot = (gg * p).sum(-1)
+    picked = gg.gather(-1, torch.where(mask, labels, 0)[..., None]).squeeze(-1)
+    d_grad = torch.where(mask, picked - dot, 0).to(grad_logps.dtype)
+    d_logits = torch.where(rows, -grad_logps.to(acc)[..., None] * p * (gg - dot[..., None]), 0)
+    return d_grad, d_logits.to(logits.dtype)
+
+
+def _setup_backward_context(ctx, inputs, output):
+    grad_logps, logits, labels, mask, _ = inputs
+    ctx.save_for_backward(grad_logps, logits, labels, mask)
+
+
+def _double_backward(ctx, grad_grad):
+    grad_logps, logits, labels, mask = ctx.saved_tensors
+    d_grad, d_logits = token_logps_double_backward(grad_grad, grad_logps, logits, labels, mask)
+    return d_grad, d_logits, None, None, None
+
+
+torch.library.register_autograd("drift::token_logps_backward", _double_backward, setup_context=_setup_backward_context)
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -101,14 +156,16 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: Optional[torch
         (B, T) float32 (float64 for float64 logits): the log-probs, 0 at masked positions.
         Differentiable in ``logits``: the fused backward writes
         ``grad * (onehot(label) - softmax(logits[b, t]))`` on valid rows and zeros elsewhere,
-        in the logits' dtype. NaN logits give NaN log-probs in their row.
+        in the logits' dtype. NaN logits give NaN log-probs in their row. Twice
+        differentiable: double backward (``create_graph=True``) runs plain torch ops on a
+        (B, T, V) softmax.
 
     Accumulation is fp32 (fp64 for fp64 logits), one online log-sum-exp per row
     (Milakov & Gimelshein 2018). On CUDA the work runs on PyTorch's current stream; the label
     range check is one small kernel and one host synchronisation.
 
     Raises:
-        TypeError: non-tensor arguments, unsupported dtypes, a non-bool mask.
+        TypeError: non-tensor (or sparse, nested) arguments, unsupported dtypes, a non-bool mask.
         ValueError: wrong ranks or shapes, mixed devices, V == 0, valid labels outside [0, V).
     """
     logits = check_logits(logits)
