@@ -58,36 +58,24 @@ struct Scratch {
 
 inline uint64_t hash_token(int64_t t) { return static_cast<uint64_t>(t) * 0x9E3779B97F4A7C15ull; }
 
-// Traceback with the tie-break of lcs::traceback, skipping runs: in column j, the walk moves
-// up (--i) while bit i-1 of F = V_j & ~PM[b[j-1]] is set (flat and not a match), so a whole
-// run of such steps is one count of leading ones.
+// The traceback (lcs::traceback, the code the CUDA kernel walks too) over this driver's
+// storage: column j's V vector (s.cols[j-1], unchanged columns shared) and the match row of
+// b[j-1] (none when a lacks that token): F = V & ~PM, and a match is a PM bit.
 template <typename Mask>
 int64_t traceback_runs(const Scratch& s, int64_t words, int64_t m, int64_t n, Mask* diff_a, Mask* diff_b) {
-  int64_t i = m, j = n, length = 0;
-  while (i > 0 && j > 0) {
-    const uint64_t* v = s.cols[j - 1];
-    const int32_t r = s.b_rows[j - 1];
-    const uint64_t* pm = r >= 0 ? s.pm.data() + static_cast<size_t>(r) * words : nullptr;
-    for (;;) {  // skip the run of F-ones ending at bit i-1
-      const int64_t w = (i - 1) / lcs::kWordBits;
-      const int p = static_cast<int>((i - 1) % lcs::kWordBits);
-      const uint64_t f = v[w] & ~(pm ? pm[w] : 0);
-      // Bit 63 = position i-1; run = leading ones of f from there (at most p + 1).
-      const uint64_t x = ~(f << (63 - p));
-      const int run = x ? __builtin_clzll(x) : 64;
-      i -= run;
-      if (run <= p || i == 0) break;  // stopped inside the word, or ran off the top
-    }
-    if (i == 0) break;
-    if (pm && ((pm[(i - 1) / lcs::kWordBits] >> ((i - 1) % lcs::kWordBits)) & 1u)) {
-      diff_a[i - 1] = Mask(0);
-      diff_b[j - 1] = Mask(0);
-      --i;
-      ++length;
-    }
-    --j;
-  }
-  return length;
+  auto pm_row = [&](int64_t col) -> const uint64_t* {
+    const int32_t r = s.b_rows[col - 1];
+    return r >= 0 ? s.pm.data() + static_cast<size_t>(r) * words : nullptr;
+  };
+  auto flat_word = [&](int64_t col, int64_t w) {
+    const uint64_t* pm = pm_row(col);
+    return s.cols[col - 1][w] & ~(pm ? pm[w] : 0);
+  };
+  auto match = [&](int64_t i, int64_t col) {
+    const uint64_t* pm = pm_row(col);
+    return pm != nullptr && ((pm[(i - 1) / lcs::kWordBits] >> ((i - 1) % lcs::kWordBits)) & 1u);
+  };
+  return lcs::traceback(flat_word, match, m, n, diff_a, diff_b);
 }
 
 // Gives every token of a that also occurs in b a match-table row (0, 1, ... in order of first
