@@ -3,7 +3,7 @@
 #include <pybind11/pybind11.h>
 
 #include "drivers.hpp"
-#include "tensor_view.hpp"
+#include "dlpack_capsule.hpp"
 
 namespace py = pybind11;
 using drift::TensorView;

@@ -1,5 +1,5 @@
 // Entry points of the batch drivers (CPU in cpu/, CUDA in cuda/), called by bindings.cpp.
-// Every driver validates the views it receives (drift/lcs_args.hpp etc.) before any access.
+// Every driver validates the views it receives (the validate_* functions below) before any access.
 #pragma once
 
 #include <cstdint>
