@@ -65,12 +65,37 @@ def test_yaml_then_cli_overrides(tmp_path):
     assert DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml").validate().method == "drift"
 
 
-def test_bare_train_is_the_demo_config():
-    from drift.cli import build_parser, _demo_base
+def test_bare_train_is_the_demo_config(capsys):
+    from drift.cli import build_parser, _base_settings
     from drift.trainer import DriftConfig, config_from_args
 
     args = build_parser().parse_args(["train"])
-    assert config_from_args(args, _demo_base(args)) == DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml")
+    assert config_from_args(args, _base_settings(args, "train")) == DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml")
+    assert "built-in demo" in capsys.readouterr().err  # it says so
+    args = build_parser().parse_args(["train", "--demo", "--data", "mtsdialog"])
+    got = config_from_args(args, _base_settings(args, "train"))
+    assert got == DriftConfig.from_yaml(REPO / "configs" / "demo_mtsdialog.yaml")
+
+
+def test_options_start_from_the_documented_defaults(tmp_path, capsys):
+    """Issue 12 item 1: `drift train --data my.jsonl` runs DriftConfig's defaults (what --help prints), not the demo's."""
+    from drift.cli import build_parser, _base_settings
+    from drift.trainer import DriftConfig, config_from_args
+
+    for argv in (["train", "--data", "my.jsonl"], ["train", "--data", "xsum"], ["eval", "--data", "my.jsonl"]):
+        args = build_parser().parse_args(argv)
+        assert config_from_args(args, _base_settings(args, argv[0])) == DriftConfig(data=argv[2]), argv
+    assert "demo" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    shown = capsys.readouterr().out
+    defaults = DriftConfig()
+    for name in ("learning_rate", "num_train_examples", "oal_weight", "save_steps", "max_new_tokens"):
+        assert f"(default: {getattr(defaults, name)!r})" in " ".join(shown.split()), name
+    assert "the defaults are the built-in demo" not in (DriftConfig.__doc__ or "")
+    with pytest.raises(ValueError, match="--demo: data must be a demo set"):
+        args = build_parser().parse_args(["train", "--demo", "--data", "my.jsonl"])
+        _base_settings(args, "train")
 
 
 @pytest.mark.parametrize(
@@ -150,6 +175,41 @@ def test_missing_column_fails_before_any_model_loads(no_model_loads, tiny_data, 
     cfg = DriftConfig(data=str(tmp_path / "nope.jsonl"), output_dir=str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="data"):
         train(cfg)
+
+
+def test_output_dir_named_from_data_and_method(tmp_path):
+    """Issue 12 item 4: runs/<data stem>-<method>, never the raw path; different runs never share a folder."""
+    from drift.trainer import DriftConfig
+    from drift.trainer.io import write_json
+    from drift.trainer.rundir import resolve_output_dir
+
+    root = tmp_path / "runs"
+    fp = {"train_examples": ["a"], "eval_examples": ["b"]}
+    drift = resolve_output_dir(DriftConfig(data="/data/pairs.jsonl"), fp, root)
+    spin = resolve_output_dir(DriftConfig(data="/data/pairs.jsonl", method="spin"), fp, root)
+    assert (drift.output_dir, spin.output_dir) == (str(root / "pairs-drift"), str(root / "pairs-spin"))
+    assert resolve_output_dir(DriftConfig(data="xsum"), fp, root).output_dir == str(root / "xsum-drift")
+    assert resolve_output_dir(DriftConfig(output_dir="mine"), fp, root).output_dir == "mine"
+    write_json(root / "pairs-drift" / "config.json", drift.to_dict())
+    write_json(root / "pairs-drift" / "fingerprint.json", fp)
+    assert resolve_output_dir(DriftConfig(data="/data/pairs.jsonl"), fp, root).output_dir == drift.output_dir  # resume
+    notes = []
+    other = resolve_output_dir(DriftConfig(data="/data/pairs.jsonl", beta=0.3), fp, root, notes=notes)
+    assert other.output_dir == str(root / "pairs-drift-2") and "beta" in notes[0]
+    changed = resolve_output_dir(DriftConfig(data="/data/pairs.jsonl"), {**fp, "train_examples": ["c"]}, root)
+    assert changed.output_dir == str(root / "pairs-drift-2")
+
+
+def test_two_methods_on_one_file_do_not_collide(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
+    from conftest import tiny_config
+    from drift.trainer import train
+
+    monkeypatch.chdir(tmp_path)
+    for method in ("drift", "spin"):
+        records = train(tiny_config(tiny_model_dir, tiny_data, None, method=method))
+        assert records.output_dir == Path("runs") / f"pairs-{method}"
+        assert (tmp_path / "runs" / f"pairs-{method}" / "iter_1" / "model").is_dir()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["pairs-drift", "pairs-spin"]
 
 
 def test_changed_settings_refuse_to_resume(tiny_data, tmp_path, no_model_loads):

@@ -31,7 +31,13 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class DriftConfig:
-    """Settings of one DRIFT run (see each field's ``help``). The defaults are the built-in demo."""
+    """Settings of one DRIFT run (see each field's ``help``).
+
+    The field defaults are what ``drift train --help`` prints and what a run with only
+    ``--data`` (or ``DriftConfig(data=...)``) uses. The built-in demo is a named set of
+    overrides on top of them: :func:`demo_settings` (``drift train --demo``, or a bare
+    ``drift train``; ``configs/demo_xsum.yaml`` spells it out).
+    """
 
     # --- what to train -------------------------------------------------------------------
     method: str = _f("drift", f"Training objective, one of {METHODS}.")
@@ -117,7 +123,12 @@ class DriftConfig:
     lora_dropout: float = _f(0.0, "LoRA dropout.")
     lora_target_modules: List[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Module names LoRA adapts.")
     # --- output, resume, logging -----------------------------------------------------------
-    output_dir: str = _f("runs/drift-demo", "Run directory: iter_<k>/ stages, metrics.jsonl, plots.")
+    output_dir: Optional[str] = _f(
+        None,
+        "Run directory: iter_<k>/ stages, metrics.jsonl, plots. Default: runs/<data name>-<method> (the demo set's "
+        "name or the data file's stem), with -2, -3, ... appended when that folder holds a run with other settings "
+        "(rerunning the same command finds and resumes its own folder).",
+    )
     run_name: Optional[str] = _f(None, "Label of this run in plots and trackers. Default: the method.")
     seed: int = _f(42, "Seed of the data order, sampling and initialisation.")
     save_steps: int = _f(50, "Save the training state (model, optimizer, RNG, step) every this many steps.")
@@ -205,8 +216,8 @@ class DriftConfig:
             raise ValueError("extra_epochs_on_fixed_data: applies to self-play methods, not method 'sft'")
         if self.iterations + self.sft_warmup_epochs + self.extra_epochs_on_fixed_data == 0 and not self.eval_base:
             raise ValueError("iterations: nothing to do (iterations, sft_warmup_epochs and eval_base all off)")
-        if not self.output_dir:
-            raise ValueError("output_dir: expected a directory path, got an empty string")
+        if self.output_dir is not None and not self.output_dir.strip():
+            raise ValueError("output_dir: expected a directory path or null, got an empty string")
         if self.generation_backend == "vllm" and importlib.util.find_spec("vllm") is None:
             raise ValueError("generation_backend: 'vllm' needs the vllm package, which is not installed")
         if self.use_peft and importlib.util.find_spec("peft") is None:
@@ -231,6 +242,41 @@ class DriftConfig:
     @property
     def label(self) -> str:
         return self.run_name or self.method
+
+
+# ---------------------------------------------------------------------------------------------
+# the built-in demo: a named config on top of the defaults
+#: The demo's settings on top of DriftConfig's defaults (configs/demo_xsum.yaml spells them out).
+DEMO: Dict[str, Any] = {
+    "method": "drift",
+    "data": "xsum",
+    "num_train_examples": 24,
+    "num_eval_examples": 24,
+    "max_prompt_length": 128,
+    "max_response_length": 48,
+    "max_new_tokens": 32,
+    "generation_batch_size": 16,
+    "sft_warmup_epochs": 1,
+    "iterations": 2,
+    "learning_rate": 3e-6,
+    "sft_learning_rate": 1e-5,
+    "warmup_ratio": 0.0,
+    "per_device_train_batch_size": 4,
+    "per_device_eval_batch_size": 8,
+    "save_steps": 4,
+    "beta": 0.1,
+    "oal_weight": 0.1,
+}
+
+
+def demo_settings(data: str = "xsum") -> Dict[str, Any]:
+    """The built-in demo's fields on demo set ``data`` (xsum or mtsdialog), output in runs/demo-<data>."""
+    from drift.assets import DEMO_DATASETS
+
+    if data not in DEMO_DATASETS:
+        raise ValueError(f"--demo: data must be a demo set ({', '.join(sorted(DEMO_DATASETS))}), got {data!r}; "
+                         "drop --demo to train on your own file")
+    return {**DEMO, "data": data, "output_dir": f"runs/demo-{data}"}
 
 
 # ---------------------------------------------------------------------------------------------

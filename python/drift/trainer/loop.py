@@ -37,7 +37,7 @@ import torch
 import drift
 from drift import assets, data, losses
 from drift.rouge import rouge
-from drift.trainer import io
+from drift.trainer import io, rundir
 from drift.trainer.config import DriftConfig
 from drift.trainer.precision import Precision, check_accelerator, resolve_precision
 
@@ -89,7 +89,11 @@ def plan(config: DriftConfig) -> List[Stage]:
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:  # a missing folder reads as a hub repo id to transformers
+        raise FileNotFoundError(f"model_name_or_path: {path!r} is not a model folder here and could not be "
+                                f"loaded as a hub model ({str(e).splitlines()[0]})") from e
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     if tok.eos_token_id is None:
@@ -587,23 +591,12 @@ class Run:
             self.accelerator.log(nums, step=record.get("global_step"))
 
 
-def _check_run_dir(out: Path, config: DriftConfig, acc) -> None:
-    """Refuse to resume a run directory written with different settings (timing knobs aside)."""
-    path = out / "config.json"
-    free = {"save_steps", "logging_steps", "report_to", "generation_batch_size", "per_device_eval_batch_size"}
-    if path.is_file():
-        old = io.read_json(path)
-        defaults = DriftConfig().to_dict()  # a field added since the run started: its default
-        diff = sorted(k for k in config.to_dict()
-                      if k not in free and old.get(k, defaults[k]) != config.to_dict()[k])
-        if diff:
-            raise ValueError(
-                f"output_dir: {out} holds a run with different settings ({', '.join(diff)}); "
-                "use another output_dir or delete it"
-            )
+def _check_run_dir(out: Path, config: DriftConfig, acc, fp: Dict[str, Any]) -> None:
+    """Refuse to resume a run directory written with other settings or data; then record this run's."""
+    rundir.check_resume(out, config, fp)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        io.write_json(path, config.to_dict())
+        rundir.record(out, config, fp)
         io.remove_stale_temporaries(out)
     acc.wait_for_everyone()
 
@@ -643,6 +636,12 @@ def _warn_low_precision_weights(config: DriftConfig) -> None:
               "and set bf16: true (or fp16: true)", file=sys.stderr)
 
 
+class Records(list):
+    """The per-iteration records :func:`train` returns, with the run's ``output_dir`` (a Path)."""
+
+    output_dir: Optional[Path] = None
+
+
 def train(config: DriftConfig) -> List[Dict[str, Any]]:
     """Run (or resume) the configured DRIFT run; returns the per-iteration records."""
     from accelerate.utils import set_seed
@@ -651,6 +650,9 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
     _warn_low_precision_weights(config)
     spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column, config.instruction)
     train_rows, eval_rows = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed)
+    fp = rundir.fingerprint(config, train_rows, eval_rows)
+    notes: List[str] = []
+    config = rundir.resolve_output_dir(config, fp, notes=notes)
     acc = make_accelerator(config)
     per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * acc.num_processes
     if len(train_rows) < per_step:
@@ -658,13 +660,18 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
                          "per_device_train_batch_size x gradient_accumulation_steps x processes)")
     set_seed(config.seed)
     out = Path(config.output_dir)
-    _check_run_dir(out, config, acc)
+    rundir.check_resume(out, config, fp)  # before anything is written or loaded
 
     with acc.main_process_first():
         model_path = config.model_name_or_path or str(assets.smollm2_model_dir())
     tok = load_tokenizer(model_path)
     train_set = [encode(tok, r, config, spec.instruction) for r in train_rows]
     eval_set = [encode(tok, r, config, spec.instruction) for r in eval_rows]
+    _check_run_dir(out, config, acc, fp)  # the inputs are valid: the folder is this run's from here on
+    if acc.is_main_process:
+        for note in notes:
+            print(f"drift train: {note}", file=sys.stderr)
+        print(f"drift train: output_dir {out}", file=sys.stderr)
     run = Run(config, acc, tok, Policy(model_path, config, acc.device), io.MetricsLog(out / "metrics.jsonl", acc.is_main_process))
     if config.report_to:
         acc.init_trackers("drift", config={k: str(v) for k, v in config.to_dict().items()})
@@ -712,7 +719,8 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
         ev = stage_eval(run, d, eval_set)
         record_iteration(stage.index, f"iter_{stage.index}", ev, extra)
 
-    records = [r for r in run.log.records() if r.get("kind") == "iteration"] if acc.is_main_process else []
+    records = Records(r for r in run.log.records() if r.get("kind") == "iteration") if acc.is_main_process else Records()
+    records.output_dir = out
     if acc.is_main_process:
         print(format_table(records))
     if config.report_to:
