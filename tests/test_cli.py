@@ -139,6 +139,38 @@ def test_unknown_yaml_field(tmp_path, capsys, no_model_loads):
     assert "learning_rat" in capsys.readouterr().err
 
 
+def _bad_inputs(root: Path, good: Path):
+    lines = good.read_text().splitlines()
+    (root / "empty.jsonl").write_text("")
+    (root / "torn.jsonl").write_text("\n".join(lines[:3] + ['{"prompt": "a", "response": '] + lines[3:]) + "\n")
+    (root / "latin1.jsonl").write_bytes(("\n".join(lines[:1]) + "\n").encode() + b'{"prompt": "caf\xe9", "response": "x"}\n')
+    (root / "latin1.csv").write_bytes(b"prompt,response\nok,fine\ncaf\xe9,x\n")
+    (root / "broken.yaml").write_text("method: drift\nbeta: [0.1\nseed: 3\n")
+    return [
+        (["--data", str(root / "empty.jsonl")], "empty.jsonl: the file has no rows"),
+        (["--data", str(root / "torn.jsonl")], "torn.jsonl, line 4: invalid JSON"),
+        (["--data", str(root / "latin1.jsonl")], "latin1.jsonl, line 2: not UTF-8 text (byte 0xe9"),
+        (["--data", str(root / "latin1.csv")], "latin1.csv, line 3: not UTF-8 text"),
+        (["--config", str(root / "broken.yaml")], "broken.yaml, line 3 column 5: invalid YAML"),
+        (["--data", str(good), "--num_train_examples", "8", "--num_eval_examples", "4",
+          "--model_name_or_path", str(root / "no-such-model")], "model_name_or_path: "),
+    ]
+
+
+def test_bad_files_fail_in_one_line_before_anything_is_written(tiny_data, tmp_path, capsys, monkeypatch):
+    """Issue 12 item 7: file, line and problem in one line, exit code 2, no run folder left behind."""
+    from drift.cli import main
+
+    monkeypatch.setattr("drift.assets.smollm2_model_dir", lambda: (_ for _ in ()).throw(AssertionError("model")))
+    for argv, expected in _bad_inputs(tmp_path, tiny_data):
+        out = tmp_path / "out"
+        rc = main(["train", *argv, "--output_dir", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2, (argv, err)
+        assert expected in err[-1] and err[-1].startswith("drift train: error: "), (expected, err)
+        assert not out.exists(), argv
+
+
 def test_trackers_are_checked():
     import importlib.util
 

@@ -168,7 +168,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         if os.environ.get("DRIFT_DEBUG"):
             raise
-        print(f"drift {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split()) or type(e).__name__  # one line
+        print(f"drift {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

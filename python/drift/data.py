@@ -7,10 +7,12 @@ is loaded, and the train/held-out split is a fixed seeded shuffle.
 
 from __future__ import annotations
 
+import json
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from drift import assets
 
@@ -61,31 +63,124 @@ def _path(value: Optional[str], name: str) -> Optional[Path]:
     return path
 
 
-def read_rows(path: Path, prompt_column: str, response_column: str, name: str = "data") -> List[Example]:
-    """All rows of ``path`` as :class:`Example` (rows with an empty prompt or response are skipped).
+def _fail(name: str, path: Path, where: str, what: str) -> ValueError:
+    """One-line error naming the config field, the file, the line/row and the problem."""
+    return ValueError(f"{name}: {path}{', ' + where if where else ''}: {what}")
 
-    Raises ValueError naming the missing column and listing the ones the file has.
-    """
+
+def _text_lines(path: Path, name: str) -> List[str]:
+    """The file's lines as UTF-8 text; a byte that is not UTF-8 is reported with its line and column."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        for i, line in enumerate(raw.split(b"\n"), 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _fail(name, path, f"line {i}", f"not UTF-8 text (byte 0x{line[e.start]:02x} at column "
+                            f"{e.start + 1}); re-save the file as UTF-8") from None
+        raise
+
+
+def _json_records(path: Path, name: str) -> List[Dict[str, Any]]:
+    """Rows of a JSON file (a list of objects, or one object per line) or a JSONL file, with line numbers in errors."""
+    lines = _text_lines(path, name)
+    text = "\n".join(lines)
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise _fail(name, path, f"line {e.lineno}", f"invalid JSON ({e.msg}, column {e.colno})") from None
+        for i, r in enumerate(rows, 1):
+            if not isinstance(r, dict):
+                raise _fail(name, path, f"row {i}", f"expected a JSON object, got {type(r).__name__}")
+        return rows
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _fail(name, path, f"line {i}", f"invalid JSON ({e.msg}, column {e.colno}); expected one JSON "
+                        "object per line") from None
+        if not isinstance(r, dict):
+            raise _fail(name, path, f"line {i}", f"expected a JSON object, got {type(r).__name__}")
+        rows.append(r)
+    return rows
+
+
+def _table_records(path: Path, name: str) -> Tuple[List[str], List[Dict[str, Any]]]:
+    """Column names and rows of a CSV/parquet file or a ``datasets`` directory."""
     import datasets
 
-    if path.is_dir():
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            if "train" not in ds:
-                raise ValueError(f"{name}: {path} is a DatasetDict without a 'train' split: {list(ds)}")
-            ds = ds["train"]
+    if path.suffix.lower() == ".csv":
+        _text_lines(path, name)  # encoding problems named with their line
+    try:
+        if path.is_dir():
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                if "train" not in ds:
+                    raise ValueError(f"{name}: {path} is a DatasetDict without a 'train' split: {list(ds)}")
+                ds = ds["train"]
+        else:
+            ds = datasets.load_dataset(_FORMATS[path.suffix.lower()], data_files=str(path), split="train")
+    except ValueError as e:
+        if str(e).startswith(f"{name}: "):
+            raise
+        raise _fail(name, path, "", f"cannot read it ({_first_line(e)})") from None
+    except Exception as e:  # pandas/pyarrow parser errors name the line in their message
+        raise _fail(name, path, "", f"cannot read it ({type(e).__name__}: {_first_line(e)})") from None
+    return list(ds.column_names), [dict(zip(ds.column_names, vals)) for vals in zip(*(ds[c] for c in ds.column_names))]
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def read_rows(path: Path, prompt_column: str, response_column: str, name: str = "data",
+              stats: Optional[Dict[str, int]] = None) -> List[Example]:
+    """All usable rows of ``path`` as :class:`Example`.
+
+    A row whose prompt or response is missing, not a string, or empty is dropped; the counts per
+    reason go to ``stats`` (``dropped_<reason>``) and a warning is printed. Raises ValueError in
+    one line naming ``name``, the file, the line or row and the problem: unreadable file,
+    invalid JSON, non-UTF-8 text, a missing column (listing the ones the file has), no rows.
+    """
+    if path.is_file() and path.suffix.lower() in (".json", ".jsonl"):
+        records = _json_records(path, name)
+        columns = list(dict.fromkeys(k for r in records for k in r))
     else:
-        builder = _FORMATS[path.suffix.lower()]
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+        columns, records = _table_records(path, name)
+    if not records:
+        raise _fail(name, path, "", "the file has no rows")
     for col, field in ((prompt_column, "prompt_column"), (response_column, "response_column")):
-        if col not in ds.column_names:
-            raise ValueError(f"{field}: column {col!r} is not in {path.name}; it has {ds.column_names}")
-    out = []
-    for x, y in zip(ds[prompt_column], ds[response_column]):
-        if isinstance(x, str) and isinstance(y, str) and x.strip() and y.strip():
+        if col not in columns:
+            raise ValueError(f"{field}: column {col!r} is not in {path.name}; it has {columns}")
+    out, dropped = [], {"not_a_string": 0, "empty": 0}
+    first_bad: Dict[str, int] = {}
+    for i, r in enumerate(records, 1):
+        x, y = r.get(prompt_column), r.get(response_column)
+        if not (isinstance(x, str) and isinstance(y, str)):
+            reason = "not_a_string"
+        elif not (x.strip() and y.strip()):
+            reason = "empty"
+        else:
             out.append(Example(x.strip(), y.strip()))
+            continue
+        dropped[reason] += 1
+        first_bad.setdefault(reason, i)
+    if stats is not None:
+        stats.update({f"{name}_rows": len(records), **{f"{name}_dropped_{k}": v for k, v in dropped.items()}})
+    for reason, n in dropped.items():
+        if n:
+            what = "a missing or non-string" if reason == "not_a_string" else "an empty"
+            print(f"drift: warning: {name}: {path}: dropped {n} of {len(records)} rows with {what} "
+                  f"{prompt_column!r} or {response_column!r} (first: row {first_bad[reason]})", file=sys.stderr)
     if not out:
-        raise ValueError(f"{name}: {path} has no rows with a non-empty {prompt_column!r} and {response_column!r}")
+        raise _fail(name, path, "", f"no rows with a non-empty string {prompt_column!r} and {response_column!r}")
     return out
 
 
@@ -96,14 +191,15 @@ def split_order(n: int, seed: int) -> List[int]:
     return order
 
 
-def load_splits(spec: DataSpec, num_train: int, num_eval: int, seed: int) -> Tuple[List[Example], List[Example]]:
+def load_splits(spec: DataSpec, num_train: int, num_eval: int, seed: int,
+                stats: Optional[Dict[str, int]] = None) -> Tuple[List[Example], List[Example]]:
     """The fixed training and held-out subsets.
 
     Rows are shuffled with ``random.Random(seed)``; the first ``num_train`` train and the next
     ``num_eval`` are held out (or ``num_eval`` rows of ``spec.eval_path`` when given). ``-1``
     takes all (the rest). Raises ValueError when there are too few rows.
     """
-    rows = read_rows(spec.path, spec.prompt_column, spec.response_column, "data")
+    rows = read_rows(spec.path, spec.prompt_column, spec.response_column, "data", stats)
     rows = [rows[i] for i in split_order(len(rows), seed)]
     n_train = len(rows) if num_train == -1 else num_train
     if spec.eval_path is None and num_train == -1:
@@ -112,7 +208,7 @@ def load_splits(spec: DataSpec, num_train: int, num_eval: int, seed: int) -> Tup
         raise ValueError(f"num_train_examples: {n_train} requested but data has {len(rows)} usable rows")
     train = rows[:n_train]
     if spec.eval_path is not None:
-        pool = read_rows(spec.eval_path, spec.prompt_column, spec.response_column, "eval_data")
+        pool = read_rows(spec.eval_path, spec.prompt_column, spec.response_column, "eval_data", stats)
     else:
         pool = rows[n_train:]
     n_eval = len(pool) if num_eval == -1 else num_eval

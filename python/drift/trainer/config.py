@@ -156,13 +156,7 @@ class DriftConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "DriftConfig":
         """A config from a YAML file of ``field: value`` lines."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config: no such file {path}")
-        values = yaml.safe_load(path.read_text()) or {}
-        return cls.from_dict(values)
+        return cls.from_dict(load_yaml(path, "config"))
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -345,6 +339,29 @@ def _choice(name: str, value: str, choices: tuple) -> None:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
 
 
+def load_yaml(path: str | Path, name: str) -> Dict[str, Any]:
+    """The ``field: value`` mapping of a YAML file; errors in one line naming the file and line."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: {path}: not UTF-8 text (byte at offset {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{name}: {path}{where}: invalid YAML ({what})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{name}: {path} must hold a mapping of field: value, got {type(loaded).__name__}")
+    return loaded
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -363,15 +380,7 @@ def config_from_args(args: argparse.Namespace, base: Optional[Dict[str, Any]] = 
     """Build a config: ``base`` values, then the YAML ``--config``, then the ``--field`` options."""
     values: Dict[str, Any] = dict(base or {})
     if getattr(args, "config", None):
-        import yaml
-
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config: no such file {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"--config: {path} must hold a mapping of field: value")
-        values.update(loaded)
+        values.update(load_yaml(args.config, "--config"))
     for name in DriftConfig.field_names():
         if hasattr(args, name):
             values[name] = getattr(args, name)

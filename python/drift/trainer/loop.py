@@ -91,7 +91,7 @@ def load_tokenizer(path: str):
 
     try:
         tok = AutoTokenizer.from_pretrained(path)
-    except OSError as e:  # a missing folder reads as a hub repo id to transformers
+    except (OSError, ValueError) as e:  # a missing folder reads as a (malformed) hub repo id to transformers
         raise FileNotFoundError(f"model_name_or_path: {path!r} is not a model folder here and could not be "
                                 f"loaded as a hub model ({str(e).splitlines()[0]})") from e
     if tok.pad_token_id is None:
