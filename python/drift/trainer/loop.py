@@ -410,6 +410,14 @@ def lr_at(config: DriftConfig, step: int, total: int, peak: float) -> float:
     return peak * max(0.0, 1.0 - progress)
 
 
+def _progress(acc, name: str, start: int, total: int):
+    """The training progress bar (optimizer steps, with loss, lr and step/s), on the local main process."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc=f"{name}: train", unit="step", dynamic_ncols=True,
+                disable=not acc.is_local_main_process)
+
+
 def _latest_train_state(d: Path) -> Optional[Dict[str, Any]]:
     pointer = d / "train_state.json"
     if pointer.is_file():
@@ -487,6 +495,7 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
     run.log.drop(lambda r: r.get("kind") == "step" and r.get("iteration") == stage.index and r["step"] > start)
 
     t_train = time.perf_counter()
+    bar = _progress(acc, d.name, start, total)
     for step in range(start, total):
         t0 = time.perf_counter()
         epoch, s = divmod(step, per_epoch)
@@ -525,11 +534,14 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
         record.update(kind="step", iteration=stage.index, step=step + 1, epoch=epoch + (s + 1) / per_epoch,
                       global_step=step_offset + step + 1, lr=lr, step_s=seconds, method=cfg.method,
                       grad_norm=None if grad_norm is None else float(grad_norm))
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.3g}", refresh=False)
         if (step + 1) % cfg.logging_steps == 0 or step + 1 == total:
             run.emit(record)
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
             _save_train_state(run, d, step + 1, scaler)
         _fault_point(f"{d.name}: train:step{step + 1}")
+    bar.close()
     train_s = time.perf_counter() - t_train
 
     model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # drop a launcher's autocast wrapper
@@ -587,8 +599,19 @@ class Run:
         """Append to metrics.jsonl and forward numbers to the configured accelerate trackers."""
         self.log.append(record)
         if self.config.report_to:
-            nums = {f"{record['kind']}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.accelerator.log(nums, step=record.get("global_step"))
+            nums, step = tracker_payload(record)
+            self.accelerator.log(nums, step=step)
+
+
+def tracker_payload(record: Dict[str, Any]):
+    """``(values, step)`` for the trackers: the record's numbers as ``<kind>/<name>``, at its global step.
+
+    Step records carry the optimizer step; iteration records the global step at the end of
+    their stage (0 for the base model), so per-iteration curves (ROUGE, gamma) line up with the loss.
+    """
+    nums = {f"{record['kind']}/{k}": v for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "global_step"}
+    return nums, int(record["global_step"])
 
 
 def _check_run_dir(out: Path, config: DriftConfig, acc, fp: Dict[str, Any]) -> None:
@@ -676,16 +699,17 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
     if config.report_to:
         acc.init_trackers("drift", config={k: str(v) for k, v in config.to_dict().items()})
 
-    def record_iteration(index: int, name: str, ev: Dict[str, Any], extra: Dict[str, Any]) -> None:
+    def record_iteration(index: int, name: str, ev: Dict[str, Any], extra: Dict[str, Any], global_step: int) -> None:
         if run.log.has(lambda r: r.get("kind") == "iteration" and r.get("iteration") == index):
             return
         rec = {"kind": "iteration", "iteration": index, "stage": name, "method": config.method, "run": config.label,
-               "rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"], "eval_s": ev["seconds"], **extra}
+               "rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"], "eval_s": ev["seconds"],
+               "global_step": global_step, **extra}  # trackers plot it at the step the stage ended
         run.emit(rec)
 
     if config.eval_base:
         ev = stage_eval(run, out / "base", eval_set)
-        record_iteration(-1, "base", ev, {})
+        record_iteration(-1, "base", ev, {}, 0)
 
     step_offset = 0
     for stage in plan(config):
@@ -717,7 +741,7 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
         extra["train_s"] = io.read_json(d / "model" / "drift_train.json")["seconds"]
         step_offset += steps_per_epoch(run, len(train_set)) * stage.epochs
         ev = stage_eval(run, d, eval_set)
-        record_iteration(stage.index, f"iter_{stage.index}", ev, extra)
+        record_iteration(stage.index, f"iter_{stage.index}", ev, extra, step_offset)
 
     records = Records(r for r in run.log.records() if r.get("kind") == "iteration") if acc.is_main_process else Records()
     records.output_dir = out
