@@ -61,6 +61,8 @@ class Pair:
     prompt_ids: List[int]
     response_ids: List[int]
     response_text: str
+    prompt_truncated: bool = False
+    response_truncated: bool = False  # cut at max_response_length: no EOS appended
 
 
 @dataclass
@@ -102,8 +104,14 @@ def load_tokenizer(path: str):
 
 
 def encode(tokenizer, example: data.Example, config: DriftConfig, instruction: Optional[str]) -> Pair:
-    """Prompt text truncated to ``max_prompt_length`` tokens, wrapped in the chat template; y + EOS."""
-    ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"][: config.max_prompt_length]
+    """Prompt text truncated to ``max_prompt_length`` tokens, wrapped in the chat template; y + EOS.
+
+    A response longer than ``max_response_length`` tokens is cut there and gets no EOS: training
+    on ``cut + EOS`` would teach the model to stop mid-sentence. :func:`truncation_report` counts
+    the cuts (the trainer warns and logs them).
+    """
+    full = tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
+    ids = full[: config.max_prompt_length]
     text = tokenizer.decode(ids)
     content = f"{instruction}\n\n{text}" if instruction else text
     if config.use_chat_template and getattr(tokenizer, "chat_template", None):
@@ -111,8 +119,31 @@ def encode(tokenizer, example: data.Example, config: DriftConfig, instruction: O
         prompt = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
     else:
         prompt = tokenizer(content + "\n", add_special_tokens=True)["input_ids"]
-    response = tokenizer(example.response, add_special_tokens=False)["input_ids"][: config.max_response_length]
-    return Pair(prompt, response + [tokenizer.eos_token_id], example.response)
+    response = tokenizer(example.response, add_special_tokens=False)["input_ids"]
+    if len(response) > config.max_response_length:
+        return Pair(prompt, response[: config.max_response_length], example.response, len(full) > len(ids), True)
+    return Pair(prompt, response + [tokenizer.eos_token_id], example.response, len(full) > len(ids), False)
+
+
+def truncation_report(train_set: Sequence[Pair], eval_set: Sequence[Pair], stats: Dict[str, int], config: DriftConfig,
+                      pairs_per_step: int) -> Dict[str, Any]:
+    """The ``kind: data`` record (example counts, cuts, dropped rows) and a warning line per problem."""
+    cut_y = sum(p.response_truncated for p in train_set)
+    cut_x = sum(p.prompt_truncated for p in train_set) + sum(p.prompt_truncated for p in eval_set)
+    left_out = len(train_set) % pairs_per_step
+    rec: Dict[str, Any] = {"kind": "data", "global_step": 0, "train_examples": len(train_set),
+                           "eval_examples": len(eval_set), "responses_truncated": cut_y, "prompts_truncated": cut_x,
+                           "pairs_left_out_per_epoch": left_out, **stats}
+    warnings = []
+    if cut_y:
+        warnings.append(f"max_response_length: {cut_y} of {len(train_set)} training responses are longer than "
+                        f"{config.max_response_length} tokens and were cut (without EOS, so the model is not taught "
+                        "to stop there); raise max_response_length to keep them whole")
+    if left_out:
+        warnings.append(f"num_train_examples: {left_out} of {len(train_set)} training pairs do not fill an optimizer "
+                        f"step ({pairs_per_step} pairs) and are left out of each epoch (a different {left_out} each "
+                        "epoch)")
+    return {"record": rec, "warnings": warnings}
 
 
 def load_model(path: str | Path, config: DriftConfig, device: torch.device):
@@ -672,7 +703,9 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
     config = config.validate()
     _warn_low_precision_weights(config)
     spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column, config.instruction)
-    train_rows, eval_rows = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed)
+    stats: Dict[str, int] = {}
+    train_rows, eval_rows = data.load_splits(spec, config.num_train_examples, config.num_eval_examples,
+                                             config.data_seed, stats)
     fp = rundir.fingerprint(config, train_rows, eval_rows)
     notes: List[str] = []
     config = rundir.resolve_output_dir(config, fp, notes=notes)
@@ -695,6 +728,10 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
         for note in notes:
             print(f"drift train: {note}", file=sys.stderr)
         print(f"drift train: output_dir {out}", file=sys.stderr)
+    report = truncation_report(train_set, eval_set, stats, config, per_step)
+    if acc.is_main_process:
+        for line in report["warnings"]:
+            print(f"drift train: warning: {line}", file=sys.stderr)
     run = Run(config, acc, tok, Policy(model_path, config, acc.device), io.MetricsLog(out / "metrics.jsonl", acc.is_main_process))
     if config.report_to:
         acc.init_trackers("drift", config={k: str(v) for k, v in config.to_dict().items()})
@@ -707,6 +744,8 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
                "global_step": global_step, **extra}  # trackers plot it at the step the stage ended
         run.emit(rec)
 
+    if not run.log.has(lambda r: r.get("kind") == "data"):
+        run.emit(report["record"])
     if config.eval_base:
         ev = stage_eval(run, out / "base", eval_set)
         record_iteration(-1, "base", ev, {}, 0)
