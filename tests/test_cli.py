@@ -39,8 +39,49 @@ def test_help_of_each_command(command, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert f"drift {command}" in out
-    if command in ("train", "eval", "generate"):
+    if command == "train":
         assert "--learning_rate" in out and "Peak AdamW learning rate" in out
+    if command in ("eval", "generate"):  # only the options they use
+        assert "--max_new_tokens" in out and "--model" in out
+        assert "--learning_rate" not in out and "--save_steps" not in out and "--lora_r" not in out
+
+
+def test_version(capsys):
+    import drift
+    from drift.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"drift {drift.__version__}"
+
+
+def test_bare_boolean_flags_and_comma_separated_lists(capsys):
+    from drift.cli import build_parser
+    from drift.trainer import config_from_args
+
+    args = build_parser().parse_args(["train", "--gradient_checkpointing", "--do_sample", "false", "--use_peft",
+                                      "--report_to", "", "--lora_target_modules", "q_proj,v_proj"])
+    cfg = config_from_args(args)
+    assert (cfg.gradient_checkpointing, cfg.do_sample, cfg.use_peft) == (True, False, True)
+    assert cfg.lora_target_modules == ["q_proj", "v_proj"] and cfg.report_to == []
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--lora_target_modules A,B,... Module names LoRA adapts. Comma-separated." in out
+    assert "--gradient_checkpointing [true|false]" in out and "Bare flag: true." in out
+
+
+@pytest.mark.parametrize("key,meant", [("learning_rat", "learning_rate"), ("lr", "learning_rate"),
+                                       ("torch_dtype", "dtype"), ("batch_size", "per_device_train_batch_size"),
+                                       ("bf_16", "bf16")])
+def test_unknown_key_suggests_the_field(tmp_path, capsys, key, meant):
+    from drift.cli import main
+
+    y = tmp_path / "c.yaml"
+    y.write_text(f"{key}: 1\n")
+    assert main(["train", "--config", str(y)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{key}': did you mean {meant}?" in err and "valid fields" not in err, err
 
 
 def test_every_config_field_has_help():

@@ -112,9 +112,11 @@ def _add_demo_argument(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from drift.trainer.config import add_config_arguments
+    from drift import __version__
+    from drift.trainer.config import INFERENCE_FIELDS, add_config_arguments
 
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT self-play fine-tuning of causal LMs.")
+    parser.add_argument("--version", action="version", version=f"drift {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,eval,plot,bench}")
 
     p = sub.add_parser("train", help="run (or resume) DRIFT iterations; no options: the built-in demo",
@@ -132,14 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="JSONL file to write (prompt, reference, generation)")
     p.add_argument("--split", choices=("train", "eval"), default="eval", help="which prompts (default: eval)")
     _add_demo_argument(p)
-    add_config_arguments(p)
+    add_config_arguments(p, INFERENCE_FIELDS)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="ROUGE-1/2/L of a model on the held-out split",
                        description="Greedy generation on the held-out prompts, ROUGE-1/2/L (stemmed, CJK-aware).")
     p.add_argument("--model", default=None, help="model directory (default: the config's model_name_or_path)")
     _add_demo_argument(p)
-    add_config_arguments(p)
+    add_config_arguments(p, INFERENCE_FIELDS)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plot", help="PNG of ROUGE (and gamma) per iteration, one line per run",

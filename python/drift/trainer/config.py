@@ -15,7 +15,7 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 METHODS = ("sft", "spin", "drift", "drift_no_dam", "drift_no_oal")
 SCHEDULERS = ("linear", "cosine", "constant")
@@ -102,7 +102,11 @@ class DriftConfig:
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
     per_device_train_batch_size: int = _f(4, "Pairs per process per micro-batch.")
-    per_device_eval_batch_size: int = _f(8, "Pairs per process per batch in the reference (no-grad) forward.")
+    per_device_eval_batch_size: int = _f(
+        8,
+        "Pairs per process per batch in the no-grad forward passes that score pairs (the opponent's reference "
+        "log-probs). Generation - for self-play and for ROUGE evaluation - batches by generation_batch_size.",
+    )
     gradient_accumulation_steps: int = _f(1, "Micro-batches accumulated per optimizer step.")
     num_train_epochs: int = _f(1, "Epochs over the training pairs in each iteration.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
@@ -115,7 +119,9 @@ class DriftConfig:
     temperature: float = _f(1.0, "Sampling temperature (do_sample only).")
     top_p: float = _f(1.0, "Nucleus sampling mass (do_sample only).")
     max_new_tokens: int = _f(40, "Maximum generated tokens per response (self-play and evaluation).")
-    generation_batch_size: int = _f(16, "Prompts per generate() call (per process).")
+    generation_batch_size: int = _f(
+        16, "Prompts per generate() call (per process), for the opponent's responses and for ROUGE evaluation."
+    )
     # --- LoRA (peft) -----------------------------------------------------------------------
     use_peft: bool = _f(False, "Train LoRA adapters (merged into the weights after each iteration).")
     lora_r: int = _f(16, "LoRA rank.")
@@ -147,7 +153,8 @@ class DriftConfig:
             raise TypeError(f"config: expected a mapping of field -> value, got {type(values).__name__}")
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise ValueError(f"config: unknown field(s) {unknown}; valid fields: {cls.field_names()}")
+            hints = "; ".join(f"{k!r}: {suggest_field(k)}" for k in unknown)
+            raise ValueError(f"config: unknown field(s) {hints} (drift train --help lists them all)")
         cfg = cls()
         for k, v in values.items():
             setattr(cfg, k, _coerce(k, v, _field_type(k)))
@@ -274,6 +281,29 @@ def demo_settings(data: str = "xsum") -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# unknown keys: the field a TRL / transformers user probably meant
+_ALIASES = {
+    "lr": "learning_rate", "model": "model_name_or_path", "model_name": "model_name_or_path",
+    "batch_size": "per_device_train_batch_size", "train_batch_size": "per_device_train_batch_size",
+    "eval_batch_size": "per_device_eval_batch_size", "epochs": "num_train_epochs", "max_length": "max_response_length",
+    "max_completion_length": "max_new_tokens", "torch_dtype": "dtype", "peft": "use_peft", "lora": "use_peft",
+    "dataset": "data", "dataset_name": "data", "train_file": "data", "eval_file": "eval_data",
+    "warmup_steps": "warmup_ratio", "lr_scheduler": "lr_scheduler_type", "output": "output_dir",
+    "gradient_accumulation": "gradient_accumulation_steps", "num_iterations": "iterations", "lam": "oal_weight",
+    "lambda": "oal_weight",
+}
+
+
+def suggest_field(name: str) -> str:
+    """'did you mean X?' for an unknown config key (close spellings and transformers/TRL names)."""
+    import difflib
+
+    fields = DriftConfig.field_names()
+    guess = [_ALIASES[name]] if name in _ALIASES else difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+    return f"did you mean {guess[0]}?" if guess else "no field of that name"
+
+
+# ---------------------------------------------------------------------------------------------
 # type coercion (YAML and CLI strings -> the field's type)
 _HINTS: Dict[str, Any] = {}
 
@@ -364,16 +394,37 @@ def load_yaml(path: str | Path, name: str) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # command line
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one ``--<field> VALUE`` option per field (help from the metadata)."""
+#: The fields ``drift eval`` / ``drift generate`` use (their --help lists only these).
+INFERENCE_FIELDS = (
+    "model_name_or_path", "dtype", "bf16", "fp16", "data", "eval_data", "prompt_column", "response_column",
+    "instruction", "num_train_examples", "num_eval_examples", "data_seed", "max_prompt_length", "use_chat_template",
+    "generation_backend", "do_sample", "temperature", "top_p", "max_new_tokens", "generation_batch_size", "seed",
+)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, fields: Optional[Sequence[str]] = None) -> None:
+    """Add ``--config`` and one ``--<field>`` option per field (all, or ``fields``), help from the metadata.
+
+    Booleans work bare (``--gradient_checkpointing``) or with a value (``--do_sample false``);
+    lists take comma-separated values (``--lora_target_modules q_proj,v_proj``).
+    """
     parser.add_argument("--config", default=None, help="YAML file of DriftConfig fields (CLI options override it).")
     group = parser.add_argument_group("DriftConfig fields")
     for f in dataclasses.fields(DriftConfig):
+        if fields is not None and f.name not in fields:
+            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        group.add_argument(
-            f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
-            help=f"{f.metadata['help']} (default: {default!r})",
-        )
+        hint = _field_type(f.name)
+        kw: Dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper())
+        help_ = f.metadata["help"]
+        if hint is bool:
+            kw.update(nargs="?", const="true", metavar="true|false")
+            help_ += " Bare flag: true."
+        elif typing.get_origin(hint) in (list, List):
+            kw.update(metavar="A,B,...")
+            help_ += " Comma-separated."
+            default = ",".join(default)
+        group.add_argument(f"--{f.name}", help=f"{help_} (default: {default!r})", **kw)
 
 
 def config_from_args(args: argparse.Namespace, base: Optional[Dict[str, Any]] = None) -> DriftConfig:
