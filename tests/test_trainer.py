@@ -298,7 +298,7 @@ def test_lora_iteration_merges_adapters(tiny_model_dir, tiny_data, tmp_path):
     pytest.importorskip("peft")
     from drift.trainer import train
 
-    train(tiny_config(tiny_model_dir, tiny_data, tmp_path, use_peft=True, lora_r=4, lora_alpha=8))
+    train(tiny_config(tiny_model_dir, tiny_data, tmp_path, use_peft=True, lora_r=4, lora_alpha=8, lora_save_merged=True))
     after = _weights(tmp_path / "iter_1" / "model")
     before = _weights(tiny_model_dir)
     assert after.keys() == before.keys()  # a plain (merged) model, no adapter tensors

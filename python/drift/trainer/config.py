@@ -123,7 +123,15 @@ class DriftConfig:
         16, "Prompts per generate() call (per process), for the opponent's responses and for ROUGE evaluation."
     )
     # --- LoRA (peft) -----------------------------------------------------------------------
-    use_peft: bool = _f(False, "Train LoRA adapters (merged into the weights after each iteration).")
+    use_peft: bool = _f(
+        False,
+        "Train LoRA adapters (the `lora` extra: pip install 'drift[lora]'). Each iteration's model/ holds its adapter "
+        "alone (MBs, not the full model); the next iteration starts from the merged weights. Load a stage with "
+        "drift.trainer.load_model, or set lora_save_merged.",
+    )
+    lora_save_merged: bool = _f(
+        False, "With use_peft: save each iteration's model/ as the full merged model (loadable by AutoModelForCausalLM)."
+    )
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA alpha.")
     lora_dropout: float = _f(0.0, "LoRA dropout.")
@@ -138,6 +146,12 @@ class DriftConfig:
     run_name: Optional[str] = _f(None, "Label of this run in plots and trackers. Default: the method.")
     seed: int = _f(42, "Seed of the data order, sampling and initialisation.")
     save_steps: int = _f(50, "Save the training state (model, optimizer, RNG, step) every this many steps.")
+    save_total_limit: Optional[int] = _f(
+        None,
+        "Keep the model/ of only the last N trained iterations (older ones are deleted once a newer one is saved; "
+        "their eval.json and metrics stay; adapter-only LoRA stages are kept, later ones are built from them). "
+        "Default: keep all.",
+    )
     logging_steps: int = _f(1, "Write a step record to metrics.jsonl every this many optimizer steps.")
     report_to: List[str] = _f([], "accelerate trackers to log to (e.g. tensorboard, wandb); empty: none.")
 
@@ -236,6 +250,11 @@ class DriftConfig:
         from drift.trainer.precision import resolve_precision
 
         resolve_precision(self, "cpu")  # flag combinations; the device-specific checks run in train()
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit: expected an integer >= 1 or null, got {self.save_total_limit}")
+        if self.use_peft and self.generation_backend == "vllm" and not self.lora_save_merged:
+            raise ValueError("lora_save_merged: generation_backend 'vllm' loads each iteration's model folder, so "
+                             "use_peft needs lora_save_merged: true")
         if not self.lora_target_modules and self.use_peft:
             raise ValueError("lora_target_modules: expected at least one module name with use_peft")
         return self

@@ -146,10 +146,38 @@ def truncation_report(train_set: Sequence[Pair], eval_set: Sequence[Pair], stats
     return {"record": rec, "warnings": warnings}
 
 
+LINEAGE_FILE = "drift_lora_lineage.json"
+
+
+def lora_lineage(parent: Path, target: Path) -> Dict[str, Any]:
+    """How to rebuild the model of an adapter-only stage saved at ``target`` whose training started from ``parent``.
+
+    ``base_model``: the full model at the root (resolved path or hub name); ``adapters``: the
+    adapter folders to merge onto it in order, relative to ``target`` (the run folder can move).
+    """
+    parent = Path(parent)
+    if (parent / LINEAGE_FILE).is_file():
+        old = io.read_json(parent / LINEAGE_FILE)
+        chain = [os.path.relpath((parent / a).resolve(), target.resolve()) for a in old["adapters"]]
+        base = old["base_model"]
+    else:
+        chain, base = [], str(parent.resolve()) if parent.exists() else str(parent)
+    return {"base_model": base, "adapters": chain + ["."]}
+
+
 def load_model(path: str | Path, config: DriftConfig, device: torch.device):
+    """A stage's model: a full checkpoint, or (LoRA, adapter-only) its base with every adapter of its lineage merged."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, config.dtype))
+    path = Path(path)
+    lineage = io.read_json(path / LINEAGE_FILE) if (path / LINEAGE_FILE).is_file() else None
+    source = lineage["base_model"] if lineage else str(path)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, config.dtype))
+    if lineage:
+        from peft import PeftModel
+
+        for rel in lineage["adapters"]:
+            model = PeftModel.from_pretrained(model, str((path / rel).resolve())).merge_and_unload()
     model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -577,14 +605,15 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
 
     model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # drop a launcher's autocast wrapper
     state_dict = acc.get_state_dict(wrapped)
+    info = {"steps": total, "resumed_from_step": start, "seconds": train_s}
+    if cfg.use_peft and not cfg.lora_save_merged:  # the LoRA adapter alone, replayed onto its base by load_model
+        _save_stage_model(run, d, model, state_dict, info, lora_lineage(run.policy.path, d / "model"))
     if cfg.use_peft:
-        model = model.merge_and_unload()
+        model = model.merge_and_unload()  # the next stage starts from the merged weights
         state_dict = model.state_dict() if acc.is_main_process else None
+    if not cfg.use_peft or cfg.lora_save_merged:
+        _save_stage_model(run, d, model, state_dict, info, None)
     if acc.is_main_process:
-        with io.atomic_dir(d / "model") as tmp:
-            model.save_pretrained(tmp, state_dict=state_dict)
-            run.tokenizer.save_pretrained(tmp)
-            io.write_json(tmp / "drift_train.json", {"steps": total, "resumed_from_step": start, "seconds": train_s})
         io.remove_stale_temporaries(d)
         for old in d.glob("train_state-*"):
             shutil.rmtree(old, ignore_errors=True)
@@ -758,7 +787,7 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
             io.remove_stale_temporaries(d)  # leftovers of a killed run
         acc.wait_for_everyone()
         extra: Dict[str, Any] = {"kind_of_stage": stage.kind, "epochs": stage.epochs}
-        trained = (d / "model" / "config.json").is_file()
+        trained = _stage_trained(d)
         items: List[Any] = train_set
         if stage.kind == "self_play":
             src = out / f"iter_{stage.data_from}"  # != d only for extra epochs on fixed data
@@ -777,10 +806,13 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
             if acc.is_main_process:  # a kill between saving the model and dropping the training state
                 for old in d.glob("train_state*"):
                     shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        extra["train_s"] = io.read_json(d / "model" / "drift_train.json")["seconds"]
+        extra["train_s"] = io.read_json(_train_info(d))["seconds"]
         step_offset += steps_per_epoch(run, len(train_set)) * stage.epochs
         ev = stage_eval(run, d, eval_set)
         record_iteration(stage.index, f"iter_{stage.index}", ev, extra, step_offset)
+        if config.save_total_limit and acc.is_main_process:
+            prune_models(out, [s.index for s in plan(config) if s.index <= stage.index], config.save_total_limit)
+        acc.wait_for_everyone()
 
     records = Records(r for r in run.log.records() if r.get("kind") == "iteration") if acc.is_main_process else Records()
     records.output_dir = out
@@ -789,6 +821,45 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
     if config.report_to:
         acc.end_training()
     return records
+
+
+PRUNED_FILE = "model_pruned.json"
+
+
+def _save_stage_model(run: "Run", d: Path, model, state_dict, info: Dict[str, Any], lineage) -> None:
+    """``d/model``: the weights (or a LoRA adapter with its lineage), the tokenizer and drift_train.json."""
+    if not run.accelerator.is_main_process:
+        return
+    with io.atomic_dir(d / "model") as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict)
+        if lineage is not None:
+            io.write_json(tmp / LINEAGE_FILE, lineage)
+        run.tokenizer.save_pretrained(tmp)
+        io.write_json(tmp / "drift_train.json", info)
+
+
+def _train_info(d: Path) -> Path:
+    """The stage's ``drift_train.json`` (in model/, or kept beside it once save_total_limit removed model/)."""
+    return d / "model" / "drift_train.json" if (d / "model" / "drift_train.json").is_file() else d / PRUNED_FILE
+
+
+def _stage_trained(d: Path) -> bool:
+    return (d / "model" / "drift_train.json").is_file() or (d / PRUNED_FILE).is_file()
+
+
+def prune_models(out: Path, indices: Sequence[int], limit: int) -> None:
+    """Keep the ``model/`` of only the last ``limit`` trained stages among ``indices`` (save_total_limit).
+
+    A removed model leaves its ``drift_train.json`` as ``model_pruned.json``, so a rerun knows the
+    stage was trained; LoRA adapters are kept whole (later adapter-only stages are rebuilt from them).
+    """
+    with_model = [i for i in indices if (out / f"iter_{i}" / "model" / "drift_train.json").is_file()]
+    for i in with_model[:-limit]:
+        d = out / f"iter_{i}"
+        if (d / "model" / LINEAGE_FILE).is_file():
+            continue
+        shutil.copyfile(d / "model" / "drift_train.json", d / PRUNED_FILE)
+        shutil.rmtree(d / "model")
 
 
 def format_table(records: List[Dict[str, Any]]) -> str:
