@@ -87,7 +87,9 @@ def benchmarks_dir() -> Path:
     for c in candidates:
         if c.is_dir():
             return c
-    raise FileNotFoundError("bench: no benchmarks/ folder found (run from the repository or set DRIFT_BENCHMARKS)")
+    raise FileNotFoundError("bench: no benchmarks/ folder found; the benchmark scripts ship with the source "
+                            "repository, not the installed package: run drift bench from a checkout's root or set "
+                            "DRIFT_BENCHMARKS to its benchmarks/ folder")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

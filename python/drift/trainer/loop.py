@@ -1,4 +1,4 @@
-"""The DRIFT iteration loop, top to bottom (METHOD.md section 3).
+"""The DRIFT iteration loop, top to bottom (docs/METHOD.md section 3).
 
     train(config)
       load + split data, check columns          (before any model loads)
