@@ -51,22 +51,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _inference_config(args: argparse.Namespace):
+    """eval/generate settings: the run's config.json when --model is (inside) a run folder, else the
+    demo/defaults; then --config and the options. Returns (config, model folder)."""
     from drift.trainer import config_from_args
+    from drift.trainer.tools import find_run, run_settings
+
+    run_dir, model = find_run(args.model)
+    if run_dir is not None:
+        given = getattr(args, "config", None) or getattr(args, "demo", False)
+        base = {} if given else run_settings(run_dir)
+        if base:
+            print(f"drift {args.command}: settings of the run in {run_dir} (its config.json)", file=sys.stderr)
+    else:
+        base = _base_settings(args, args.command)
+    return config_from_args(args, base).validate(), model
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
     from drift.trainer.tools import generate_file
 
-    cfg = config_from_args(args, _base_settings(args, args.command)).validate()
-    n = generate_file(cfg, args.model, args.output, split=args.split)
+    cfg, model = _inference_config(args)
+    n = generate_file(cfg, model, args.output, split=args.split, prompts=args.prompts)
     print(f"wrote {n} generations to {args.output}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from drift.trainer import config_from_args
     from drift.trainer.tools import evaluate_model
 
-    cfg = config_from_args(args, _base_settings(args, args.command)).validate()
-    scores = evaluate_model(cfg, args.model)
+    cfg, model = _inference_config(args)
+    scores = evaluate_model(cfg, model)
     print(json.dumps(scores, indent=1))
     return 0
 
@@ -104,6 +119,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=env)
 
 
+MODEL_HELP = ("a model folder, a run folder (its latest iteration's model) or a model folder inside a run; a run's "
+              "config.json then supplies the data and split (default: the config's model_name_or_path)")
+
+
 def _add_demo_argument(p: argparse.ArgumentParser) -> None:
     from drift.trainer.config import DEMO
 
@@ -132,16 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="generate responses for the train or held-out prompts with a model",
                        description="Generate responses (greedy unless --do_sample true) and write JSONL.")
-    p.add_argument("--model", default=None, help="model directory (default: the config's model_name_or_path)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--output", required=True, help="JSONL file to write (prompt, reference, generation)")
     p.add_argument("--split", choices=("train", "eval"), default="eval", help="which prompts (default: eval)")
+    p.add_argument("--prompts", default=None,
+                   help="generate for every prompt of this file instead: .txt (one per line) or JSON/JSONL/CSV/"
+                        "parquet with a prompt_column; no responses needed")
     _add_demo_argument(p)
     add_config_arguments(p, INFERENCE_FIELDS)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="ROUGE-1/2/L of a model on the held-out split",
                        description="Greedy generation on the held-out prompts, ROUGE-1/2/L (stemmed, CJK-aware).")
-    p.add_argument("--model", default=None, help="model directory (default: the config's model_name_or_path)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     _add_demo_argument(p)
     add_config_arguments(p, INFERENCE_FIELDS)
     p.set_defaults(func=cmd_eval)

@@ -184,6 +184,28 @@ def read_rows(path: Path, prompt_column: str, response_column: str, name: str = 
     return out
 
 
+def read_prompts(path: Path, prompt_column: str, name: str = "--prompts") -> List[str]:
+    """Every non-empty prompt of a prompts-only file: ``.txt`` (one per line) or JSON/JSONL/CSV/parquet
+    with a ``prompt_column`` (no response column needed)."""
+    if path.suffix.lower() == ".txt":
+        prompts = [line.strip() for line in _text_lines(path, name) if line.strip()]
+    else:
+        if path.suffix.lower() not in _FORMATS:
+            raise _fail(name, path, "", f"unsupported file type {path.suffix!r}; expected .txt or one of {sorted(_FORMATS)}")
+        if path.suffix.lower() in (".json", ".jsonl"):
+            records = _json_records(path, name)
+            columns = list(dict.fromkeys(k for r in records for k in r))
+        else:
+            columns, records = _table_records(path, name)
+        if records and prompt_column not in columns:
+            raise ValueError(f"prompt_column: column {prompt_column!r} is not in {path.name}; it has {columns}")
+        prompts = [r[prompt_column].strip() for r in records
+                   if isinstance(r.get(prompt_column), str) and r[prompt_column].strip()]
+    if not prompts:
+        raise _fail(name, path, "", "no non-empty prompts")
+    return prompts
+
+
 def split_order(n: int, seed: int) -> List[int]:
     """The row positions ``0..n-1`` in the seeded order the splits are cut from (train first, then held out)."""
     order = list(range(n))
