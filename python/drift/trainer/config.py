@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 METHODS = ("sft", "spin", "drift", "drift_no_dam", "drift_no_oal")
 SCHEDULERS = ("linear", "cosine", "constant")
+LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("transformers", "vllm")
 
@@ -109,9 +110,19 @@ class DriftConfig:
     )
     gradient_accumulation_steps: int = _f(1, "Micro-batches accumulated per optimizer step.")
     num_train_epochs: int = _f(1, "Epochs over the training pairs in each iteration.")
+    max_steps: int = _f(
+        -1,
+        "If > 0: optimizer steps in each training stage (iteration or SFT warm start), overriding num_train_epochs; "
+        "the data order keeps going through reshuffled epochs.",
+    )
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
     # --- the loss --------------------------------------------------------------------------
-    beta: float = _f(0.1, "Inverse temperature of the logistic self-play loss (SPIN/DAM).")
+    beta: float = _f(0.1, "Inverse temperature of the self-play loss (SPIN/DAM).")
+    loss_type: str = _f(
+        "sigmoid",
+        f"Self-play loss of h = (log-ratio of y) - (log-ratio of y'), one of {LOSS_TYPES}: sigmoid -logsigmoid(beta h) "
+        "(SPIN, the paper's), hinge relu(1 - beta h), ipo (h - 1/(2 beta))^2; on the DAM-masked sums for drift.",
+    )
     oal_weight: float = _f(1.0, "lambda: weight of the occurrence-aware loss (drift, drift_no_dam).")
     # --- generation ------------------------------------------------------------------------
     generation_backend: str = _f("transformers", f"One of {BACKENDS}; vllm only where vLLM is installed.")
@@ -189,6 +200,9 @@ class DriftConfig:
         _choice("method", self.method, METHODS)
         _choice("dtype", self.dtype, DTYPES)
         _choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        _choice("loss_type", self.loss_type, LOSS_TYPES)
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps: expected a positive count or -1 (epochs decide), got {self.max_steps}")
         _choice("generation_backend", self.generation_backend, BACKENDS)
         for name in (
             "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",

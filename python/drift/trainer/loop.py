@@ -437,6 +437,8 @@ def compute_loss(model, items: Sequence[Any], kind: str, run: "Run") -> Dict[str
     logits = response_logits(model, b)
     ref_c = torch.tensor([it.reference_chosen for it in items], dtype=torch.float32, device=device)
     ref_r = torch.tensor([it.reference_rejected for it in items], dtype=torch.float32, device=device)
+    if cfg.loss_type != "sigmoid":
+        return _other_loss_type(logits, b, cm, rm, ref_c, ref_r, items, run)
     out = losses.drift_loss(
         logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r,
         oal_targets=b.labels[:n], oal_targets_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id),
@@ -451,9 +453,52 @@ def compute_loss(model, items: Sequence[Any], kind: str, run: "Run") -> Dict[str
     }
 
 
+def self_play_term(h: torch.Tensor, beta: float, loss_type: str) -> torch.Tensor:
+    """Per-pair self-play loss of the log-ratio difference ``h = (pc - rc) - (pr - rr)`` (docs/METHOD.md section 0).
+
+    sigmoid: ``-logsigmoid(beta h)`` (SPIN/DPO); hinge: ``relu(1 - beta h)`` (SLiC);
+    ipo: ``(h - 1 / (2 beta))^2`` (IPO, on the same masked sums as the others).
+    """
+    if loss_type == "sigmoid":
+        return -torch.nn.functional.logsigmoid(beta * h)
+    if loss_type == "hinge":
+        return torch.relu(1 - beta * h)
+    if loss_type == "ipo":
+        return (h - 1 / (2 * beta)) ** 2
+    raise ValueError(f"loss_type: expected one of sigmoid, hinge, ipo, got {loss_type!r}")
+
+
+def _other_loss_type(logits, b: "Batch", cm, rm, ref_c, ref_r, items, run: "Run") -> Dict[str, torch.Tensor]:
+    """compute_loss for loss_type hinge / ipo: the same masked sums and OAL term, another self-play loss."""
+    cfg, n = run.config, len(items)
+    pc = losses.token_logps(logits[:n], b.labels[:n], cm).sum(-1)
+    pr = losses.token_logps(logits[n:], b.labels[n:], rm).sum(-1)
+    h = (pc - ref_c) - (pr - ref_r)
+    sp = self_play_term(h, cfg.beta, cfg.loss_type).mean()
+    weight = cfg.oal_weight if cfg.method in OAL_METHODS else 0.0
+    oal = torch.zeros((), dtype=sp.dtype, device=sp.device)
+    if weight > 0:
+        oal = losses.oal_loss(logits[n:], b.labels[:n], logits_mask=b.response_mask[n:],
+                              targets_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id))
+    chosen, rejected = cfg.beta * (pc - ref_c).detach(), cfg.beta * (pr - ref_r).detach()
+    return {
+        "loss": sp + weight * oal.to(sp.dtype), "self_play_loss": sp.detach(), "oal_loss": oal.detach(),
+        "rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
+        "rewards/margins": (chosen - rejected).mean(), "rewards/accuracy": (chosen > rejected).float().mean(),
+        "tokens": b.attention_mask.sum(),
+    }
+
+
 def steps_per_epoch(run: "Run", n_items: int) -> int:
     cfg = run.config
     return n_items // (cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * run.accelerator.num_processes)
+
+
+def stage_steps(run: "Run", stage: "Stage", n_items: int) -> int:
+    """Optimizer steps of one training stage: ``max_steps`` when set, else its epochs over the pairs."""
+    if run.config.max_steps > 0:
+        return run.config.max_steps
+    return steps_per_epoch(run, n_items) * stage.epochs
 
 
 def lr_at(config: DriftConfig, step: int, total: int, peak: float) -> float:
@@ -538,7 +583,7 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
         optimizer = torch.optim.AdamW(params, **adam)
     wrapped, optimizer = acc.prepare(model, optimizer)
     per_epoch = steps_per_epoch(run, len(items))
-    total = per_epoch * stage.epochs
+    total = stage_steps(run, stage, len(items))
     bs, accum, world, rank = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, acc.num_processes, acc.process_index
 
     warm_start = stage.index == 0 and stage.kind == "sft"
@@ -807,7 +852,7 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
                 for old in d.glob("train_state*"):
                     shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
         extra["train_s"] = io.read_json(_train_info(d))["seconds"]
-        step_offset += steps_per_epoch(run, len(train_set)) * stage.epochs
+        step_offset += stage_steps(run, stage, len(train_set))
         ev = stage_eval(run, d, eval_set)
         record_iteration(stage.index, f"iter_{stage.index}", ev, extra, step_offset)
         if config.save_total_limit and acc.is_main_process:
