@@ -90,8 +90,9 @@ def test_every_forward_runs_under_autocast(tiny_model_dir, tiny_data, tmp_path, 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", bf16=True, eval_base=True))
     assert len(seen) > 10
     assert all(on and dt == torch.bfloat16 and master == torch.float32 for on, dt, master in seen), set(seen)
-    step1 = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][1]
-    assert step1["kind"] == "step" and abs(step1["rewards/chosen"]) < 1e-3 and abs(step1["rewards/rejected"]) < 1e-3
+    step1 = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "step"][0]
+    assert step1["step"] == 1 and abs(step1["rewards/chosen"]) < 1e-3 and abs(step1["rewards/rejected"]) < 1e-3
 
 
 def test_fused_losses_under_cpu_autocast(tiny_model_dir, tiny_data, tmp_path):

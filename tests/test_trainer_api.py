@@ -76,3 +76,53 @@ def test_max_steps_overrides_epochs(tiny_model_dir, tiny_data, tmp_path):
     assert [s["step"] for s in steps if s["iteration"] == 1] == [1, 2, 3, 4, 5, 6]  # 4 per epoch: into epoch 2
     assert steps[5]["epoch"] == pytest.approx(1.5)
     assert [r["global_step"] for r in _records(tmp_path / "run", "iteration")] == [6, 12]
+
+
+def _chat_rows(path: Path):
+    rows = []
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        rows.append({"messages": [{"role": "system", "content": "Be brief."},
+                                  {"role": "user", "content": r["prompt"]},
+                                  {"role": "assistant", "content": r["response"]}]})
+    return rows
+
+
+def test_messages_rows_use_the_whole_conversation(tiny_model_dir, tiny_data, tmp_path):
+    from drift import data
+    from drift.trainer import DriftConfig
+    from drift.trainer.loop import encode, load_tokenizer
+
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _chat_rows(tiny_data)))
+    rows = data.read_rows(path, "prompt", "response")
+    first = json.loads(tiny_data.read_text().splitlines()[0])
+    assert (rows[0].prompt, rows[0].response) == (first["prompt"], first["response"])
+    assert rows[0].messages == (("system", "Be brief."), ("user", first["prompt"]))
+    tok = load_tokenizer(str(tiny_model_dir))
+    pair = encode(tok, rows[0], DriftConfig(max_prompt_length=512), None)
+    want = tok.apply_chat_template([{"role": "system", "content": "Be brief."},
+                                    {"role": "user", "content": first["prompt"]}], add_generation_prompt=True)
+    assert pair.prompt_ids == list(want["input_ids"] if hasattr(want, "keys") else want)
+
+
+def test_python_api_with_in_memory_model_tokenizer_and_dataset(tiny_model_dir, tiny_data, tmp_path):
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import drift
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    ds = datasets.Dataset.from_list(_chat_rows(tiny_data))
+    cfg = tiny_config(tiny_model_dir, "xsum", tmp_path / "run", model_name_or_path=None)
+    records = drift.train(model=model, tokenizer=tokenizer, train_dataset=ds, config=cfg)
+    assert [r["iteration"] for r in records] == [1] and records.output_dir == tmp_path / "run"
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["data"] == "in_memory" and stored["model_name_or_path"] == str(tiny_model_dir)
+    assert (tmp_path / "run" / "iter_1" / "model" / "model.safetensors").is_file()
+    # rerun with the same objects: resumes (nothing to do)
+    again = drift.train(model=model, tokenizer=tokenizer, train_dataset=ds, config=cfg)
+    assert [r["iteration"] for r in again] == [1]
+    with pytest.raises(TypeError, match="train_dataset: expected a datasets.Dataset"):
+        drift.train(model=model, train_dataset="pairs.jsonl", config=cfg)

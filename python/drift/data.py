@@ -21,10 +21,16 @@ _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parqu
 
 @dataclass(frozen=True)
 class Example:
-    """One pair: ``prompt`` (x) and ``response`` (the ground truth y), as text."""
+    """One pair: ``prompt`` (x) and ``response`` (the ground truth y), as text.
+
+    Conversational rows also keep ``messages``: the ``(role, content)`` turns before the final
+    assistant turn (``prompt`` is then the last user turn's text); the chat template is applied
+    to the whole conversation.
+    """
 
     prompt: str
     response: str
+    messages: Optional[Tuple[Tuple[str, str], ...]] = None
 
 
 @dataclass(frozen=True)
@@ -154,34 +160,90 @@ def read_rows(path: Path, prompt_column: str, response_column: str, name: str = 
         columns = list(dict.fromkeys(k for r in records for k in r))
     else:
         columns, records = _table_records(path, name)
+    return rows_from_records(records, columns, prompt_column, response_column, name, str(path), stats)
+
+
+MESSAGES_COLUMN = "messages"
+
+
+def _conversation(value: Any) -> Optional[Tuple[Tuple[Tuple[str, str], ...], str, str]]:
+    """``(turns before the answer, last user text, answer)`` of a messages list ending with an assistant turn."""
+    if not isinstance(value, (list, tuple)) or len(value) < 2:
+        return None
+    turns = []
+    for m in value:
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            return None
+        turns.append((m["role"], m["content"]))
+    *context, (role, answer) = turns
+    users = [c for r, c in context if r == "user"]
+    if role != "assistant" or not users:
+        return None
+    return tuple(context), users[-1], answer
+
+
+def rows_from_records(records: List[Dict[str, Any]], columns: List[str], prompt_column: str, response_column: str,
+                      name: str, source: str, stats: Optional[Dict[str, int]] = None) -> List[Example]:
+    """:class:`Example` rows from ``records`` (dicts): prompt/response columns, or a ``messages`` column
+    (conversational data, as TRL takes it) when the prompt column is absent.
+
+    A row whose prompt or response is missing, not a string, or empty is dropped; the counts per
+    reason go to ``stats`` and a warning names the first such row.
+    """
     if not records:
-        raise _fail(name, path, "", "the file has no rows")
-    for col, field in ((prompt_column, "prompt_column"), (response_column, "response_column")):
-        if col not in columns:
-            raise ValueError(f"{field}: column {col!r} is not in {path.name}; it has {columns}")
+        raise ValueError(f"{name}: {source}: {'the file' if Path(source).exists() else 'the data'} has no rows")
+    chat = prompt_column not in columns and MESSAGES_COLUMN in columns
+    if not chat:
+        for col, field in ((prompt_column, "prompt_column"), (response_column, "response_column")):
+            if col not in columns:
+                raise ValueError(f"{field}: column {col!r} is not in {Path(source).name}; it has {columns} "
+                                 f"(or give a {MESSAGES_COLUMN!r} column of chat turns)")
     out, dropped = [], {"not_a_string": 0, "empty": 0}
     first_bad: Dict[str, int] = {}
     for i, r in enumerate(records, 1):
-        x, y = r.get(prompt_column), r.get(response_column)
+        turns = None
+        if chat:
+            conv = _conversation(r.get(MESSAGES_COLUMN))
+            x, y, turns = (conv[1], conv[2], conv[0]) if conv else (None, None, None)
+        else:
+            x, y = r.get(prompt_column), r.get(response_column)
         if not (isinstance(x, str) and isinstance(y, str)):
             reason = "not_a_string"
         elif not (x.strip() and y.strip()):
             reason = "empty"
         else:
-            out.append(Example(x.strip(), y.strip()))
+            out.append(Example(x.strip(), y.strip(), turns))
             continue
         dropped[reason] += 1
         first_bad.setdefault(reason, i)
     if stats is not None:
         stats.update({f"{name}_rows": len(records), **{f"{name}_dropped_{k}": v for k, v in dropped.items()}})
+    cols = f"{MESSAGES_COLUMN!r} (ending with an assistant turn)" if chat else f"{prompt_column!r} or {response_column!r}"
     for reason, n in dropped.items():
         if n:
             what = "a missing or non-string" if reason == "not_a_string" else "an empty"
-            print(f"drift: warning: {name}: {path}: dropped {n} of {len(records)} rows with {what} "
-                  f"{prompt_column!r} or {response_column!r} (first: row {first_bad[reason]})", file=sys.stderr)
+            print(f"drift: warning: {name}: {source}: dropped {n} of {len(records)} rows with {what} {cols} "
+                  f"(first: row {first_bad[reason]})", file=sys.stderr)
     if not out:
-        raise _fail(name, path, "", f"no rows with a non-empty string {prompt_column!r} and {response_column!r}")
+        raise ValueError(f"{name}: {source}: no rows with a non-empty string {cols}")
     return out
+
+
+def in_memory_rows(dataset: Any, prompt_column: str, response_column: str, name: str,
+                   stats: Optional[Dict[str, int]] = None) -> List[Example]:
+    """Rows of an in-memory ``datasets.Dataset``, a list of dicts, or a dict of columns."""
+    if hasattr(dataset, "to_list") and hasattr(dataset, "column_names"):
+        records = dataset.to_list()
+    elif isinstance(dataset, dict):
+        keys = list(dataset)
+        records = [dict(zip(keys, vals)) for vals in zip(*(dataset[k] for k in keys))]
+    elif isinstance(dataset, (list, tuple)) and all(isinstance(r, dict) for r in dataset):
+        records = list(dataset)
+    else:
+        raise TypeError(f"{name}: expected a datasets.Dataset, a list of dicts or a dict of columns, "
+                        f"got {type(dataset).__name__}")
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    return rows_from_records(records, columns, prompt_column, response_column, name, f"<in-memory {name}>", stats)
 
 
 def read_prompts(path: Path, prompt_column: str, name: str = "--prompts") -> List[str]:
@@ -222,16 +284,23 @@ def load_splits(spec: DataSpec, num_train: int, num_eval: int, seed: int,
     takes all (the rest). Raises ValueError when there are too few rows.
     """
     rows = read_rows(spec.path, spec.prompt_column, spec.response_column, "data", stats)
+    pool = None
+    if spec.eval_path is not None:
+        pool = read_rows(spec.eval_path, spec.prompt_column, spec.response_column, "eval_data", stats)
+    return split_rows(rows, pool, num_train, num_eval, seed)
+
+
+def split_rows(rows: List[Example], pool: Optional[List[Example]], num_train: int, num_eval: int,
+               seed: int) -> Tuple[List[Example], List[Example]]:
+    """:func:`load_splits` on rows already read (``pool``: separate held-out rows, or None)."""
     rows = [rows[i] for i in split_order(len(rows), seed)]
     n_train = len(rows) if num_train == -1 else num_train
-    if spec.eval_path is None and num_train == -1:
+    if pool is None and num_train == -1:
         raise ValueError("num_train_examples: -1 (all) leaves nothing held out; set eval_data or a count")
     if n_train > len(rows):
         raise ValueError(f"num_train_examples: {n_train} requested but data has {len(rows)} usable rows")
     train = rows[:n_train]
-    if spec.eval_path is not None:
-        pool = read_rows(spec.eval_path, spec.prompt_column, spec.response_column, "eval_data", stats)
-    else:
+    if pool is None:
         pool = rows[n_train:]
     n_eval = len(pool) if num_eval == -1 else num_eval
     if n_eval > len(pool) or n_eval == 0:

@@ -96,10 +96,15 @@ def load_tokenizer(path: str):
     except (OSError, ValueError) as e:  # a missing folder reads as a (malformed) hub repo id to transformers
         raise FileNotFoundError(f"model_name_or_path: {path!r} is not a model folder here and could not be "
                                 f"loaded as a hub model ({str(e).splitlines()[0]})") from e
+    return prepare_tokenizer(tok, f"the tokenizer of {path}")
+
+
+def prepare_tokenizer(tok, name: str):
+    """Pad with EOS where the tokenizer has no pad token; refuse one without EOS."""
+    if tok.eos_token_id is None:
+        raise ValueError(f"model_name_or_path: {name} has no EOS token")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    if tok.eos_token_id is None:
-        raise ValueError(f"model_name_or_path: the tokenizer of {path} has no EOS token")
     return tok
 
 
@@ -114,11 +119,15 @@ def encode(tokenizer, example: data.Example, config: DriftConfig, instruction: O
     ids = full[: config.max_prompt_length]
     text = tokenizer.decode(ids)
     content = f"{instruction}\n\n{text}" if instruction else text
+    turns = [{"role": "user", "content": content}]
+    if example.messages:  # a conversation: its turns, the last user turn truncated like a prompt
+        last = max(i for i, (role, _) in enumerate(example.messages) if role == "user")
+        turns = [{"role": r, "content": content if i == last else c} for i, (r, c) in enumerate(example.messages)]
     if config.use_chat_template and getattr(tokenizer, "chat_template", None):
-        enc = tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        enc = tokenizer.apply_chat_template(turns, add_generation_prompt=True)
         prompt = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
     else:
-        prompt = tokenizer(content + "\n", add_special_tokens=True)["input_ids"]
+        prompt = tokenizer("\n".join(t["content"] for t in turns) + "\n", add_special_tokens=True)["input_ids"]
     response = tokenizer(example.response, add_special_tokens=False)["input_ids"]
     if len(response) > config.max_response_length:
         return Pair(prompt, response[: config.max_response_length], example.response, len(full) > len(ids), True)
@@ -178,6 +187,11 @@ def load_model(path: str | Path, config: DriftConfig, device: torch.device):
 
         for rel in lineage["adapters"]:
             model = PeftModel.from_pretrained(model, str((path / rel).resolve())).merge_and_unload()
+    return prepare_model(model, config, device)
+
+
+def prepare_model(model, config: DriftConfig, device: torch.device):
+    """Move ``model`` to the accelerator's device and apply the config's memory settings."""
     model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -770,16 +784,50 @@ class Records(list):
     output_dir: Optional[Path] = None
 
 
-def train(config: DriftConfig) -> List[Dict[str, Any]]:
-    """Run (or resume) the configured DRIFT run; returns the per-iteration records."""
+def _rows(config: DriftConfig, train_dataset: Any, eval_dataset: Any, stats: Dict[str, int]):
+    """``(train rows, held-out rows, instruction)`` from the config's data, or from in-memory datasets."""
+    if train_dataset is None:
+        spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column,
+                            config.instruction)
+        tr, ev = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed, stats)
+        return tr, ev, spec.instruction
+    cols = (config.prompt_column or "prompt", config.response_column or "response")
+    rows = data.in_memory_rows(train_dataset, *cols, "train_dataset", stats)
+    pool = None if eval_dataset is None else data.in_memory_rows(eval_dataset, *cols, "eval_dataset", stats)
+    tr, ev = data.split_rows(rows, pool, config.num_train_examples, config.num_eval_examples, config.data_seed)
+    return tr, ev, config.instruction
+
+
+def _in_memory_config(config: DriftConfig, model: Any, train_dataset: Any, eval_dataset: Any) -> DriftConfig:
+    """What config.json records for in-memory objects: their names, so reruns compare like with like."""
+    import dataclasses
+
+    changes: Dict[str, Any] = {}
+    if train_dataset is not None:
+        changes.update(data="in_memory", eval_data=None if eval_dataset is None else "in_memory_eval")
+    if model is not None:
+        name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+        changes["model_name_or_path"] = str(name) if name else "in_memory_model"
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer: Any = None, train_dataset: Any = None,
+          eval_dataset: Any = None) -> List[Dict[str, Any]]:
+    """Run (or resume) a DRIFT run; returns the per-iteration records (``.output_dir``: the run folder).
+
+    ``config`` (default ``DriftConfig()``) says everything; in-memory objects replace what it
+    names, as with TRL's trainers: ``model`` (a ``PreTrainedModel``; its weights start the run),
+    ``tokenizer`` (default: loaded from the model's ``name_or_path``), ``train_dataset`` and
+    ``eval_dataset`` (a ``datasets.Dataset``, a list of dicts or a dict of columns, with prompt /
+    response columns or ``messages``; without ``eval_dataset`` the held-out split is cut from
+    ``train_dataset``).
+    """
     from accelerate.utils import set_seed
 
-    config = config.validate()
+    config = _in_memory_config((config or DriftConfig()).validate(), model, train_dataset, eval_dataset)
     _warn_low_precision_weights(config)
-    spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column, config.instruction)
     stats: Dict[str, int] = {}
-    train_rows, eval_rows = data.load_splits(spec, config.num_train_examples, config.num_eval_examples,
-                                             config.data_seed, stats)
+    train_rows, eval_rows, instruction = _rows(config, train_dataset, eval_dataset, stats)
     fp = rundir.fingerprint(config, train_rows, eval_rows)
     notes: List[str] = []
     config = rundir.resolve_output_dir(config, fp, notes=notes)
@@ -794,9 +842,9 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
 
     with acc.main_process_first():
         model_path = config.model_name_or_path or str(assets.smollm2_model_dir())
-    tok = load_tokenizer(model_path)
-    train_set = [encode(tok, r, config, spec.instruction) for r in train_rows]
-    eval_set = [encode(tok, r, config, spec.instruction) for r in eval_rows]
+    tok = load_tokenizer(model_path) if tokenizer is None else prepare_tokenizer(tokenizer, "tokenizer")
+    train_set = [encode(tok, r, config, instruction) for r in train_rows]
+    eval_set = [encode(tok, r, config, instruction) for r in eval_rows]
     _check_run_dir(out, config, acc, fp)  # the inputs are valid: the folder is this run's from here on
     if acc.is_main_process:
         for note in notes:
@@ -806,7 +854,10 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
     if acc.is_main_process:
         for line in report["warnings"]:
             print(f"drift train: warning: {line}", file=sys.stderr)
-    run = Run(config, acc, tok, Policy(model_path, config, acc.device), io.MetricsLog(out / "metrics.jsonl", acc.is_main_process))
+    policy = Policy(model_path, config, acc.device)
+    if model is not None and not _any_stage_trained(out, config):
+        policy.model = prepare_model(model, config, acc.device)
+    run = Run(config, acc, tok, policy, io.MetricsLog(out / "metrics.jsonl", acc.is_main_process))
     if config.report_to:
         acc.init_trackers("drift", config={k: str(v) for k, v in config.to_dict().items()})
 
@@ -886,6 +937,10 @@ def _save_stage_model(run: "Run", d: Path, model, state_dict, info: Dict[str, An
 def _train_info(d: Path) -> Path:
     """The stage's ``drift_train.json`` (in model/, or kept beside it once save_total_limit removed model/)."""
     return d / "model" / "drift_train.json" if (d / "model" / "drift_train.json").is_file() else d / PRUNED_FILE
+
+
+def _any_stage_trained(out: Path, config: DriftConfig) -> bool:
+    return any(_stage_trained(out / f"iter_{s.index}") for s in plan(config))
 
 
 def _stage_trained(d: Path) -> bool:

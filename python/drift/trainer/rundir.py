@@ -86,7 +86,11 @@ def settings_diff(old: Dict[str, Any], config: DriftConfig) -> List[str]:
 
 
 def _row_hashes(rows: Sequence[Any]) -> List[str]:
-    return [hashlib.sha256(json.dumps([r.prompt, r.response]).encode()).hexdigest()[:16] for r in rows]
+    def key(r: Any) -> list:
+        turns = getattr(r, "messages", None)
+        return [r.prompt, r.response] + ([[list(t) for t in turns]] if turns else [])
+
+    return [hashlib.sha256(json.dumps(key(r)).encode()).hexdigest()[:16] for r in rows]
 
 
 def fingerprint(config: DriftConfig, train_rows: Sequence[Any], eval_rows: Sequence[Any]) -> Dict[str, Any]:
