@@ -168,13 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p, INFERENCE_FIELDS)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("plot", help="PNG of ROUGE (and gamma) per iteration, one line per run",
+    p = sub.add_parser("plot", help="figure of ROUGE (and gamma) per iteration or of the loss, one line per run",
                        description="Plot ROUGE per iteration from runs' metrics.jsonl, one line per run, "
                                    "plus gamma = mean |LCS|/|y| (the paper's Figures 2-3).")
     p.add_argument("runs", nargs="+", help="run directories (output_dir of drift train)")
-    p.add_argument("--output", default="rouge.png", help="PNG path (default: rouge.png)")
-    p.add_argument("--metric", default="all", choices=("all", "rouge1", "rouge2", "rougeL"),
-                   help="which ROUGE panel(s) to draw (default: all)")
+    p.add_argument("--output", default="rouge.png",
+                   help="figure path; .png, .pdf or .svg picks the format (default: rouge.png)")
+    p.add_argument("--metric", default="all", choices=("all", "rouge1", "rouge2", "rougeL", "loss"),
+                   help="which ROUGE panel(s) to draw, or 'loss': training loss and reward margin per step "
+                        "(default: all)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("bench", help="run a benchmark script from benchmarks/ (e.g. lcs, iteration)",

@@ -63,6 +63,7 @@ class Pair:
     response_text: str
     prompt_truncated: bool = False
     response_truncated: bool = False  # cut at max_response_length: no EOS appended
+    prompt_text: str = ""  # the prompt as given (before truncation and the chat template)
 
 
 @dataclass
@@ -130,8 +131,10 @@ def encode(tokenizer, example: data.Example, config: DriftConfig, instruction: O
         prompt = tokenizer("\n".join(t["content"] for t in turns) + "\n", add_special_tokens=True)["input_ids"]
     response = tokenizer(example.response, add_special_tokens=False)["input_ids"]
     if len(response) > config.max_response_length:
-        return Pair(prompt, response[: config.max_response_length], example.response, len(full) > len(ids), True)
-    return Pair(prompt, response + [tokenizer.eos_token_id], example.response, len(full) > len(ids), False)
+        return Pair(prompt, response[: config.max_response_length], example.response, len(full) > len(ids), True,
+                    example.prompt)
+    return Pair(prompt, response + [tokenizer.eos_token_id], example.response, len(full) > len(ids), False,
+                example.prompt)
 
 
 def truncation_report(train_set: Sequence[Pair], eval_set: Sequence[Pair], stats: Dict[str, int], config: DriftConfig,
@@ -650,8 +653,11 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
         seconds = time.perf_counter() - t0
         record["tokens_per_s"] = record.pop("tokens") * world / seconds
         record.update(kind="step", iteration=stage.index, step=step + 1, epoch=epoch + (s + 1) / per_epoch,
-                      global_step=step_offset + step + 1, lr=lr, step_s=seconds, method=cfg.method,
+                      global_step=step_offset + step + 1, lr=lr, step_s=seconds,
+                      method="sft" if stage.kind == "sft" else cfg.method,
                       grad_norm=None if grad_norm is None else float(grad_norm))
+        if cfg.method not in OAL_METHODS:
+            record.pop("oal_loss", None)  # not computed by this method: absent, not 0
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.3g}", refresh=False)
         if (step + 1) % cfg.logging_steps == 0 or step + 1 == total:
@@ -692,7 +698,9 @@ def stage_eval(run: "Run", d: Path, pairs: List[Pair]) -> Dict[str, Any]:
     ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=False, seed=0, desc=f"{d.name}: eval")
     predictions = [run.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
     scores = rouge(predictions, [p.response_text for p in pairs])
-    out = {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions}
+    out = {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions,
+           "prompts": [p.prompt_text for p in pairs],
+           "references": [p.response_text for p in pairs]}
     if run.accelerator.is_main_process:
         io.write_json(path, out)
     run.accelerator.wait_for_everyone()
