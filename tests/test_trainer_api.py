@@ -126,3 +126,30 @@ def test_python_api_with_in_memory_model_tokenizer_and_dataset(tiny_model_dir, t
     assert [r["iteration"] for r in again] == [1]
     with pytest.raises(TypeError, match="train_dataset: expected a datasets.Dataset"):
         drift.train(model=model, train_dataset="pairs.jsonl", config=cfg)
+
+
+def test_precomputed_opponent_generations(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
+    from drift.trainer import loop, train
+    from drift.trainer.loop import load_tokenizer
+
+    rows = [json.loads(x) for x in tiny_data.read_text().splitlines()]
+    gens = tmp_path / "gens.jsonl"
+    gens.write_text("".join(json.dumps({"prompt": r["prompt"], "generation": "the cat sat on a mat"}) + "\n"
+                            for r in rows))
+    calls = []
+    real = loop.generate
+    monkeypatch.setattr(loop, "generate", lambda run, model, prompts, **kw: calls.append(kw["desc"]) or real(
+        run, model, prompts, **kw))
+    cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", iterations=2, opponent_generations=str(gens))
+    train(cfg)
+    assert not any("iter_1: generate" in c for c in calls) and any("iter_2: generate" in c for c in calls)
+    tok = load_tokenizer(str(tiny_model_dir))
+    want = tok("the cat sat on a mat", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    stored = torch.load(tmp_path / "run" / "iter_1" / "generations.pt", weights_only=False)["ids"]
+    assert len(stored) == 8 and all(ids == want for ids in stored)
+    gens.write_text(gens.read_text().replace("mat", "rug"))
+    with pytest.raises(ValueError, match="opponent_generations: the content"):
+        train(cfg)
+    gens.write_text(json.dumps({"prompt": "nothing", "generation": "x"}) + "\n")
+    with pytest.raises(ValueError, match="opponent_generations: .* has no generation for 8 of 8"):
+        train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "other", opponent_generations=str(gens)))

@@ -130,6 +130,11 @@ class DriftConfig:
     temperature: float = _f(1.0, "Sampling temperature (do_sample only).")
     top_p: float = _f(1.0, "Nucleus sampling mass (do_sample only).")
     max_new_tokens: int = _f(40, "Maximum generated tokens per response (self-play and evaluation).")
+    opponent_generations: Optional[str] = _f(
+        None,
+        "JSONL of {prompt, generation} records (e.g. from `drift generate --split train`, or another model's "
+        "answers): iteration 1 trains against these instead of generating; later iterations generate.",
+    )
     generation_batch_size: int = _f(
         16, "Prompts per generate() call (per process), for the opponent's responses and for ROUGE evaluation."
     )
@@ -264,6 +269,8 @@ class DriftConfig:
         from drift.trainer.precision import resolve_precision
 
         resolve_precision(self, "cpu")  # flag combinations; the device-specific checks run in train()
+        if self.opponent_generations is not None and not Path(self.opponent_generations).expanduser().is_file():
+            raise FileNotFoundError(f"opponent_generations: no such file {self.opponent_generations}")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit: expected an integer >= 1 or null, got {self.save_total_limit}")
         if self.use_peft and self.generation_backend == "vllm" and not self.lora_save_merged:

@@ -22,6 +22,7 @@ whole batches; training is DDP/FSDP/DeepSpeed through accelerate).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -295,6 +296,29 @@ def generate(run: "Run", model, prompts: List[List[int]], *, sample: bool, seed:
     return _gather_ordered(acc, results, len(prompts))
 
 
+def provided_generations(path: Path, pairs: List[Pair], tokenizer) -> List[List[int]]:
+    """Token ids (+ EOS) of the opponent answers in ``path``, a JSONL of ``prompt`` / ``generation`` records
+    (what ``drift generate --split train`` writes), matched to the training pairs by prompt text."""
+    by_prompt: Dict[str, str] = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"opponent_generations: {path}, line {i}: invalid JSON ({e.msg})") from None
+        if not (isinstance(rec, dict) and isinstance(rec.get("prompt"), str) and isinstance(rec.get("generation"), str)):
+            raise ValueError(f"opponent_generations: {path}, line {i}: expected an object with string 'prompt' "
+                             "and 'generation'")
+        by_prompt[rec["prompt"].strip()] = rec["generation"].strip()
+    missing = [p.prompt_text for p in pairs if p.prompt_text not in by_prompt]
+    if missing:
+        raise ValueError(f"opponent_generations: {path} has no generation for {len(missing)} of {len(pairs)} "
+                         f"training prompts (first: {missing[0][:60]!r})")
+    eos = tokenizer.eos_token_id
+    return [tokenizer(by_prompt[p.prompt_text], add_special_tokens=False)["input_ids"] + [eos] for p in pairs]
+
+
 def _cut_at_eos(ids: List[int], eos: int) -> List[int]:
     return ids[: ids.index(eos) + 1] if eos in ids else ids
 
@@ -327,8 +351,12 @@ def stage_generate(run: "Run", d: Path, pairs: List[Pair], seed: int) -> Dict[st
     if path.is_file():
         return io.torch_load(path)
     t0 = time.perf_counter()
-    ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=run.config.do_sample,
-                   seed=seed, desc=f"{d.name}: generate")
+    given = run.config.opponent_generations
+    if given and d.name == "iter_1":  # bring-your-own opponent answers for the first iteration
+        ids = provided_generations(Path(given), pairs, run.tokenizer)
+    else:
+        ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=run.config.do_sample,
+                       seed=seed, desc=f"{d.name}: generate")
     out = {"ids": ids, "seconds": time.perf_counter() - t0}
     if run.accelerator.is_main_process:
         io.torch_save(path, out)

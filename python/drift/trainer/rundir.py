@@ -28,7 +28,7 @@ from drift.trainer.config import DriftConfig
 #: ``data``/``eval_data``: compared by content (fingerprint.json), not by how the path is spelled.
 FREE_SETTINGS = frozenset({
     "save_steps", "logging_steps", "report_to", "generation_batch_size", "per_device_eval_batch_size",
-    "output_dir", "iterations", "data", "eval_data", "save_total_limit",
+    "output_dir", "iterations", "data", "eval_data", "save_total_limit", "opponent_generations",
 })
 CONFIG_FILE = "config.json"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -95,8 +95,11 @@ def _row_hashes(rows: Sequence[Any]) -> List[str]:
 
 def fingerprint(config: DriftConfig, train_rows: Sequence[Any], eval_rows: Sequence[Any]) -> Dict[str, Any]:
     """What the stored stages were computed from: per-example content hashes and the resolved model."""
-    return {"train_examples": _row_hashes(train_rows), "eval_examples": _row_hashes(eval_rows),
-            "data": _resolved(config.data), "eval_data": _resolved(config.eval_data)}
+    out = {"train_examples": _row_hashes(train_rows), "eval_examples": _row_hashes(eval_rows),
+           "data": _resolved(config.data), "eval_data": _resolved(config.eval_data)}
+    if config.opponent_generations:
+        out["opponent_generations"] = hashlib.sha256(Path(config.opponent_generations).expanduser().read_bytes()).hexdigest()
+    return out
 
 
 def _changed_rows(old: List[str], new: List[str]) -> str:
@@ -122,6 +125,9 @@ def check_resume(out: Path, config: DriftConfig, fp: Dict[str, Any]) -> None:
     if not fp_path.is_file():
         return  # a run started before fingerprints: nothing to compare
     old_fp = io.read_json(fp_path)
+    if old_fp.get("opponent_generations") != fp.get("opponent_generations"):
+        raise ValueError(f"opponent_generations: the content of {config.opponent_generations} differs from the file "
+                         f"the run in {out} trained on; use another output_dir")
     for split, field in (("train_examples", "data"), ("eval_examples", "eval_data" if config.eval_data else "data")):
         if old_fp.get(split) != fp[split]:
             raise ValueError(
