@@ -63,7 +63,7 @@ def tiny_config(model_dir: Path, data: Path, output_dir: Path, **overrides):
     from drift.trainer import DriftConfig
 
     values = dict(
-        model_name_or_path=str(model_dir), data=str(data), output_dir=str(output_dir), num_train_examples=8,
+        model_name_or_path=str(model_dir), data=str(data), output_dir=None if output_dir is None else str(output_dir), num_train_examples=8,
         num_eval_examples=4, max_prompt_length=24, max_response_length=12, max_new_tokens=8,
         generation_batch_size=4, per_device_train_batch_size=2, per_device_eval_batch_size=4, iterations=1,
         learning_rate=1e-3, warmup_ratio=0.0, save_steps=2, eval_base=False, seed=3,

@@ -39,8 +39,49 @@ def test_help_of_each_command(command, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert f"drift {command}" in out
-    if command in ("train", "eval", "generate"):
+    if command == "train":
         assert "--learning_rate" in out and "Peak AdamW learning rate" in out
+    if command in ("eval", "generate"):  # only the options they use
+        assert "--max_new_tokens" in out and "--model" in out
+        assert "--learning_rate" not in out and "--save_steps" not in out and "--lora_r" not in out
+
+
+def test_version(capsys):
+    import drift
+    from drift.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"drift {drift.__version__}"
+
+
+def test_bare_boolean_flags_and_comma_separated_lists(capsys):
+    from drift.cli import build_parser
+    from drift.trainer import config_from_args
+
+    args = build_parser().parse_args(["train", "--gradient_checkpointing", "--do_sample", "false", "--use_peft",
+                                      "--report_to", "", "--lora_target_modules", "q_proj,v_proj"])
+    cfg = config_from_args(args)
+    assert (cfg.gradient_checkpointing, cfg.do_sample, cfg.use_peft) == (True, False, True)
+    assert cfg.lora_target_modules == ["q_proj", "v_proj"] and cfg.report_to == []
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--lora_target_modules A,B,... Module names LoRA adapts. Comma-separated." in out
+    assert "--gradient_checkpointing [true|false]" in out and "Bare flag: true." in out
+
+
+@pytest.mark.parametrize("key,meant", [("learning_rat", "learning_rate"), ("lr", "learning_rate"),
+                                       ("torch_dtype", "dtype"), ("batch_size", "per_device_train_batch_size"),
+                                       ("bf_16", "bf16")])
+def test_unknown_key_suggests_the_field(tmp_path, capsys, key, meant):
+    from drift.cli import main
+
+    y = tmp_path / "c.yaml"
+    y.write_text(f"{key}: 1\n")
+    assert main(["train", "--config", str(y)]) == 2
+    err = capsys.readouterr().err
+    assert f"'{key}': did you mean {meant}?" in err and "valid fields" not in err, err
 
 
 def test_every_config_field_has_help():
@@ -65,12 +106,37 @@ def test_yaml_then_cli_overrides(tmp_path):
     assert DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml").validate().method == "drift"
 
 
-def test_bare_train_is_the_demo_config():
-    from drift.cli import build_parser, _demo_base
+def test_bare_train_is_the_demo_config(capsys):
+    from drift.cli import build_parser, _base_settings
     from drift.trainer import DriftConfig, config_from_args
 
     args = build_parser().parse_args(["train"])
-    assert config_from_args(args, _demo_base(args)) == DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml")
+    assert config_from_args(args, _base_settings(args, "train")) == DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml")
+    assert "built-in demo" in capsys.readouterr().err  # it says so
+    args = build_parser().parse_args(["train", "--demo", "--data", "mtsdialog"])
+    got = config_from_args(args, _base_settings(args, "train"))
+    assert got == DriftConfig.from_yaml(REPO / "configs" / "demo_mtsdialog.yaml")
+
+
+def test_options_start_from_the_documented_defaults(tmp_path, capsys):
+    """Issue 12 item 1: `drift train --data my.jsonl` runs DriftConfig's defaults (what --help prints), not the demo's."""
+    from drift.cli import build_parser, _base_settings
+    from drift.trainer import DriftConfig, config_from_args
+
+    for argv in (["train", "--data", "my.jsonl"], ["train", "--data", "xsum"], ["eval", "--data", "my.jsonl"]):
+        args = build_parser().parse_args(argv)
+        assert config_from_args(args, _base_settings(args, argv[0])) == DriftConfig(data=argv[2]), argv
+    assert "demo" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    shown = capsys.readouterr().out
+    defaults = DriftConfig()
+    for name in ("learning_rate", "num_train_examples", "oal_weight", "save_steps", "max_new_tokens"):
+        assert f"(default: {getattr(defaults, name)!r})" in " ".join(shown.split()), name
+    assert "the defaults are the built-in demo" not in (DriftConfig.__doc__ or "")
+    with pytest.raises(ValueError, match="--demo: data must be a demo set"):
+        args = build_parser().parse_args(["train", "--demo", "--data", "my.jsonl"])
+        _base_settings(args, "train")
 
 
 @pytest.mark.parametrize(
@@ -114,6 +180,38 @@ def test_unknown_yaml_field(tmp_path, capsys, no_model_loads):
     assert "learning_rat" in capsys.readouterr().err
 
 
+def _bad_inputs(root: Path, good: Path):
+    lines = good.read_text().splitlines()
+    (root / "empty.jsonl").write_text("")
+    (root / "torn.jsonl").write_text("\n".join(lines[:3] + ['{"prompt": "a", "response": '] + lines[3:]) + "\n")
+    (root / "latin1.jsonl").write_bytes(("\n".join(lines[:1]) + "\n").encode() + b'{"prompt": "caf\xe9", "response": "x"}\n')
+    (root / "latin1.csv").write_bytes(b"prompt,response\nok,fine\ncaf\xe9,x\n")
+    (root / "broken.yaml").write_text("method: drift\nbeta: [0.1\nseed: 3\n")
+    return [
+        (["--data", str(root / "empty.jsonl")], "empty.jsonl: the file has no rows"),
+        (["--data", str(root / "torn.jsonl")], "torn.jsonl, line 4: invalid JSON"),
+        (["--data", str(root / "latin1.jsonl")], "latin1.jsonl, line 2: not UTF-8 text (byte 0xe9"),
+        (["--data", str(root / "latin1.csv")], "latin1.csv, line 3: not UTF-8 text"),
+        (["--config", str(root / "broken.yaml")], "broken.yaml, line 3 column 5: invalid YAML"),
+        (["--data", str(good), "--num_train_examples", "8", "--num_eval_examples", "4",
+          "--model_name_or_path", str(root / "no-such-model")], "model_name_or_path: "),
+    ]
+
+
+def test_bad_files_fail_in_one_line_before_anything_is_written(tiny_data, tmp_path, capsys, monkeypatch):
+    """Issue 12 item 7: file, line and problem in one line, exit code 2, no run folder left behind."""
+    from drift.cli import main
+
+    monkeypatch.setattr("drift.assets.smollm2_model_dir", lambda: (_ for _ in ()).throw(AssertionError("model")))
+    for argv, expected in _bad_inputs(tmp_path, tiny_data):
+        out = tmp_path / "out"
+        rc = main(["train", *argv, "--output_dir", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2, (argv, err)
+        assert expected in err[-1] and err[-1].startswith("drift train: error: "), (expected, err)
+        assert not out.exists(), argv
+
+
 def test_trackers_are_checked():
     import importlib.util
 
@@ -150,6 +248,41 @@ def test_missing_column_fails_before_any_model_loads(no_model_loads, tiny_data, 
     cfg = DriftConfig(data=str(tmp_path / "nope.jsonl"), output_dir=str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match="data"):
         train(cfg)
+
+
+def test_output_dir_named_from_data_and_method(tmp_path):
+    """Issue 12 item 4: runs/<data stem>-<method>, never the raw path; different runs never share a folder."""
+    from drift.trainer import DriftConfig
+    from drift.trainer.io import write_json
+    from drift.trainer.rundir import resolve_output_dir
+
+    root = tmp_path / "runs"
+    fp = {"train_examples": ["a"], "eval_examples": ["b"]}
+    drift = resolve_output_dir(DriftConfig(data="/data/pairs.jsonl"), fp, root)
+    spin = resolve_output_dir(DriftConfig(data="/data/pairs.jsonl", method="spin"), fp, root)
+    assert (drift.output_dir, spin.output_dir) == (str(root / "pairs-drift"), str(root / "pairs-spin"))
+    assert resolve_output_dir(DriftConfig(data="xsum"), fp, root).output_dir == str(root / "xsum-drift")
+    assert resolve_output_dir(DriftConfig(output_dir="mine"), fp, root).output_dir == "mine"
+    write_json(root / "pairs-drift" / "config.json", drift.to_dict())
+    write_json(root / "pairs-drift" / "fingerprint.json", fp)
+    assert resolve_output_dir(DriftConfig(data="/data/pairs.jsonl"), fp, root).output_dir == drift.output_dir  # resume
+    notes = []
+    other = resolve_output_dir(DriftConfig(data="/data/pairs.jsonl", beta=0.3), fp, root, notes=notes)
+    assert other.output_dir == str(root / "pairs-drift-2") and "beta" in notes[0]
+    changed = resolve_output_dir(DriftConfig(data="/data/pairs.jsonl"), {**fp, "train_examples": ["c"]}, root)
+    assert changed.output_dir == str(root / "pairs-drift-2")
+
+
+def test_two_methods_on_one_file_do_not_collide(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
+    from conftest import tiny_config
+    from drift.trainer import train
+
+    monkeypatch.chdir(tmp_path)
+    for method in ("drift", "spin"):
+        records = train(tiny_config(tiny_model_dir, tiny_data, None, method=method))
+        assert records.output_dir == Path("runs") / f"pairs-{method}"
+        assert (tmp_path / "runs" / f"pairs-{method}" / "iter_1" / "model").is_dir()
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["pairs-drift", "pairs-spin"]
 
 
 def test_changed_settings_refuse_to_resume(tiny_data, tmp_path, no_model_loads):

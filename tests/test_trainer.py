@@ -151,8 +151,9 @@ def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, met
     assert [s["step"] for s in steps] == [1, 2, 3, 4]
     if method != "sft":
         assert 0.0 <= rec["gamma"] <= 1.0
-        for k in ("self_play_loss", "oal_loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "lr", "tokens_per_s"):
+        for k in ("self_play_loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "lr", "tokens_per_s"):
             assert k in steps[0]
+        assert ("oal_loss" in steps[0]) == (method in ("drift", "drift_no_dam"))  # absent where not computed
         assert abs(steps[0]["rewards/margins"] - (steps[0]["rewards/chosen"] - steps[0]["rewards/rejected"])) < 1e-5
         # the policy starts as the reference: zero rewards at step 1
         assert abs(steps[0]["rewards/chosen"]) < 1e-3 and abs(steps[0]["rewards/rejected"]) < 1e-3
@@ -298,7 +299,7 @@ def test_lora_iteration_merges_adapters(tiny_model_dir, tiny_data, tmp_path):
     pytest.importorskip("peft")
     from drift.trainer import train
 
-    train(tiny_config(tiny_model_dir, tiny_data, tmp_path, use_peft=True, lora_r=4, lora_alpha=8))
+    train(tiny_config(tiny_model_dir, tiny_data, tmp_path, use_peft=True, lora_r=4, lora_alpha=8, lora_save_merged=True))
     after = _weights(tmp_path / "iter_1" / "model")
     before = _weights(tiny_model_dir)
     assert after.keys() == before.keys()  # a plain (merged) model, no adapter tensors

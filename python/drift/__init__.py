@@ -6,7 +6,8 @@ Public API:
 - :func:`token_logps`, :func:`oal_loss`, :func:`spin_loss`, :func:`dam_loss`, :func:`drift_loss`,
   :class:`DriftLoss` - the fused training losses (METHOD.md sections 1-3);
 - :func:`build_info`, :func:`cuda_available`, :func:`set_num_threads`, :func:`get_num_threads`;
-- :mod:`drift.reference` - plain-Python/PyTorch reference implementations for tests.
+- :mod:`drift.reference` - plain-Python/PyTorch reference implementations for tests;
+- :func:`drift.train` / :class:`drift.DriftConfig` - the trainer (``drift.trainer``, loaded lazily).
 """
 
 from drift._native import build_info, cuda_available, get_num_threads, set_num_threads
@@ -24,6 +25,15 @@ from drift.losses import (
 from drift import reference
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``drift.train`` / ``drift.DriftConfig``: the trainer, imported on first use (it needs the train extras)."""
+    if name in ("train", "DriftConfig"):
+        import drift.trainer
+
+        return getattr(drift.trainer, name)
+    raise AttributeError(f"module 'drift' has no attribute {name!r}")
 
 __all__ = [
     "DriftLoss",

@@ -96,7 +96,9 @@ def smollm2_model_dir(cache: Path | None = None) -> Path:
 
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIR_NAME}-", dir=root))
-    os.chmod(tmp, 0o755)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # as mkdir would under the process umask (mkdtemp makes 0700)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
         quantizer = getattr(model, "hf_quantizer", None)

