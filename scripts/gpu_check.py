@@ -607,6 +607,10 @@ class Runner:
 
 
 def _git_commit(root: Path) -> Optional[str]:
+    """The checkout's commit (+dirty), or $DRIFT_GIT_COMMIT where the tree was copied without
+    its own git metadata (a copy can carry a stale .git: its HEAD is then not the tree's)."""
+    if os.environ.get("DRIFT_GIT_COMMIT"):
+        return os.environ["DRIFT_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10)
