@@ -125,7 +125,7 @@ def test_fsdp_launch_shards_the_model_on_cpu(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("name, launcher, overrides", [
     ("fsdp", FSDP, {}),
-    ("lora-ddp", DDP, dict(use_peft=True, lora_r=4, lora_alpha=8)),
+    ("lora-ddp", DDP, dict(use_peft=True, lora_r=4, lora_alpha=8, lora_save_merged=True)),  # merged: comparable weights
 ])
 def test_two_processes_equal_one_process_with_doubled_accumulation(tiny_model_dir, tiny_data, tmp_path, name,
                                                                    launcher, overrides):
