@@ -178,6 +178,9 @@ def test_eval_metric_none_skips_held_out_generation(tiny_model_dir, tiny_data, t
     assert not list((tmp_path / "run").rglob("eval.json")) and not (tmp_path / "run" / "rouge.png").exists()
     out = capsys.readouterr().out
     assert "iter_1" in out and "plot: none" in out
+    assert main(["plot", str(tmp_path / "run"), "--output", str(tmp_path / "r.png")]) == 2
+    assert "no ROUGE scores (trained with eval_metric none); plot its loss with --metric loss" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path / "run"), "--metric", "loss", "--output", str(tmp_path / "l.png")]) == 0
 
 
 def test_eval_metric_rouge_scores_every_stage(tiny_model_dir, tiny_data, tmp_path, generate_spy):

@@ -89,8 +89,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from drift.plot import plot_runs
+    from drift.plot import iteration_records, plot_runs
 
+    if args.metric != "loss":
+        for run in args.runs:
+            if not any("rouge1" in r for r in iteration_records(Path(run))):
+                raise ValueError(f"runs: {run} has no ROUGE scores (trained with eval_metric none); "
+                                 "plot its loss with --metric loss")
     out = plot_runs([Path(p) for p in args.runs], Path(args.output), metric=args.metric)
     print(f"plot: {out}")
     return 0

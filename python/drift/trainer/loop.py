@@ -743,7 +743,7 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
 # stage: evaluate
 def evaluate_pairs(run: "Run", model, pairs: List[Pair], desc: str) -> Dict[str, Any]:
     """Greedy generations for the held-out ``pairs`` in batches of ``per_device_eval_batch_size``, scored by
-    ``eval_metric``: the scores, ``seconds``, predictions, prompts and references."""
+    ROUGE-1/2/L: the scores, ``seconds``, predictions, prompts and references."""
     t0 = time.perf_counter()
     ids = generate(run, model, [p.prompt_ids for p in pairs], sample=False, seed=0, desc=desc,
                    batch_size=run.config.per_device_eval_batch_size)
