@@ -44,7 +44,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, _base_settings(args, args.command)).validate()
     records = train(cfg)
-    if records:
+    if records and cfg.eval_metric == "none":
+        print("plot: none (eval_metric none: no ROUGE to plot; drift plot --metric loss draws the loss curves)")
+    elif records:
         png = Path(records.output_dir) / "rouge.png"
         plot_runs([Path(records.output_dir)], png)
         print(f"plot: {png}")
@@ -87,8 +89,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from drift.plot import plot_runs
+    from drift.plot import iteration_records, plot_runs
 
+    if args.metric != "loss":
+        for run in args.runs:
+            if not any("rouge1" in r for r in iteration_records(Path(run))):
+                raise ValueError(f"runs: {run} has no ROUGE scores (trained with eval_metric none); "
+                                 "plot its loss with --metric loss")
     out = plot_runs([Path(p) for p in args.runs], Path(args.output), metric=args.metric)
     print(f"plot: {out}")
     return 0
@@ -134,7 +141,7 @@ def _add_demo_argument(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from drift import __version__
-    from drift.trainer.config import INFERENCE_FIELDS, add_config_arguments
+    from drift.trainer.config import EVAL_FIELDS, INFERENCE_FIELDS, add_config_arguments
 
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT self-play fine-tuning of causal LMs.")
     parser.add_argument("--version", action="version", version=f"drift {__version__}")
@@ -162,10 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="ROUGE-1/2/L of a model on the held-out split",
-                       description="Greedy generation on the held-out prompts, ROUGE-1/2/L (stemmed, CJK-aware).")
+                       description="Greedy generation on the held-out prompts in batches of "
+                                   "per_device_eval_batch_size, ROUGE-1/2/L (stemmed, CJK-aware).")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     _add_demo_argument(p)
-    add_config_arguments(p, INFERENCE_FIELDS)
+    add_config_arguments(p, EVAL_FIELDS)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("plot", help="figure of ROUGE (and gamma) per iteration or of the loss, one line per run",

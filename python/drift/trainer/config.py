@@ -22,6 +22,7 @@ SCHEDULERS = ("linear", "cosine", "constant")
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("transformers", "vllm")
+EVAL_METRICS = ("rouge", "none")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -90,6 +91,18 @@ class DriftConfig:
         "new iterations. Needs iterations: 1.",
     )
     eval_base: bool = _f(True, "Evaluate the starting model (before any training) as stage 'base'.")
+    eval_metric: str = _f(
+        "rouge",
+        f"Score of the held-out evaluation, one of {EVAL_METRICS}: rouge (ROUGE-1/2/L of greedy generations) or none "
+        "(no held-out generation at all: no eval.json, no base stage, iteration records without scores, no "
+        "rouge.png; drift eval still scores ROUGE when asked).",
+    )
+    eval_steps: Optional[int] = _f(
+        None,
+        "If set: also evaluate on the held-out split every eval_steps optimizer steps inside each training stage "
+        "(TRL's eval_steps), logged as kind 'eval' records at the global step; the stage's last step is the "
+        "iteration record. Default (null or 0): only after each iteration.",
+    )
     # --- optimisation (names as in transformers.TrainingArguments) -------------------------
     learning_rate: float = _f(5e-7, "Peak AdamW learning rate.")
     sft_learning_rate: Optional[float] = _f(
@@ -105,8 +118,15 @@ class DriftConfig:
     per_device_train_batch_size: int = _f(4, "Pairs per process per micro-batch.")
     per_device_eval_batch_size: int = _f(
         8,
-        "Pairs per process per batch in the no-grad forward passes that score pairs (the opponent's reference "
-        "log-probs). Generation - for self-play and for ROUGE evaluation - batches by generation_batch_size.",
+        "Evaluation batch per process: held-out prompts per generate() call when scoring (the eval stage after each "
+        "iteration, eval_steps, drift eval), as transformers' per_device_eval_batch_size; also the pairs per batch of "
+        "the reference log-prob pass unless precompute_ref_batch_size is set. Self-play generation batches by "
+        "generation_batch_size.",
+    )
+    precompute_ref_batch_size: Optional[int] = _f(
+        None,
+        "Pairs per process per batch in the no-grad pass that precomputes the opponent's reference log-probs of each "
+        "self-play iteration (TRL's name). Default: per_device_eval_batch_size.",
     )
     gradient_accumulation_steps: int = _f(1, "Micro-batches accumulated per optimizer step.")
     num_train_epochs: int = _f(1, "Epochs over the training pairs in each iteration.")
@@ -136,7 +156,9 @@ class DriftConfig:
         "answers): iteration 1 trains against these instead of generating; later iterations generate.",
     )
     generation_batch_size: int = _f(
-        16, "Prompts per generate() call (per process), for the opponent's responses and for ROUGE evaluation."
+        16,
+        "Prompts per generate() call (per process) for the opponent's responses in self-play and for drift generate. "
+        "Evaluation batches by per_device_eval_batch_size.",
     )
     # --- LoRA (peft) -----------------------------------------------------------------------
     use_peft: bool = _f(
@@ -209,6 +231,15 @@ class DriftConfig:
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps: expected a positive count or -1 (epochs decide), got {self.max_steps}")
         _choice("generation_backend", self.generation_backend, BACKENDS)
+        _choice("eval_metric", self.eval_metric, EVAL_METRICS)
+        if self.eval_steps is not None and self.eval_steps < 0:
+            raise ValueError(f"eval_steps: expected an integer >= 1, or 0/null (off), got {self.eval_steps}")
+        if self.eval_steps and self.eval_metric == "none":
+            raise ValueError(f"eval_steps: evaluating every {self.eval_steps} steps needs a metric, but eval_metric "
+                             "is 'none'; set eval_metric: rouge or drop eval_steps")
+        if self.precompute_ref_batch_size is not None and self.precompute_ref_batch_size < 1:
+            raise ValueError(f"precompute_ref_batch_size: expected an integer >= 1 or null, got "
+                             f"{self.precompute_ref_batch_size}")
         for name in (
             "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
             "num_train_epochs", "max_new_tokens", "generation_batch_size", "max_prompt_length",
@@ -303,7 +334,8 @@ DEMO: Dict[str, Any] = {
     "sft_learning_rate": 1e-5,
     "warmup_ratio": 0.0,
     "per_device_train_batch_size": 4,
-    "per_device_eval_batch_size": 8,
+    "per_device_eval_batch_size": 16,  # the evaluation batch the demo's table was made with
+    "precompute_ref_batch_size": 8,  # the reference pass's batch (it used per_device_eval_batch_size before)
     "save_steps": 4,
     "beta": 0.1,
     "oal_weight": 0.1,
@@ -325,7 +357,8 @@ def demo_settings(data: str = "xsum") -> Dict[str, Any]:
 _ALIASES = {
     "lr": "learning_rate", "model": "model_name_or_path", "model_name": "model_name_or_path",
     "batch_size": "per_device_train_batch_size", "train_batch_size": "per_device_train_batch_size",
-    "eval_batch_size": "per_device_eval_batch_size", "epochs": "num_train_epochs", "max_length": "max_response_length",
+    "eval_batch_size": "per_device_eval_batch_size", "metric": "eval_metric", "metrics": "eval_metric",
+    "eval_strategy": "eval_steps", "evaluation_strategy": "eval_steps", "ref_batch_size": "precompute_ref_batch_size", "epochs": "num_train_epochs", "max_length": "max_response_length",
     "max_completion_length": "max_new_tokens", "torch_dtype": "dtype", "peft": "use_peft", "lora": "use_peft",
     "dataset": "data", "dataset_name": "data", "train_file": "data", "eval_file": "eval_data",
     "warmup_steps": "warmup_ratio", "lr_scheduler": "lr_scheduler_type", "output": "output_dir",
@@ -434,12 +467,14 @@ def load_yaml(path: str | Path, name: str) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # command line
-#: The fields ``drift eval`` / ``drift generate`` use (their --help lists only these).
+#: The fields ``drift generate`` uses (its --help lists only these).
 INFERENCE_FIELDS = (
     "model_name_or_path", "dtype", "bf16", "fp16", "data", "eval_data", "prompt_column", "response_column",
     "instruction", "num_train_examples", "num_eval_examples", "data_seed", "max_prompt_length", "use_chat_template",
     "generation_backend", "do_sample", "temperature", "top_p", "max_new_tokens", "generation_batch_size", "seed",
 )
+#: The fields ``drift eval`` uses: evaluation batches by per_device_eval_batch_size, not generation_batch_size.
+EVAL_FIELDS = tuple(f for f in INFERENCE_FIELDS if f != "generation_batch_size") + ("per_device_eval_batch_size",)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, fields: Optional[Sequence[str]] = None) -> None:

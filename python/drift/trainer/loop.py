@@ -9,7 +9,7 @@
         masks      drift.lcs_mask(y, y')         -> masks.pt      (gamma = mean |LCS|/|y|)
         reference  opponent's masked log-probs   -> reference.pt  (computed once, same model)
         train      pi_theta <- pi_{k-1} on the method's loss -> model/ (train_state-<step>/ meanwhile)
-        evaluate   ROUGE-1/2/L on held-out data  -> eval.json
+        evaluate   ROUGE-1/2/L on held-out data  -> eval.json     (eval_metric; eval_steps also inside train)
         log        the iteration record          -> metrics.jsonl
 
 Every stage writes its output atomically and is skipped when its output exists, so rerunning
@@ -263,14 +263,19 @@ def response_logits(model, batch: Batch) -> torch.Tensor:
 
 # =============================================================================================
 # stage: generate
-def generate(run: "Run", model, prompts: List[List[int]], *, sample: bool, seed: int, desc: str) -> List[List[int]]:
-    """Responses (ids, cut after the first EOS) for ``prompts``, batched, left-padded, sharded by batch."""
+def generate(run: "Run", model, prompts: List[List[int]], *, sample: bool, seed: int, desc: str,
+             batch_size: Optional[int] = None) -> List[List[int]]:
+    """Responses (ids, cut after the first EOS) for ``prompts``, batched, left-padded, sharded by batch.
+
+    ``batch_size`` prompts per generate() call (default ``generation_batch_size``; evaluation
+    passes ``per_device_eval_batch_size``).
+    """
     if run.config.generation_backend == "vllm":
         return _generate_vllm(run, prompts, sample=sample, seed=seed)
     from tqdm.auto import tqdm
 
     acc, cfg, tok = run.accelerator, run.config, run.tokenizer
-    bs = cfg.generation_batch_size
+    bs = batch_size or cfg.generation_batch_size
     batches = list(range(0, len(prompts), bs))
     mine = batches[acc.process_index:: acc.num_processes]
     results: List[tuple] = []
@@ -427,7 +432,7 @@ def stage_reference(run: "Run", d: Path, items: List[Item]) -> Dict[str, Any]:
     model = run.policy.get()
     model.eval()
     t0 = time.perf_counter()
-    bs = cfg.per_device_eval_batch_size
+    bs = cfg.precompute_ref_batch_size or cfg.per_device_eval_batch_size
     starts = list(range(0, len(items), bs))[acc.process_index:: acc.num_processes]
     results = []
     with torch.no_grad(), run.precision.autocast():
@@ -601,8 +606,14 @@ def _save_train_state(run: "Run", d: Path, step: int, scaler=None) -> None:
     acc.wait_for_everyone()
 
 
-def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset: int):
+def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset: int,
+                eval_set: Optional[List[Pair]] = None):
     """Train the policy for ``stage.epochs`` epochs on ``items``; save ``d/model``; return the model.
+
+    With ``eval_steps``, every ``eval_steps`` optimizer steps (but the stage's last, which the
+    iteration record scores) the model in training is evaluated on ``eval_set`` and a ``kind:
+    eval`` record logged at the global step; like step records, those after the last saved
+    state are dropped and rewritten on resume.
 
     Data order: epoch ``e`` uses a permutation seeded by (seed, stage, e); optimizer step ``s``
     takes the next ``per_device_train_batch_size * gradient_accumulation_steps * processes``
@@ -642,7 +653,12 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
         start = int(state["step"])
         if scaler is not None and (d / state["dir"] / SCALER_FILE).is_file():
             scaler.load_state_dict(torch.load(d / state["dir"] / SCALER_FILE, weights_only=False))
-    run.log.drop(lambda r: r.get("kind") == "step" and r.get("iteration") == stage.index and r["step"] > start)
+    run.log.drop(lambda r: r.get("kind") in ("step", "eval") and r.get("iteration") == stage.index
+                 and r["step"] > start)
+    eval_every = cfg.eval_steps if cfg.eval_steps and cfg.eval_metric != "none" and eval_set else 0
+    if eval_every and acc.distributed_type == "FSDP":
+        raise ValueError("eval_steps: evaluating during training is not supported under FSDP (the sharded model "
+                         "cannot generate batch by batch on each process); drop eval_steps")
 
     t_train = time.perf_counter()
     bar = _progress(acc, d.name, start, total)
@@ -691,6 +707,11 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
         bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.3g}", refresh=False)
         if (step + 1) % cfg.logging_steps == 0 or step + 1 == total:
             run.emit(record)
+        if eval_every and (step + 1) % eval_every == 0 and step + 1 < total:
+            ev = evaluate_pairs(run, acc.unwrap_model(wrapped), eval_set, f"{d.name}: eval@{step + 1}")
+            run.emit({"kind": "eval", "iteration": stage.index, "step": step + 1,
+                      "global_step": step_offset + step + 1, "method": record["method"], "run": cfg.label,
+                      "rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"], "eval_s": ev["seconds"]})
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
             _save_train_state(run, d, step + 1, scaler)
         _fault_point(f"{d.name}: train:step{step + 1}")
@@ -720,17 +741,27 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
 
 # =============================================================================================
 # stage: evaluate
-def stage_eval(run: "Run", d: Path, pairs: List[Pair]) -> Dict[str, Any]:
+def evaluate_pairs(run: "Run", model, pairs: List[Pair], desc: str) -> Dict[str, Any]:
+    """Greedy generations for the held-out ``pairs`` in batches of ``per_device_eval_batch_size``, scored by
+    ROUGE-1/2/L: the scores, ``seconds``, predictions, prompts and references."""
+    t0 = time.perf_counter()
+    ids = generate(run, model, [p.prompt_ids for p in pairs], sample=False, seed=0, desc=desc,
+                   batch_size=run.config.per_device_eval_batch_size)
+    predictions = [run.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+    scores = rouge(predictions, [p.response_text for p in pairs])
+    return {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions,
+            "prompts": [p.prompt_text for p in pairs],
+            "references": [p.response_text for p in pairs]}
+
+
+def stage_eval(run: "Run", d: Path, pairs: List[Pair]) -> Optional[Dict[str, Any]]:
+    """``d/eval.json``: the stage model's held-out evaluation (None, and nothing written, with eval_metric none)."""
+    if run.config.eval_metric == "none":
+        return None
     path = d / "eval.json"
     if path.is_file():
         return io.read_json(path)
-    t0 = time.perf_counter()
-    ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=False, seed=0, desc=f"{d.name}: eval")
-    predictions = [run.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
-    scores = rouge(predictions, [p.response_text for p in pairs])
-    out = {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions,
-           "prompts": [p.prompt_text for p in pairs],
-           "references": [p.response_text for p in pairs]}
+    out = evaluate_pairs(run, run.policy.get(), pairs, f"{d.name}: eval")
     if run.accelerator.is_main_process:
         io.write_json(path, out)
     run.accelerator.wait_for_everyone()
@@ -912,17 +943,19 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
     if config.report_to:
         acc.init_trackers("drift", config={k: str(v) for k, v in config.to_dict().items()})
 
-    def record_iteration(index: int, name: str, ev: Dict[str, Any], extra: Dict[str, Any], global_step: int) -> None:
+    def record_iteration(index: int, name: str, ev: Optional[Dict[str, Any]], extra: Dict[str, Any],
+                         global_step: int) -> None:
         if run.log.has(lambda r: r.get("kind") == "iteration" and r.get("iteration") == index):
             return
+        scores = {} if ev is None else {"rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"],
+                                        "eval_s": ev["seconds"]}  # eval_metric none: no scores
         rec = {"kind": "iteration", "iteration": index, "stage": name, "method": config.method, "run": config.label,
-               "rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"], "eval_s": ev["seconds"],
-               "global_step": global_step, **extra}  # trackers plot it at the step the stage ended
+               **scores, "global_step": global_step, **extra}  # trackers plot it at the step the stage ended
         run.emit(rec)
 
     if not run.log.has(lambda r: r.get("kind") == "data"):
         run.emit(report["record"])
-    if config.eval_base:
+    if config.eval_base and config.eval_metric != "none":
         ev = stage_eval(run, out / "base", eval_set)
         record_iteration(-1, "base", ev, {}, 0)
 
@@ -947,7 +980,7 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
                          reference_s=io.torch_load(src / "reference.pt")["seconds"],
                          generated_tokens=sum(len(g) for g in gens["ids"]) / len(gens["ids"]))
         if not trained:
-            run.policy.set(d / "model", stage_train(run, stage, d, items, step_offset))
+            run.policy.set(d / "model", stage_train(run, stage, d, items, step_offset, eval_set))
         else:
             run.policy.set(d / "model", None)
             if acc.is_main_process:  # a kill between saving the model and dropping the training state
@@ -1023,5 +1056,6 @@ def format_table(records: List[Dict[str, Any]]) -> str:
         gamma = f"{r['gamma']:.3f}" if "gamma" in r else "-"
         gen = f"{r['generation_s']:.0f}" if "generation_s" in r else "-"
         tr = f"{r['train_s']:.0f}" if "train_s" in r else "-"
-        lines.append(f"{r['stage']:<8} {method:<13} {r['rouge1']:>7.2f} {r['rouge2']:>7.2f} {r['rougeL']:>7.2f} {gamma:>6} {gen:>6} {tr:>7}")
+        r1, r2, rl = (f"{r[k]:>7.2f}" if k in r else f"{'-':>7}" for k in ("rouge1", "rouge2", "rougeL"))
+        lines.append(f"{r['stage']:<8} {method:<13} {r1} {r2} {rl} {gamma:>6} {gen:>6} {tr:>7}")
     return "\n".join(lines)

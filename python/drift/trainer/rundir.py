@@ -28,6 +28,7 @@ from drift.trainer.config import DriftConfig
 #: ``data``/``eval_data``: compared by content (fingerprint.json), not by how the path is spelled.
 FREE_SETTINGS = frozenset({
     "save_steps", "logging_steps", "report_to", "generation_batch_size", "per_device_eval_batch_size",
+    "precompute_ref_batch_size", "eval_steps",
     "output_dir", "iterations", "data", "eval_data", "save_total_limit", "opponent_generations",
 })
 CONFIG_FILE = "config.json"

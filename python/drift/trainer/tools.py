@@ -111,9 +111,11 @@ def generate_file(config: DriftConfig, model: Optional[str], output: str, split:
 
 
 def evaluate_model(config: DriftConfig, model: Optional[str]) -> Dict[str, float]:
-    """Greedy ROUGE-1/2/L (percent) of ``model`` on the config's held-out examples."""
+    """Greedy ROUGE-1/2/L (percent) of ``model`` on the config's held-out examples, generated in batches of
+    ``per_device_eval_batch_size`` (ROUGE whatever the run's ``eval_metric``: it is what was asked for)."""
     rows, instruction, what = _split_rows(config, "eval")
     run, pairs = _setup(config, model, rows, instruction, "eval", what)
-    ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=False, seed=0, desc="eval")
+    ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=False, seed=0, desc="eval",
+                   batch_size=config.per_device_eval_batch_size)
     preds = [run.tokenizer.decode(g, skip_special_tokens=True).strip() for g in ids]
     return rouge(preds, [r.response for r in rows])
