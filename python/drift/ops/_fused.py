@@ -79,6 +79,22 @@ def define(name: str, forward_kernels: Tuple[Callable, Callable], backward_kerne
     return FusedOp(name, _by_device(*forward_kernels), _by_device(*backward_kernels), saved)
 
 
+def define_double_backward(name: str, second_order: Callable, keep: Sequence[int]) -> None:
+    """Registers the derivative of ``drift::<name>_backward``: ``second_order(grad_grad, *kept)``
+    returns (d grad_out, d logits), ``kept`` being the backward's inputs at the ``keep``
+    positions (grad_out and logits first); the other inputs get no gradient."""
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*(inputs[i] for i in keep))
+        ctx.num_inputs = len(inputs)
+
+    def backward(ctx, grad_grad):
+        d_grad, d_logits = second_order(grad_grad, *ctx.saved_tensors)
+        return (d_grad, d_logits) + (None,) * (ctx.num_inputs - 2)
+
+    torch.library.register_autograd(f"drift::{name}_backward", backward, setup_context=setup_context)
+
+
 class _Eager(torch.autograd.Function):
     """The eager road: the op's kernels called directly (a graph of the backward, when asked
     for, goes through the backward custom op and its derivative)."""

@@ -157,18 +157,8 @@ def oal_double_backward(
     return d_grad, d_logits.to(logits.dtype)
 
 
-def _setup_backward_context(ctx, inputs, output):
-    grad_target_logps, logits, targets, _, argmax = inputs
-    ctx.save_for_backward(grad_target_logps, logits, targets, argmax)
-
-
-def _double_backward(ctx, grad_grad):
-    grad_target_logps, logits, targets, argmax = ctx.saved_tensors
-    d_grad, d_logits = oal_double_backward(grad_grad, grad_target_logps, logits, targets, argmax)
-    return d_grad, d_logits, None, None, None
-
-
-torch.library.register_autograd("drift::oal_backward", _double_backward, setup_context=_setup_backward_context)
+# backward inputs (grad, logits, targets, lse, argmax): the second order needs all but lse
+_fused.define_double_backward("oal", oal_double_backward, keep=(0, 1, 2, 4))
 
 
 def oal_loss(

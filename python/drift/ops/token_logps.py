@@ -128,18 +128,8 @@ def token_logps_double_backward(
     return d_grad, d_logits.to(logits.dtype)
 
 
-def _setup_backward_context(ctx, inputs, output):
-    grad_logps, logits, labels, mask, _ = inputs
-    ctx.save_for_backward(grad_logps, logits, labels, mask)
-
-
-def _double_backward(ctx, grad_grad):
-    grad_logps, logits, labels, mask = ctx.saved_tensors
-    d_grad, d_logits = token_logps_double_backward(grad_grad, grad_logps, logits, labels, mask)
-    return d_grad, d_logits, None, None, None
-
-
-torch.library.register_autograd("drift::token_logps_backward", _double_backward, setup_context=_setup_backward_context)
+# backward inputs (grad, logits, labels, mask, lse): the second order needs all but lse
+_fused.define_double_backward("token_logps", token_logps_double_backward, keep=(0, 1, 2, 3))
 
 
 def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
