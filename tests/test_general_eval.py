@@ -126,3 +126,18 @@ def test_cli_scores_the_tiny_model_offline_and_deterministically(tiny_model_dir,
     again = general_eval.evaluate_general(model, tok, limit=4, batch_size=4)
     assert {k: v["score"] for k, v in again["tasks"].items()} == {k: v["score"] for k, v in summary["tasks"].items()}
     assert model.training  # evaluated in eval mode, then restored
+
+
+def test_drift_eval_general_scores_a_model_folder(tiny_model_dir, tmp_path, capsys):
+    """`drift eval --general` runs the offline tasks on a model folder and prints the table."""
+    from drift.cli import main
+
+    out = tmp_path / "general.json"
+    rc = main(["eval", "--general", "--model", str(tiny_model_dir), "--tasks", "mmlu", "--limit", "2",
+               "--output", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "mmlu" in printed
+    summary = json.loads(out.read_text())
+    assert summary["tasks"]["mmlu"]["samples"] == 2
+    assert 0.0 <= summary["tasks"]["mmlu"]["score"] <= 1.0

