@@ -101,3 +101,32 @@ def test_logs_name_the_warm_start_omit_uncomputed_oal_and_eval_keeps_prompts(tin
     assert len(ev["prompts"]) == len(ev["references"]) == len(ev["predictions"]) == 4
     rows = [json.loads(x) for x in tiny_data.read_text().splitlines()]
     assert set(ev["references"]) <= {r["response"] for r in rows} and set(ev["prompts"]) <= {r["prompt"] for r in rows}
+
+
+def test_diagnostics_plot_draws_difference_vs_lcs_and_recall(tmp_path):
+    """--metric diagnostics: per run, difference (solid) and LCS (dashed) log-probs, recall and
+    precision per iteration from the diag_* records; a run without them is a clear error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from drift import plot
+    from drift.cli import main
+
+    run = _fake_run(tmp_path / "a", "drift", [0, 1, 2])
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in recs:
+        if r["kind"] == "iteration":
+            k = r["iteration"]
+            r.update(diag_logp_difference=-5.0 + k, diag_logp_lcs=-2.0, diag_vocab_recall=0.3 + 0.1 * k,
+                     diag_vocab_precision=0.5)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    fig = plot._diagnostics_figure(plt, [run])
+    solid, dashed = fig.axes[0].lines[:2]
+    assert list(solid.get_ydata()) == [-5.0, -4.0, -3.0] and list(dashed.get_ydata()) == [-2.0] * 3
+    assert list(fig.axes[1].lines[0].get_ydata()) == pytest.approx([0.3, 0.4, 0.5])
+    plt.close(fig)
+    assert main(["plot", str(run), "--metric", "diagnostics", "--output", str(tmp_path / "d.png")]) == 0
+    bare = _fake_run(tmp_path / "b", "spin", [1])
+    assert main(["plot", str(bare), "--metric", "diagnostics", "--output", str(tmp_path / "e.png")]) == 2

@@ -348,3 +348,24 @@ def test_loss_matches_drift_reference_on_the_trainer_batch(tiny_model_dir, tiny_
     assert float(got["loss"]) == pytest.approx(float(want[0]), rel=1e-5, abs=1e-5)
     assert float(got["self_play_loss"]) == pytest.approx(float(want[1]), rel=1e-5, abs=1e-6)
     assert float(got["rewards/margins"]) == pytest.approx(float(want[5].mean()), rel=1e-4, abs=1e-6)
+
+
+def test_iteration_records_carry_the_mechanism_diagnostics(tiny_model_dir, tiny_data, tmp_path):
+    """eval_diagnostics (default on): each evaluated stage logs diag_* from its own held-out
+    generations, equal to drift.diagnostics recomputed from eval.json's stage; off: none."""
+    import json
+
+    from drift.trainer import train
+
+    records = train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "on"))
+    rec = records[-1]
+    for k in ("diag_logp_difference", "diag_logp_lcs", "diag_vocab_recall", "diag_vocab_precision"):
+        assert k in rec
+    assert rec["diag_pairs"] > 0
+    assert rec["diag_vocab_recall"] is None or 0.0 <= rec["diag_vocab_recall"] <= 1.0
+    for k in ("logp_difference", "logp_lcs"):
+        assert rec[f"diag_{k}"] is None or rec[f"diag_{k}"] <= 0.0  # mean log-probs
+    ev = json.loads((tmp_path / "on" / "iter_1" / "eval.json").read_text())
+    assert ev["diagnostics"]["vocab_recall"] == rec["diag_vocab_recall"]
+    off = train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "off", eval_diagnostics=False))
+    assert not any(k.startswith("diag_") for k in off[-1])

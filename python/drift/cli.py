@@ -123,7 +123,7 @@ def _eval_general(args: argparse.Namespace, cfg, model) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from drift.plot import iteration_records, plot_runs
 
-    if args.metric != "loss":
+    if args.metric not in ("loss", "diagnostics"):
         for run in args.runs:
             if not any("rouge1" in r for r in iteration_records(Path(run))):
                 raise ValueError(f"runs: {run} has no ROUGE scores (trained with eval_metric none); "
@@ -220,8 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="run directories (output_dir of drift train)")
     p.add_argument("--output", default="rouge.png",
                    help="figure path; .png, .pdf or .svg picks the format (default: rouge.png)")
-    p.add_argument("--metric", default="all", choices=("all", "rouge1", "rouge2", "rougeL", "loss"),
-                   help="which ROUGE panel(s) to draw, or 'loss': training loss and reward margin per step "
+    p.add_argument("--metric", default="all", choices=("all", "rouge1", "rouge2", "rougeL", "loss", "diagnostics"),
+                   help="which ROUGE panel(s) to draw, 'loss': training loss and reward margin per step, or "
+                        "'diagnostics': difference- vs LCS-token log-probs and vocabulary recall per iteration "
                         "(default: all)")
     p.set_defaults(func=cmd_plot)
 

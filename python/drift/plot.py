@@ -89,7 +89,9 @@ def plot_runs(run_dirs: Sequence[Path], output: Path, metric: str = "all") -> Pa
         run_dirs: ``output_dir`` of one or more runs; each becomes a line labelled by its run name.
         output: the figure's path (written atomically); its suffix picks the format.
         metric: "all" or one of rouge1, rouge2, rougeL (one panel per ROUGE metric, x = iteration,
-            plus gamma), or "loss" (the training loss and reward margins per optimizer step).
+            plus gamma), "loss" (the training loss and reward margins per optimizer step), or
+            "diagnostics" (per iteration: the references' difference- vs LCS-token log-probs and
+            the generations' vocabulary recall / precision, docs/EVALUATION.md).
     """
     import matplotlib
 
@@ -98,14 +100,16 @@ def plot_runs(run_dirs: Sequence[Path], output: Path, metric: str = "all") -> Pa
 
     from drift.trainer import io
 
-    if metric not in ("all", "loss") and metric not in METRICS:
-        raise ValueError(f"metric: expected 'all', 'loss' or one of {list(METRICS)}, got {metric!r}")
+    if metric not in ("all", "loss", "diagnostics") and metric not in METRICS:
+        raise ValueError(f"metric: expected 'all', 'loss', 'diagnostics' or one of {list(METRICS)}, got {metric!r}")
     if not run_dirs:
         raise ValueError("runs: expected at least one run directory")
     output = Path(output)
     fmt = _format(output)
     if metric == "loss":
         fig = _loss_figure(plt, [Path(d) for d in run_dirs])
+    elif metric == "diagnostics":
+        fig = _diagnostics_figure(plt, [Path(d) for d in run_dirs])
     else:
         fig = _rouge_figure(plt, [Path(d) for d in run_dirs], list(METRICS) if metric == "all" else [metric])
     with io.atomic_path(output) as tmp:
@@ -136,6 +140,32 @@ def _rouge_figure(plt, run_dirs: List[Path], keys: List[str]):
         ax.set_xticks(ticks)
         ax.set_xlim(ticks[0] - 0.5, ticks[-1] + 0.5)
         ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _legend(fig, axes, len(runs))
+    return fig
+
+
+def _diagnostics_figure(plt, run_dirs: List[Path]):
+    runs = [[r for r in iteration_records(d) if "diag_vocab_recall" in r] for d in run_dirs]
+    for d, recs in zip(run_dirs, runs):
+        if not recs:
+            raise ValueError(f"runs: {d} has no diagnostics (trained with eval_diagnostics false or before they existed)")
+    labels = _labels(run_dirs, [recs[-1] for recs in runs])
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6))
+    panels = ((axes[0], ("diag_logp_difference", "diag_logp_lcs"), "reference log-prob: difference (-) vs LCS (--)"),
+              (axes[1], ("diag_vocab_recall", "diag_vocab_precision"), "vocabulary recall (-) / precision (--)"))
+    for label, recs in zip(labels, runs):
+        xs = [r["iteration"] for r in recs]
+        for ax, (solid, dashed), _ in panels:
+            line = ax.plot(xs, [r.get(solid) for r in recs], marker="o", label=label)[0]
+            ax.plot(xs, [r.get(dashed) for r in recs], marker="o", linestyle="--", color=line.get_color())
+    ticks = sorted({r["iteration"] for recs in runs for r in recs})
+    for ax, _, title in panels:
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(_x_label(runs))
+        ax.set_xticks(ticks)
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(0, 1)
     fig.tight_layout()
     _legend(fig, axes, len(runs))
     return fig

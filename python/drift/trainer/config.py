@@ -97,6 +97,13 @@ class DriftConfig:
         "(no held-out generation at all: no eval.json, no base stage, iteration records without scores, no "
         "rouge.png; drift eval still scores ROUGE when asked).",
     )
+    eval_diagnostics: bool = _f(
+        True,
+        "With each stage's held-out evaluation, also log the mechanism diagnostics (docs/EVALUATION.md): "
+        "teacher-forced mean log-prob of the references' difference tokens (outside the LCS with the stage's "
+        "greedy generation) and of their LCS tokens, and vocabulary recall/precision of the generations; one "
+        "extra forward pass over the held-out pairs, logged as diag_* in the iteration records.",
+    )
     eval_steps: Optional[int] = _f(
         None,
         "If set: also evaluate on the held-out split every eval_steps optimizer steps inside each training stage "

@@ -749,9 +749,24 @@ def evaluate_pairs(run: "Run", model, pairs: List[Pair], desc: str) -> Dict[str,
                    batch_size=run.config.per_device_eval_batch_size)
     predictions = [run.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
     scores = rouge(predictions, [p.response_text for p in pairs])
-    return {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions,
-            "prompts": [p.prompt_text for p in pairs],
-            "references": [p.response_text for p in pairs]}
+    out = {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions,
+           "prompts": [p.prompt_text for p in pairs],
+           "references": [p.response_text for p in pairs]}
+    if run.config.eval_diagnostics and pairs:
+        out["diagnostics"] = eval_diagnostics(run, model, pairs, ids)
+    return out
+
+
+def eval_diagnostics(run: "Run", model, pairs: List[Pair], generated: List[List[int]]) -> Dict[str, Any]:
+    """drift.diagnostics.mechanism_diagnostics of the held-out pairs against the stage's greedy
+    generations (teacher-forced, deterministic; every process computes the same numbers)."""
+    from drift.diagnostics import mechanism_diagnostics
+
+    eos = run.tokenizer.eos_token_id
+    with torch.no_grad(), run.precision.autocast():
+        return mechanism_diagnostics(model, [p.prompt_ids for p in pairs], [p.response_ids for p in pairs],
+                                     [list(g) for g in generated], ignore_ids=[] if eos is None else [eos],
+                                     batch_size=run.config.per_device_eval_batch_size)
 
 
 def stage_eval(run: "Run", d: Path, pairs: List[Pair]) -> Optional[Dict[str, Any]]:
@@ -949,6 +964,8 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
             return
         scores = {} if ev is None else {"rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"],
                                         "eval_s": ev["seconds"]}  # eval_metric none: no scores
+        diag = (ev or {}).get("diagnostics") or {}
+        scores.update({f"diag_{k}": v for k, v in diag.items() if isinstance(v, (int, float)) or v is None})
         rec = {"kind": "iteration", "iteration": index, "stage": name, "method": config.method, "run": config.label,
                **scores, "global_step": global_step, **extra}  # trackers plot it at the step the stage ended
         run.emit(rec)
