@@ -965,7 +965,8 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
         scores = {} if ev is None else {"rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"],
                                         "eval_s": ev["seconds"]}  # eval_metric none: no scores
         diag = (ev or {}).get("diagnostics") or {}
-        scores.update({f"diag_{k}": v for k, v in diag.items() if isinstance(v, (int, float)) or v is None})
+        scores.update({f"diag_{k}": v for k, v in diag.items()  # its wall time stays in eval.json, like eval_s's parts
+                       if k != "seconds" and (isinstance(v, (int, float)) or v is None)})
         rec = {"kind": "iteration", "iteration": index, "stage": name, "method": config.method, "run": config.label,
                **scores, "global_step": global_step, **extra}  # trackers plot it at the step the stage ended
         run.emit(rec)
