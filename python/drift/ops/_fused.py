@@ -34,6 +34,13 @@ class FusedOp(NamedTuple):
     forward: Callable[..., Tuple[torch.Tensor, ...]]
     backward: Callable[..., torch.Tensor]
     saved: Callable[[Sequence[torch.Tensor], Sequence[torch.Tensor]], Tuple[torch.Tensor, ...]]
+    op_forward: Callable[..., Tuple[torch.Tensor, ...]]  # torch.ops.drift.<name>_forward
+    op_backward: Callable[..., torch.Tensor]  # torch.ops.drift.<name>_backward (differentiable)
+
+
+def _grad_out(grad_out: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The upstream gradient as the backward kernels take it: contiguous, in the accumulator dtype."""
+    return grad_out.to(acc_dtype(logits.dtype)).contiguous()
 
 
 def _by_device(cpu: Callable, cuda: Callable) -> Callable:
@@ -71,12 +78,13 @@ def define(name: str, forward_kernels: Tuple[Callable, Callable], backward_kerne
         ctx.num_inputs = len(inputs)
 
     def backward(ctx, grad_out, *grad_aux):
-        logits = ctx.saved_tensors[0]
-        grad = op_backward(grad_out.to(acc_dtype(logits.dtype)).contiguous(), *ctx.saved_tensors)
+        saved_tensors = ctx.saved_tensors
+        grad = op_backward(_grad_out(grad_out, saved_tensors[0]), *saved_tensors)
         return (grad,) + (None,) * (ctx.num_inputs - 1)
 
     torch.library.register_autograd(f"drift::{name}_forward", backward, setup_context=setup_context)
-    return FusedOp(name, _by_device(*forward_kernels), _by_device(*backward_kernels), saved)
+    return FusedOp(name, _by_device(*forward_kernels), _by_device(*backward_kernels), saved,
+                   getattr(torch.ops.drift, f"{name}_forward"), op_backward)
 
 
 def define_double_backward(name: str, second_order: Callable, keep: Sequence[int]) -> None:
@@ -110,11 +118,9 @@ class _Eager(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         saved = ctx.saved_tensors
-        grad_out = grad_out.to(acc_dtype(saved[0].dtype)).contiguous()
-        if torch.is_grad_enabled():  # create_graph=True: the backward op, with its own derivative
-            grad = getattr(torch.ops.drift, f"{ctx.op.name}_backward")(grad_out, *saved)
-        else:
-            grad = ctx.op.backward(grad_out, *saved)
+        # create_graph=True: the backward op, with its own derivative; else its kernel directly
+        backward = ctx.op.op_backward if torch.is_grad_enabled() else ctx.op.backward
+        grad = backward(_grad_out(grad_out, saved[0]), *saved)
         return (None, grad) + (None,) * (ctx.num_inputs - 1)
 
 
@@ -132,4 +138,4 @@ def apply(op: FusedOp, *inputs: torch.Tensor) -> torch.Tensor:
     """``op``'s differentiable output for validated ``inputs`` (logits first)."""
     if _plain_eager(inputs):
         return _Eager.apply(op, *inputs)
-    return getattr(torch.ops.drift, f"{op.name}_forward")(*inputs)[0]
+    return op.op_forward(*inputs)[0]
