@@ -50,24 +50,31 @@ DIAGNOSTIC_KEYS = (
 )
 
 
-def _ids(x: Any, name: str) -> List[int]:
-    """A 1-D id sequence (list, tuple, NumPy array, tensor) as a list of Python ints."""
+def _vector(x: Any, name: str, what: str) -> Optional[torch.Tensor]:
+    """``x`` (list, tuple, NumPy array, tensor) as a 1-D CPU tensor, or None when empty."""
     t = torch.as_tensor(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
     if t.numel() == 0:
-        return []
+        return None
     if t.dim() != 1:
-        raise ValueError(f"{name}: expected a 1-D sequence of token ids, got shape {tuple(t.shape)}")
+        raise ValueError(f"{name}: expected a 1-D {what}, got shape {tuple(t.shape)}")
+    return t
+
+
+def _ids(x: Any, name: str) -> List[int]:
+    """A 1-D id sequence (list, tuple, NumPy array, tensor) as a list of Python ints."""
+    t = _vector(x, name, "sequence of token ids")
+    if t is None:
+        return []
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise TypeError(f"{name}: expected integer token ids, got {t.dtype}")
     return [int(v) for v in t.tolist()]
 
 
 def _flags(x: Any, name: str) -> List[bool]:
-    t = torch.as_tensor(x.detach().cpu() if isinstance(x, torch.Tensor) else x)
-    if t.numel() == 0:
+    """A 1-D bool mask as a list of Python bools."""
+    t = _vector(x, name, "mask")
+    if t is None:
         return []
-    if t.dim() != 1:
-        raise ValueError(f"{name}: expected a 1-D mask, got shape {tuple(t.shape)}")
     if t.dtype != torch.bool:
         raise TypeError(f"{name}: expected a bool mask, got {t.dtype}")
     return [bool(v) for v in t.tolist()]
