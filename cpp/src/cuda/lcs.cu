@@ -94,6 +94,16 @@ void launch_chunks(const LcsArgs& args, const TensorView& scratch, cudaStream_t 
   }
 }
 
+// One V word per lane up to 2048 positions (the common case: fewer live registers), else the most.
+template <typename TA, typename TB, bool kStaged>
+void launch_rounds(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream, int64_t capacity,
+                   int64_t words_max, int warps_per_block, size_t smem) {
+  if (words_max <= lcs::kLanes)
+    launch_chunks<TA, TB, kStaged, 1>(args, scratch, stream, capacity, warps_per_block, smem);
+  else
+    launch_chunks<TA, TB, kStaged, lcs::kMaxWordsPerLane>(args, scratch, stream, capacity, warps_per_block, smem);
+}
+
 template <typename TA, typename TB>
 void launch(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream) {
   const int64_t B = args.y.shape[0], M = args.y.shape[1], N = args.y_prime.shape[1];
@@ -111,18 +121,14 @@ void launch(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream)
   // GPUs whose shared memory holds every length).
   const char* staging = std::getenv("DRIFT_LCS_CUDA_STAGING");
   const bool staging_off = staging != nullptr && std::strcmp(staging, "off") == 0;
-  // One V word per lane up to 2048 positions (the common case: fewer live registers).
-  const bool one_round = words_max <= lcs::kLanes;
   if (staging_off || smem_per_warp > static_cast<size_t>(smem_optin)) {
-    if (one_round) launch_chunks<TA, TB, false, 1>(args, scratch, stream, capacity, kMaxWarpsPerBlock, 0);
-    else launch_chunks<TA, TB, false, lcs::kMaxWordsPerLane>(args, scratch, stream, capacity, kMaxWarpsPerBlock, 0);
+    launch_rounds<TA, TB, false>(args, scratch, stream, capacity, words_max, kMaxWarpsPerBlock, 0);
     return;
   }
   const int warps_per_block =
       static_cast<int>(std::max<size_t>(1, std::min<size_t>(kMaxWarpsPerBlock, kDefaultSmem / smem_per_warp)));
-  const size_t smem = smem_per_warp * warps_per_block;
-  if (one_round) launch_chunks<TA, TB, true, 1>(args, scratch, stream, capacity, warps_per_block, smem);
-  else launch_chunks<TA, TB, true, lcs::kMaxWordsPerLane>(args, scratch, stream, capacity, warps_per_block, smem);
+  launch_rounds<TA, TB, true>(args, scratch, stream, capacity, words_max, warps_per_block,
+                              smem_per_warp * warps_per_block);
 }
 
 }  // namespace

@@ -77,35 +77,30 @@ template <typename T> __device__ acc_t<T> block_row_lse(const T* row, int64_t V)
   const bool aligned = reinterpret_cast<uintptr_t>(row) % 16 == 0;  // the same for the whole block
   const auto* vp = reinterpret_cast<const uint4*>(row);
   const int64_t stride = blockDim.x;
-  int64_t k = threadIdx.x;
   if (aligned) {
     // kLoadsInFlight 16-byte loads issued before any is folded (memory-level parallelism); the
     // fold order (groups k, k + stride, ...) is the same as one at a time.
-    for (; k + (kLoadsInFlight - 1) * stride < groups; k += kLoadsInFlight * stride) {
+    for (int64_t k = threadIdx.x; k < groups; k += kLoadsInFlight * stride) {
       typename Vec<T>::Pack pack[kLoadsInFlight];
 #pragma unroll
-      for (int u = 0; u < kLoadsInFlight; ++u) pack[u].raw = vp[k + u * stride];
+      for (int u = 0; u < kLoadsInFlight; ++u)
+        if (k + u * stride < groups) pack[u].raw = vp[k + u * stride];
 #pragma unroll
       for (int u = 0; u < kLoadsInFlight; ++u) {
+        if (k + u * stride >= groups) break;
         A x[E];
 #pragma unroll
         for (int e = 0; e < E; ++e) x[e] = oal::to_float(pack[u].v[e]);
         st = oal::lse_fold(st, x, E);
       }
     }
-  }
-  for (; k < groups; k += stride) {
-    A x[E];
-    if (aligned) {
-      typename Vec<T>::Pack pack;
-      pack.raw = vp[k];
-#pragma unroll
-      for (int e = 0; e < E; ++e) x[e] = oal::to_float(pack.v[e]);
-    } else {
+  } else {
+    for (int64_t k = threadIdx.x; k < groups; k += stride) {
+      A x[E];
 #pragma unroll
       for (int e = 0; e < E; ++e) x[e] = oal::to_float(row[k * E + e]);
+      st = oal::lse_fold(st, x, E);
     }
-    st = oal::lse_fold(st, x, E);
   }
   for (int64_t i = groups * E + threadIdx.x; i < V; i += blockDim.x) {
     const A x[1] = {oal::to_float(row[i])};
@@ -453,7 +448,7 @@ void check_ids(const TensorView& ids, const TensorView& mask, int64_t V, void* s
   if (n == 0) return;
   auto* first = static_cast<unsigned int*>(scratch);
   check(cudaMemsetAsync(first, 0xff, sizeof(unsigned int), stream), "id check: reset");
-  first_bad_id_kernel<<<grid_for(n, kRowThreads) < 1024 ? grid_for(n, kRowThreads) : 1024, kRowThreads, 0, stream>>>(
+  first_bad_id_kernel<<<std::min(grid_for(n, kRowThreads), 1024u), kRowThreads, 0, stream>>>(
       ids.ptr<int64_t>(), mask.ptr<bool>(), n, V, first);
   check(cudaGetLastError(), "id check launch");
   unsigned int index = 0;
