@@ -741,9 +741,10 @@ def stage_train(run: "Run", stage: Stage, d: Path, items: List[Any], step_offset
 
 # =============================================================================================
 # stage: evaluate
-def evaluate_pairs(run: "Run", model, pairs: List[Pair], desc: str) -> Dict[str, Any]:
+def evaluate_pairs(run: "Run", model, pairs: List[Pair], desc: str, diagnostics: bool = False) -> Dict[str, Any]:
     """Greedy generations for the held-out ``pairs`` in batches of ``per_device_eval_batch_size``, scored by
-    ROUGE-1/2/L: the scores, ``seconds``, predictions, prompts and references."""
+    ROUGE-1/2/L: the scores, ``seconds``, predictions, prompts and references; with ``diagnostics``, also
+    the mechanism diagnostics against those generations."""
     t0 = time.perf_counter()
     ids = generate(run, model, [p.prompt_ids for p in pairs], sample=False, seed=0, desc=desc,
                    batch_size=run.config.per_device_eval_batch_size)
@@ -752,7 +753,7 @@ def evaluate_pairs(run: "Run", model, pairs: List[Pair], desc: str) -> Dict[str,
     out = {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions,
            "prompts": [p.prompt_text for p in pairs],
            "references": [p.response_text for p in pairs]}
-    if run.config.eval_diagnostics and pairs:
+    if diagnostics and pairs:
         out["diagnostics"] = eval_diagnostics(run, model, pairs, ids)
     return out
 
@@ -776,7 +777,8 @@ def stage_eval(run: "Run", d: Path, pairs: List[Pair]) -> Optional[Dict[str, Any
     path = d / "eval.json"
     if path.is_file():
         return io.read_json(path)
-    out = evaluate_pairs(run, run.policy.get(), pairs, f"{d.name}: eval")
+    # the diagnostics only where they are stored and logged: the stage's evaluation, not eval_steps'
+    out = evaluate_pairs(run, run.policy.get(), pairs, f"{d.name}: eval", diagnostics=run.config.eval_diagnostics)
     if run.accelerator.is_main_process:
         io.write_json(path, out)
     run.accelerator.wait_for_everyone()
