@@ -223,6 +223,9 @@ def test_split_files_are_the_trainers_split(split):
     assert [r.prompt for r in train] == [rows[i].prompt for i in s["train_ids"]]
     assert [r.prompt for r in held_out] == [rows[i].prompt for i in s["eval_ids"]]
     assert not set(s["train_ids"]) & set(s["eval_ids"])
+    # the file as the trainer's input (what run_all passes) gives those very rows
+    assert data.load_splits(spec, -1, -1, cfg.data_seed, ids=data.read_split_file(split)) == (train, held_out)
+    assert "--split_file" in run_all.overrides(scale, task, "drift", 42, Path("out"))
 
 
 def test_loss_terms_weight_oal_by_lambda_and_last_step_wins(tmp_path):

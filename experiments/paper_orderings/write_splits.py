@@ -1,7 +1,8 @@
 """Write splits/<task>_<scale>.json: the row ids (0-based positions in the demo set as the trainer reads
 it) of the train and held-out examples the trainer's deterministic split picks (``drift.data.load_splits``
 cuts ``drift.data.split_order``: first ``num_train_examples`` train, next ``num_eval_examples`` held
-out). The trainer cannot take an id list, so these files document the split; they are not inputs.
+out). They are the trainer's input: ``run_all.py`` passes them as ``--split_file`` (the same rows as
+the seeded split, which tests/test_experiments.py checks).
 
     PYTHONPATH=python python experiments/paper_orderings/write_splits.py
 """

@@ -275,24 +275,89 @@ def split_order(n: int, seed: int) -> List[int]:
     return order
 
 
+@dataclass(frozen=True)
+class SplitIds:
+    """Row positions (0-based, in the order :func:`read_rows` returns the rows) of a fixed split."""
+
+    train_ids: Tuple[int, ...]
+    eval_ids: Tuple[int, ...]
+    rows_in_set: Optional[int] = None  # the data's row count the ids were written for, when recorded
+
+
+def read_split_file(path: str, name: str = "split_file") -> SplitIds:
+    """Read a split file: a JSON object with ``train_ids`` and ``eval_ids`` (lists of distinct row
+    positions, ints >= 0) and optionally ``rows_in_set``. Raises ValueError naming ``name`` and the file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{name}: {str(path)!r} is not a file")
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _fail(name, p, "", f"not a JSON file ({_first_line(e)})") from None
+    if not isinstance(obj, dict):
+        raise _fail(name, p, "", f"expected a JSON object with train_ids and eval_ids, got {type(obj).__name__}")
+    lists = {}
+    for key in ("train_ids", "eval_ids"):
+        ids = obj.get(key)
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise _fail(name, p, "", f"{key!r} must be a list of row positions (integers >= 0)")
+        if len(set(ids)) != len(ids):
+            raise _fail(name, p, "", f"{key!r} lists a row more than once")
+        lists[key] = tuple(ids)
+    if not lists["train_ids"]:
+        raise _fail(name, p, "", "'train_ids' is empty")
+    rows_in_set = obj.get("rows_in_set")
+    if rows_in_set is not None and (not isinstance(rows_in_set, int) or isinstance(rows_in_set, bool) or rows_in_set < 0):
+        raise _fail(name, p, "", "'rows_in_set' must be an integer >= 0")
+    return SplitIds(lists["train_ids"], lists["eval_ids"], rows_in_set)
+
+
 def load_splits(spec: DataSpec, num_train: int, num_eval: int, seed: int,
-                stats: Optional[Dict[str, int]] = None) -> Tuple[List[Example], List[Example]]:
+                stats: Optional[Dict[str, int]] = None,
+                ids: Optional[SplitIds] = None) -> Tuple[List[Example], List[Example]]:
     """The fixed training and held-out subsets.
 
     Rows are shuffled with ``random.Random(seed)``; the first ``num_train`` train and the next
     ``num_eval`` are held out (or ``num_eval`` rows of ``spec.eval_path`` when given). ``-1``
-    takes all (the rest). Raises ValueError when there are too few rows.
+    takes all (the rest). With ``ids`` (a split file) the rows are the listed positions instead,
+    in the listed order: ``train_ids`` of the data, ``eval_ids`` of the data (or of
+    ``spec.eval_path``), the first ``num_train`` / ``num_eval`` of each list (``-1``: all).
+    Raises ValueError when there are too few rows.
     """
     rows = read_rows(spec.path, spec.prompt_column, spec.response_column, "data", stats)
     pool = None
     if spec.eval_path is not None:
         pool = read_rows(spec.eval_path, spec.prompt_column, spec.response_column, "eval_data", stats)
-    return split_rows(rows, pool, num_train, num_eval, seed)
+    return split_rows(rows, pool, num_train, num_eval, seed, ids)
+
+
+def _take(ids: Tuple[int, ...], n: int, rows: List[Example], field: str, key: str) -> List[Example]:
+    """The first ``n`` (-1: all) of ``ids`` as rows of ``rows``; ValueError naming ``field`` / ``key``."""
+    if n != -1 and n > len(ids):
+        raise ValueError(f"{field}: {n} requested but the split file lists {len(ids)} {key}")
+    chosen = ids if n == -1 else ids[:n]
+    bad = [i for i in chosen if i >= len(rows)]
+    if bad:
+        raise ValueError(f"split_file: {key} {bad[:5]} are outside the {len(rows)} usable rows of the data")
+    return [rows[i] for i in chosen]
 
 
 def split_rows(rows: List[Example], pool: Optional[List[Example]], num_train: int, num_eval: int,
-               seed: int) -> Tuple[List[Example], List[Example]]:
+               seed: int, ids: Optional[SplitIds] = None) -> Tuple[List[Example], List[Example]]:
     """:func:`load_splits` on rows already read (``pool``: separate held-out rows, or None)."""
+    if ids is not None:
+        if ids.rows_in_set is not None and ids.rows_in_set != len(rows):
+            raise ValueError(f"split_file: written for a data set of {ids.rows_in_set} rows, but the data has "
+                             f"{len(rows)} usable rows (another file or version)")
+        shared = sorted(set(ids.train_ids) & set(ids.eval_ids)) if pool is None else []
+        if shared:
+            raise ValueError(f"split_file: train_ids and eval_ids share rows {shared[:5]}; held-out rows must not be "
+                             "trained on")
+        if not ids.eval_ids:
+            raise ValueError("split_file: 'eval_ids' is empty; the held-out split needs at least one row")
+        train = _take(ids.train_ids, num_train, rows, "num_train_examples", "train_ids")
+        held_out = _take(ids.eval_ids, num_eval, rows if pool is None else pool, "num_eval_examples", "eval_ids")
+        return train, held_out
     rows = [rows[i] for i in split_order(len(rows), seed)]
     n_train = len(rows) if num_train == -1 else num_train
     if pool is None and num_train == -1:
@@ -307,6 +372,3 @@ def split_rows(rows: List[Example], pool: Optional[List[Example]], num_train: in
         raise ValueError(f"num_eval_examples: {n_eval} requested but only {len(pool)} held-out rows are available")
     return train, pool[:n_eval]
 
-
-def summary(train: List[Example], held_out: List[Example]) -> Dict[str, int]:
-    return {"train_examples": len(train), "eval_examples": len(held_out)}

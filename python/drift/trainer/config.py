@@ -78,6 +78,12 @@ class DriftConfig:
     num_train_examples: int = _f(32, "Training pairs taken from `data` after a seeded shuffle (-1: all).")
     num_eval_examples: int = _f(32, "Held-out examples for ROUGE (-1: all the rest).")
     data_seed: int = _f(0, "Seed of the shuffle that splits train and held-out examples.")
+    split_file: Optional[str] = _f(
+        None,
+        "JSON file with `train_ids` and `eval_ids` (0-based row positions of `data`; `eval_ids` of `eval_data` when "
+        "set) that replaces the seeded shuffle: the first num_train_examples / num_eval_examples ids of each list "
+        "(-1: all), in the listed order.",
+    )
     max_prompt_length: int = _f(256, "Prompt text truncated to this many tokens (before the chat template).")
     max_response_length: int = _f(64, "Ground-truth response truncated to this many tokens (plus EOS).")
     use_chat_template: bool = _f(True, "Wrap prompts in the tokenizer's chat template when it has one.")
@@ -477,7 +483,7 @@ def load_yaml(path: str | Path, name: str) -> Dict[str, Any]:
 #: The fields ``drift generate`` uses (its --help lists only these).
 INFERENCE_FIELDS = (
     "model_name_or_path", "dtype", "bf16", "fp16", "data", "eval_data", "prompt_column", "response_column",
-    "instruction", "num_train_examples", "num_eval_examples", "data_seed", "max_prompt_length", "use_chat_template",
+    "instruction", "num_train_examples", "num_eval_examples", "data_seed", "split_file", "max_prompt_length", "use_chat_template",
     "generation_backend", "do_sample", "temperature", "top_p", "max_new_tokens", "generation_batch_size", "seed",
 )
 #: The fields ``drift eval`` uses: evaluation batches by per_device_eval_batch_size, not generation_batch_size.

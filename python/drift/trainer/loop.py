@@ -888,13 +888,20 @@ def _rows(config: DriftConfig, train_dataset: Any, eval_dataset: Any, stats: Dic
     if train_dataset is None:
         spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column,
                             config.instruction)
-        tr, ev = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed, stats)
+        tr, ev = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed, stats,
+                                  split_ids(config))
         return tr, ev, spec.instruction
     cols = (config.prompt_column or "prompt", config.response_column or "response")
     rows = data.in_memory_rows(train_dataset, *cols, "train_dataset", stats)
     pool = None if eval_dataset is None else data.in_memory_rows(eval_dataset, *cols, "eval_dataset", stats)
-    tr, ev = data.split_rows(rows, pool, config.num_train_examples, config.num_eval_examples, config.data_seed)
+    tr, ev = data.split_rows(rows, pool, config.num_train_examples, config.num_eval_examples, config.data_seed,
+                             split_ids(config))
     return tr, ev, config.instruction
+
+
+def split_ids(config: DriftConfig) -> Optional[data.SplitIds]:
+    """The row ids of ``config.split_file`` (None: the seeded shuffle)."""
+    return None if config.split_file is None else data.read_split_file(config.split_file)
 
 
 def _in_memory_config(config: DriftConfig, model: Any, train_dataset: Any, eval_dataset: Any) -> DriftConfig:

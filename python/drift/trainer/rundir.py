@@ -29,7 +29,7 @@ from drift.trainer.config import DriftConfig
 FREE_SETTINGS = frozenset({
     "save_steps", "logging_steps", "report_to", "generation_batch_size", "per_device_eval_batch_size",
     "precompute_ref_batch_size", "eval_steps",
-    "output_dir", "iterations", "data", "eval_data", "save_total_limit", "opponent_generations",
+    "output_dir", "iterations", "data", "eval_data", "split_file", "save_total_limit", "opponent_generations",
 })
 CONFIG_FILE = "config.json"
 FINGERPRINT_FILE = "fingerprint.json"

@@ -16,7 +16,7 @@ from drift import assets, data
 from drift.rouge import rouge
 from drift.trainer import io
 from drift.trainer.config import DriftConfig
-from drift.trainer.loop import Policy, Run, encode, generate, load_tokenizer, make_accelerator
+from drift.trainer.loop import Policy, Run, encode, generate, load_tokenizer, make_accelerator, split_ids
 
 
 def _is_run(d: Path) -> bool:
@@ -72,11 +72,13 @@ def _setup(config: DriftConfig, model: Optional[str], rows: List[data.Example], 
 
 def _split_rows(config: DriftConfig, split: str):
     spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column, config.instruction)
-    train_rows, eval_rows = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed)
+    train_rows, eval_rows = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed,
+                                             ids=split_ids(config))
     rows = train_rows if split == "train" else eval_rows
     source = spec.eval_path if (split == "eval" and spec.eval_path is not None) else spec.path
     what = (f"data {source} ({config.data if config.data in assets.DEMO_DATASETS else 'file'}), "
-            f"{'training' if split == 'train' else 'held-out'} split: {len(rows)} examples (data_seed {config.data_seed})")
+            f"{'training' if split == 'train' else 'held-out'} split: {len(rows)} examples "
+            f"({'split_file ' + config.split_file if config.split_file else f'data_seed {config.data_seed}'})")
     return rows, spec.instruction, what
 
 
