@@ -240,3 +240,84 @@ def test_loss_terms_weight_oal_by_lambda_and_last_step_wins(tmp_path):
     (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in steps) + "\n")
     sp, oal, acc = mr.loss_terms(d)
     assert (sp, oal, acc) == (pytest.approx(0.5), pytest.approx(10.0), pytest.approx(0.75))
+
+
+def test_detectable_difference_is_the_paired_threshold():
+    mr = _load("make_results")
+    assert mr.threshold(1.0, 3) == pytest.approx(2.920 / 3 ** 0.5)
+    assert mr.threshold(0.0, 3) == 0.0 and mr.threshold(1.0, 1) == float("inf")
+    # a difference just above the threshold holds, just below it does not (the rule and the figure agree)
+    sd = 0.5
+    for mean, expected in ((mr.threshold(sd, 3) * 1.01, "holds"), (mr.threshold(sd, 3) * 0.99, "inconclusive")):
+        diffs = [mean - sd, mean, mean + sd]  # std exactly sd
+        assert mr.paired_verdict(diffs)[1] == expected
+
+
+@pytest.mark.parametrize("diffs, expected", [
+    ([0.1, -0.1, 0.0], "holds"), ([2.0, 2.1, 1.9], "does not hold"), ([-2.0, -2.2, -1.8], "does not hold"),
+    ([0.5, -1.5, 1.5], "inconclusive"), ([0.9, 0.9, 0.9], "holds"), ([1.0, 1.0, 1.0], "inconclusive"),
+    ([0.0], "inconclusive (one seed)"),
+])
+def test_equivalence_verdict(diffs, expected):
+    mr = _load("make_results")
+    lo, hi, v = mr.equivalence_verdict(diffs, 1.0)
+    assert v == expected
+    if len(diffs) > 1:
+        m, s = statistics.fmean(diffs), statistics.stdev(diffs)
+        assert (lo, hi) == (pytest.approx(m - 2.920 * s / 3 ** 0.5), pytest.approx(m + 2.920 * s / 3 ** 0.5))
+
+
+def _general(path, mmlu, asdiv, n=200):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"tasks": {"mmlu": {"score": mmlu, "samples": n}, "asdiv": {"score": asdiv, "samples": n}}}))
+
+
+def test_general_ability_table_and_verdict(tmp_path):
+    mr = _load("make_results")
+    _fixture(tmp_path)
+    _general(tmp_path / "base_general_eval.json", 0.23, 0.115)
+    for seed, (sft, drift) in zip((42, 43, 44), ((0.25, 0.255), (0.26, 0.26), (0.24, 0.245))):
+        _general(tmp_path / "xsum" / "sft_epoch1" / f"seed{seed}" / "general_eval.json", sft, 0.10)
+        _general(tmp_path / "xsum" / "drift" / f"seed{seed}" / "general_eval.json", drift, 0.10 - 0.05)
+        _general(tmp_path / "xsum" / "spin" / f"seed{seed}" / "general_eval.json", drift, 0.10)
+    text = mr.render(tmp_path)
+    assert "| base (SmolLM2-135M-Instruct, untrained) | - | - | 23.00 | 11.50 |" in text
+    assert "| SFT start (iteration 0) | xsum | 3 | 25.00 ± 1.00 | 10.00 ± 0.00 |" in text
+    assert "| DRIFT, last iteration | xsum | 3 | 25.33 ± 0.76 | 5.00 ± 0.00 |" in text
+    assert "the first 200 documents of each set" in text
+    # MMLU: differences +0.5, 0, +0.5 points: inside ±1 -> holds; ASDiv: -5 in every seed -> does not hold
+    assert "xsum, MMLU accuracy (points): DRIFT minus its SFT start +0.33 ± 0.29 points over 3 seeds" in text
+    mmlu = next(line for line in text.splitlines() if line.startswith("- xsum, MMLU accuracy"))
+    asdiv = next(line for line in text.splitlines() if line.startswith("- xsum, ASDiv"))
+    assert mmlu.endswith("**holds**.") and asdiv.endswith("**does not hold**.")
+
+
+def test_mechanism_claims_and_diagnostics_table(tmp_path):
+    mr = _load("make_results")
+    # drift's difference-token log-prob ends 0.1 above spin's in every seed; recall equal to drift_no_oal's
+    for arm, shift in (("drift", 0.1), ("spin", 0.0), ("drift_no_oal", 0.05)):
+        for seed in (42, 43, 44):
+            recs = [(0, {"rouge1": 1, "rouge2": 1, "rougeL": 1, "diag_logp_difference": -5.0, "diag_logp_lcs": -1.0,
+                         "diag_vocab_recall": 0.3, "diag_vocab_precision": 0.4})]
+            recs += [(i, {"rouge1": 1, "rouge2": 1, "rougeL": 1, "diag_logp_difference": -5.0 + i * shift + seed / 1000,
+                          "diag_logp_lcs": -1.0, "diag_vocab_recall": 0.3 + seed / 1000, "diag_vocab_precision": 0.4})
+                     for i in (1, 2, 3)]
+            _write(tmp_path, "xsum", arm, seed, recs)
+    c = {(cid, label): cmp for cid, _, rows in mr.claims(mr.collect(tmp_path)["xsum"], mr.mechanism_specs)
+         for label, cmp in rows}
+    d = c[("diag_difference", "drift iter_3 vs spin iter_3")]["diag_logp_difference"]
+    assert d.diff[0] == pytest.approx(0.3) and d.verdict == "holds"
+    r = c[("diag_recall", "drift iter_3 vs drift_no_oal iter_3")]["diag_vocab_recall"]
+    assert r.diff[0] == pytest.approx(0.0) and r.verdict == "inconclusive"
+    text = mr.render(tmp_path)
+    assert "**DRIFT raises the reference's difference-token log-prob more than SPIN (equal steps)** — at this " \
+           "scale: holds in every comparison below." in text
+    # iteration 0 is the same in the three arms: one row naming them
+    assert "| spin, drift, drift_no_oal | iter_0 | 3 | -5.000 ± 0.000 | -1.000 ± 0.000 | 0.3000 ± 0.0000 | " \
+           "0.4000 ± 0.0000 |" in text
+
+
+def test_commands_lose_machine_paths():
+    mr = _load("make_results")
+    assert mr.shown_command("python -m drift.general_eval --model /home/u/.cache/drift/smollm2 --limit 5") == \
+        "python -m drift.general_eval --model <smollm2> --limit 5"

