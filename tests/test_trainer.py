@@ -16,27 +16,27 @@ import pytest
 import torch
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.methods import METHODS, method as method_traits
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
+SELF_PLAY_METHODS = [m for m in METHODS if method_traits(m).self_play]
 TIME_KEYS = ("step_s", "tokens_per_s", "eval_s", "generation_s", "lcs_mask_s", "reference_s", "train_s", "seconds")
 
 
 def _run(config):
     from accelerate import Accelerator
 
-    from drift.trainer import io
-    from drift.trainer.loop import Policy, Run, load_tokenizer
+    from drift.trainer.setup import open_run
 
-    tok = load_tokenizer(config.model_name_or_path)
-    acc = Accelerator(cpu=True)
-    return Run(config, acc, tok, Policy(config.model_name_or_path, config, acc.device), io.MetricsLog(Path(os.devnull), False))
+    return open_run(config, config.model_name_or_path, Accelerator(cpu=True))
 
 
 def _fixed_items(run, method):
     """Four hand-made pairs (prompt, y, y') with partial overlap, fixed reference sums."""
     import drift
-    from drift.trainer.loop import Item, self_play_masks, Pair
+    from drift.trainer.batching import Item, self_play_masks
+    from drift.trainer.setup import Pair
 
     g = torch.Generator().manual_seed(7)
     eos = run.tokenizer.eos_token_id
@@ -77,14 +77,14 @@ def _naive_loss(model, items, method, beta, oal_weight):
         targets = set(it.chosen_ids[:-1])  # V(y) without the appended EOS
         oals.append(-sum(torch.log(probs[:, v].max()) for v in targets))
     loss = torch.stack(losses_).mean()
-    if method in ("drift", "drift_no_dam"):
+    if method_traits(method).oal:
         loss = loss + oal_weight * torch.stack(oals).mean()
     return loss
 
 
-@pytest.mark.parametrize("method", ["spin", "drift", "drift_no_dam", "drift_no_oal"])
+@pytest.mark.parametrize("method", SELF_PLAY_METHODS)
 def test_loss_matches_naive_reference(tiny_model_dir, tiny_data, tmp_path, method):
-    from drift.trainer.loop import compute_loss, load_model
+    from drift.trainer import compute_loss, load_model
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method=method, beta=0.5, oal_weight=0.7).validate()
     run = _run(cfg)
@@ -93,7 +93,7 @@ def test_loss_matches_naive_reference(tiny_model_dir, tiny_data, tmp_path, metho
     got = compute_loss(model, items, "self_play", run)
     want = _naive_loss(model, items, method, beta=0.5, oal_weight=0.7)
     assert abs(float(got["loss"]) - float(want)) < 1e-4 * max(1.0, abs(float(want)))
-    if method in ("spin", "drift_no_oal"):
+    if not method_traits(method).oal:
         assert float(got["oal_loss"]) == 0.0
     else:
         assert float(got["oal_loss"]) > 0.0
@@ -103,7 +103,7 @@ def test_loss_matches_naive_reference(tiny_model_dir, tiny_data, tmp_path, metho
 
 
 def test_dam_masks_change_the_loss(tiny_model_dir, tiny_data, tmp_path):
-    from drift.trainer.loop import compute_loss, load_model
+    from drift.trainer import compute_loss, load_model
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method="drift_no_oal").validate()
     run = _run(cfg)
@@ -114,7 +114,8 @@ def test_dam_masks_change_the_loss(tiny_model_dir, tiny_data, tmp_path):
 
 
 def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
-    from drift.trainer.loop import Pair, compute_loss, load_model
+    from drift.trainer import compute_loss, load_model
+    from drift.trainer.setup import Pair
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method="sft").validate()
     run = _run(cfg)
@@ -137,7 +138,7 @@ def _weights(model_dir: Path):
     return load_file(str(model_dir / "model.safetensors"))
 
 
-@pytest.mark.parametrize("method", ["sft", "spin", "drift", "drift_no_dam", "drift_no_oal"])
+@pytest.mark.parametrize("method", METHODS)
 def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, method):
     from drift.trainer import train
 
@@ -153,7 +154,7 @@ def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, met
         assert 0.0 <= rec["gamma"] <= 1.0
         for k in ("self_play_loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "lr", "tokens_per_s"):
             assert k in steps[0]
-        assert ("oal_loss" in steps[0]) == (method in ("drift", "drift_no_dam"))  # absent where not computed
+        assert ("oal_loss" in steps[0]) == method_traits(method).oal  # absent where not computed
         assert abs(steps[0]["rewards/margins"] - (steps[0]["rewards/chosen"] - steps[0]["rewards/rejected"])) < 1e-5
         # the policy starts as the reference: zero rewards at step 1
         assert abs(steps[0]["rewards/chosen"]) < 1e-3 and abs(steps[0]["rewards/rejected"]) < 1e-3
@@ -320,11 +321,13 @@ def test_metrics_log_survives_a_torn_line(tmp_path):
     assert [r["step"] for r in log.records()] == [1]
 
 
-@pytest.mark.parametrize("method", ["spin", "drift", "drift_no_dam", "drift_no_oal"])
+@pytest.mark.parametrize("method", SELF_PLAY_METHODS)
 def test_loss_matches_drift_reference_on_the_trainer_batch(tiny_model_dir, tiny_data, tmp_path, method):
     """The trainer's batch, masks and OAL targets fed to drift.reference.drift_loss (float64)."""
     from drift import reference
-    from drift.trainer.loop import compute_loss, load_model, oal_target_mask, response_logits, self_play_batch
+    from drift.trainer import compute_loss, load_model
+    from drift.trainer.batching import response_logits, self_play_batch
+    from drift.trainer.objective import oal_target_mask
 
     if not hasattr(reference, "drift_loss"):
         pytest.skip("drift.reference.drift_loss not available")
@@ -343,7 +346,7 @@ def test_loss_matches_drift_reference_on_the_trainer_batch(tiny_model_dir, tiny_
         logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r, oal_targets=b.labels[:n],
         oal_targets_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id),
         rejected_response_mask=b.response_mask[n:], beta=0.2,
-        oal_weight=0.5 if method in ("drift", "drift_no_dam") else 0.0,
+        oal_weight=0.5 if method_traits(method).oal else 0.0,
     )
     assert float(got["loss"]) == pytest.approx(float(want[0]), rel=1e-5, abs=1e-5)
     assert float(got["self_play_loss"]) == pytest.approx(float(want[1]), rel=1e-5, abs=1e-6)

@@ -31,7 +31,7 @@ def _naive(loss_type: str, h: torch.Tensor, beta: float) -> torch.Tensor:
 @pytest.mark.parametrize("method", ["drift", "spin"])
 @pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
 def test_loss_type_matches_a_float64_reference(tiny_model_dir, tiny_data, tmp_path, loss_type, method):
-    from drift.trainer.loop import compute_loss, load_model
+    from drift.trainer import compute_loss, load_model
     from test_trainer import _fixed_items, _naive_token_logps, _run
 
     beta, lam = 0.5, 0.7
@@ -91,7 +91,7 @@ def _chat_rows(path: Path):
 def test_messages_rows_use_the_whole_conversation(tiny_model_dir, tiny_data, tmp_path):
     from drift import data
     from drift.trainer import DriftConfig
-    from drift.trainer.loop import encode, load_tokenizer
+    from drift.trainer.setup import encode, load_tokenizer
 
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _chat_rows(tiny_data)))
@@ -129,16 +129,16 @@ def test_python_api_with_in_memory_model_tokenizer_and_dataset(tiny_model_dir, t
 
 
 def test_precomputed_opponent_generations(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    from drift.trainer import loop, train
-    from drift.trainer.loop import load_tokenizer
+    from drift.trainer import generation, train
+    from drift.trainer.setup import load_tokenizer
 
     rows = [json.loads(x) for x in tiny_data.read_text().splitlines()]
     gens = tmp_path / "gens.jsonl"
     gens.write_text("".join(json.dumps({"prompt": r["prompt"], "generation": "the cat sat on a mat"}) + "\n"
                             for r in rows))
     calls = []
-    real = loop.generate
-    monkeypatch.setattr(loop, "generate", lambda run, model, prompts, **kw: calls.append(kw["desc"]) or real(
+    real = generation.generate
+    monkeypatch.setattr(generation, "generate", lambda run, model, prompts, **kw: calls.append(kw["desc"]) or real(
         run, model, prompts, **kw))
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", iterations=2, opponent_generations=str(gens))
     train(cfg)

@@ -54,7 +54,7 @@ def test_save_total_limit_keeps_the_last_models_and_resumes(tiny_model_dir, tiny
 def test_lora_saves_the_adapter_alone_and_rebuilds_each_stage(tiny_model_dir, tiny_data, tmp_path):
     pytest.importorskip("peft")
     from drift.trainer import train
-    from drift.trainer.loop import load_model
+    from drift.trainer import load_model
 
     kw = dict(use_peft=True, lora_r=4, lora_alpha=8, iterations=2, learning_rate=1e-2)
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "a", **kw))
