@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
@@ -44,7 +45,7 @@ def test_bf16_small_lr_changes_most_weights(tiny_model_dir, tiny_data, tmp_path)
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "mixed", bf16=True, **SMALL_LR))
     before = _weights(tiny_model_dir)
-    after = _weights(tmp_path / "mixed" / "iter_1" / "model")
+    after = _weights(RunLayout(tmp_path / "mixed").model(1))
     assert all(v.dtype == torch.float32 for v in after.values())  # the master copy is saved
     mixed = changed_fraction(before, after)
     assert mixed > 0.9, mixed
@@ -57,7 +58,7 @@ def test_bf16_weights_without_master_copy_lose_small_updates(tiny_model_dir, tin
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "pure", dtype="bfloat16", **SMALL_LR))
     assert "bf16: true" in capsys.readouterr().err
     before = _weights(tiny_model_dir)
-    pure = changed_fraction({k: v.bfloat16() for k, v in before.items()}, _weights(tmp_path / "pure" / "iter_1" / "model"))
+    pure = changed_fraction({k: v.bfloat16() for k, v in before.items()}, _weights(RunLayout(tmp_path / "pure").model(1)))
     assert pure < 0.5, pure
 
 
@@ -90,7 +91,7 @@ def test_every_forward_runs_under_autocast(tiny_model_dir, tiny_data, tmp_path, 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", bf16=True, eval_base=True))
     assert len(seen) > 10
     assert all(on and dt == torch.bfloat16 and master == torch.float32 for on, dt, master in seen), set(seen)
-    step1 = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    step1 = [r for r in map(json.loads, RunLayout(tmp_path / "run").metrics.read_text().splitlines())
              if r["kind"] == "step"][0]
     assert step1["step"] == 1 and abs(step1["rewards/chosen"]) < 1e-3 and abs(step1["rewards/rejected"]) < 1e-3
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
 from drift.trainer.methods import METHODS, method as method_traits
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
@@ -128,7 +129,7 @@ def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
 
 
 def _records(out: Path, kind=None):
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    recs = [json.loads(line) for line in RunLayout(out).metrics.read_text().splitlines() if line.strip()]
     return [r for r in recs if kind is None or r["kind"] == kind]
 
 
@@ -158,9 +159,10 @@ def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, met
         assert abs(steps[0]["rewards/margins"] - (steps[0]["rewards/chosen"] - steps[0]["rewards/rejected"])) < 1e-5
         # the policy starts as the reference: zero rewards at step 1
         assert abs(steps[0]["rewards/chosen"]) < 1e-3 and abs(steps[0]["rewards/rejected"]) < 1e-3
-        for f in ("generations.pt", "masks.pt", "reference.pt", "eval.json"):
-            assert (tmp_path / "run" / "iter_1" / f).is_file()
-    before, after = _weights(tiny_model_dir), _weights(tmp_path / "run" / "iter_1" / "model")
+        run = RunLayout(tmp_path / "run")
+        for path in (run.generations(1), run.masks(1), run.reference(1), run.eval_json(1)):
+            assert path.is_file(), path
+    before, after = _weights(tiny_model_dir), _weights(RunLayout(tmp_path / "run").model(1))
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
@@ -176,7 +178,7 @@ def test_gradient_accumulation_invariance(tiny_model_dir, tiny_data, tmp_path):
     for ra, rb in zip(sa, sb):
         for k in ("loss", "self_play_loss", "oal_loss", "rewards/margins"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k
-    wa, wb = _weights(tmp_path / "a" / "iter_1" / "model"), _weights(tmp_path / "b" / "iter_1" / "model")
+    wa, wb = _weights(RunLayout(tmp_path / "a").model(1)), _weights(RunLayout(tmp_path / "b").model(1))
     start = _weights(tiny_model_dir)
     for k in wa:
         moved = (wa[k] - start[k]).abs().max()
@@ -188,7 +190,7 @@ def test_extra_epochs_on_fixed_data_reuses_iteration_one(tiny_model_dir, tiny_da
 
     records = train(tiny_config(tiny_model_dir, tiny_data, tmp_path, extra_epochs_on_fixed_data=2))
     assert [r["iteration"] for r in records] == [1, 2, 3]
-    assert not (tmp_path / "iter_2" / "generations.pt").exists()
+    assert not RunLayout(tmp_path).generations(2).exists()
     assert records[1]["gamma"] == records[0]["gamma"] == records[2]["gamma"]
 
 
@@ -234,13 +236,13 @@ def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tiny_data, tmp_pat
     killed = _cli(cfg, {"DRIFT_FAULT_INJECT": fault})
     assert killed.returncode == -9, killed.stderr[-3000:]
     if "train:step3" in fault:
-        assert (tmp_path / "run" / "iter_1" / "train_state.json").is_file()  # resumes mid-training
+        assert RunLayout(tmp_path / "run").files(1).train_state_pointer.is_file()  # resumes mid-training
     if "generate" in fault:
-        assert not (tmp_path / "run" / "iter_1" / "generations.pt").exists()
+        assert not RunLayout(tmp_path / "run").generations(1).exists()
     resumed = _cli(cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for k in (0, 1, 2):
-        a, b = _weights(uninterrupted / f"iter_{k}" / "model"), _weights(tmp_path / "run" / f"iter_{k}" / "model")
+        a, b = _weights(RunLayout(uninterrupted).model(k)), _weights(RunLayout(tmp_path / "run").model(k))
         assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), f"iter_{k}"
     assert _comparable(_records(uninterrupted)) == _comparable(_records(tmp_path / "run"))
     assert not list((tmp_path / "run").rglob("train_state*")), "training state left behind"
@@ -265,14 +267,14 @@ def test_two_processes_equal_one_process_with_doubled_accumulation(tiny_model_di
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
     r2 = _cli(two, {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}, launcher=launcher)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    ga = torch.load(tmp_path / "one" / "iter_1" / "generations.pt", weights_only=False)["ids"]
-    gb = torch.load(tmp_path / "two" / "iter_1" / "generations.pt", weights_only=False)["ids"]
+    ga = torch.load(RunLayout(tmp_path / "one").generations(1), weights_only=False)["ids"]
+    gb = torch.load(RunLayout(tmp_path / "two").generations(1), weights_only=False)["ids"]
     assert ga == gb
     sa, sb = _records(tmp_path / "one", "step"), _records(tmp_path / "two", "step")
     assert len(sa) == len(sb) == 4
     for ra, rb in zip(sa, sb):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4, abs=1e-5)
-    wa, wb = _weights(tmp_path / "one" / "iter_2" / "model"), _weights(tmp_path / "two" / "iter_2" / "model")
+    wa, wb = _weights(RunLayout(tmp_path / "one").model(2)), _weights(RunLayout(tmp_path / "two").model(2))
     for k in wa:
         assert torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-5), k
 
@@ -288,7 +290,7 @@ def test_end_to_end_smollm2_xsum(smollm2_dir, tmp_path):
     records = train(cfg)
     assert [r["stage"] for r in records] == ["base", "iter_1"]
     assert all(0 <= r["rouge1"] <= 100 for r in records)
-    preds = json.loads((tmp_path / "run" / "iter_1" / "eval.json").read_text())["predictions"]
+    preds = json.loads(RunLayout(tmp_path / "run").eval_json(1).read_text())["predictions"]
     assert len(preds) == 2 and any(p.strip() for p in preds)  # a real model writes words
     steps = _records(tmp_path / "run", "step")
     assert len(steps) == 2 and all(s["loss"] > 0 for s in steps)
@@ -301,7 +303,7 @@ def test_lora_iteration_merges_adapters(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path, use_peft=True, lora_r=4, lora_alpha=8, lora_save_merged=True))
-    after = _weights(tmp_path / "iter_1" / "model")
+    after = _weights(RunLayout(tmp_path).model(1))
     before = _weights(tiny_model_dir)
     assert after.keys() == before.keys()  # a plain (merged) model, no adapter tensors
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -368,7 +370,7 @@ def test_iteration_records_carry_the_mechanism_diagnostics(tiny_model_dir, tiny_
     assert rec["diag_vocab_recall"] is None or 0.0 <= rec["diag_vocab_recall"] <= 1.0
     for k in ("logp_difference", "logp_lcs"):
         assert rec[f"diag_{k}"] is None or rec[f"diag_{k}"] <= 0.0  # mean log-probs
-    ev = json.loads((tmp_path / "on" / "iter_1" / "eval.json").read_text())
+    ev = json.loads(RunLayout(tmp_path / "on").eval_json(1).read_text())
     assert ev["diagnostics"]["vocab_recall"] == rec["diag_vocab_recall"]
     off = train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "off", eval_diagnostics=False))
     assert not any(k.startswith("diag_") for k in off[-1])

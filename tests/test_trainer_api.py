@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
 
 def _records(out: Path, kind: str):
-    return [r for r in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip())
+    return [r for r in (json.loads(x) for x in RunLayout(out).metrics.read_text().splitlines() if x.strip())
             if r["kind"] == kind]
 
 
@@ -120,7 +121,7 @@ def test_python_api_with_in_memory_model_tokenizer_and_dataset(tiny_model_dir, t
     assert [r["iteration"] for r in records] == [1] and records.output_dir == tmp_path / "run"
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["data"] == "in_memory" and stored["model_name_or_path"] == str(tiny_model_dir)
-    assert (tmp_path / "run" / "iter_1" / "model" / "model.safetensors").is_file()
+    assert (RunLayout(tmp_path / "run").model(1) / "model.safetensors").is_file()
     # rerun with the same objects: resumes (nothing to do)
     again = drift.train(model=model, tokenizer=tokenizer, train_dataset=ds, config=cfg)
     assert [r["iteration"] for r in again] == [1]
@@ -145,7 +146,7 @@ def test_precomputed_opponent_generations(tiny_model_dir, tiny_data, tmp_path, m
     assert not any("iter_1: generate" in c for c in calls) and any("iter_2: generate" in c for c in calls)
     tok = load_tokenizer(str(tiny_model_dir))
     want = tok("the cat sat on a mat", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    stored = torch.load(tmp_path / "run" / "iter_1" / "generations.pt", weights_only=False)["ids"]
+    stored = torch.load(RunLayout(tmp_path / "run").generations(1), weights_only=False)["ids"]
     assert len(stored) == 8 and all(ids == want for ids in stored)
     gens.write_text(gens.read_text().replace("mat", "rug"))
     with pytest.raises(ValueError, match="opponent_generations: the content"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
@@ -16,7 +17,7 @@ TIME_KEYS = {"eval_s", "step_s", "tokens_per_s", "train_s", "generation_s", "lcs
 
 
 def _records(out: Path, kind: str):
-    return [r for r in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip())
+    return [r for r in (json.loads(x) for x in RunLayout(out).metrics.read_text().splitlines() if x.strip())
             if r["kind"] == kind]
 
 
@@ -144,7 +145,7 @@ def test_eval_records_after_the_last_save_are_rewritten_on_resume(tiny_model_dir
     with pytest.raises(_Killed):
         train(cfg)
     assert [r["step"] for r in _records(tmp_path / "run", "eval")] == [1, 2, 3]
-    assert (tmp_path / "run" / "iter_1" / "train_state.json").is_file()
+    assert RunLayout(tmp_path / "run").files(1).train_state_pointer.is_file()
     monkeypatch.setattr(io, "fault_point", lambda name: None)
     train(cfg)  # resumes from step 2: the eval record of step 3 is dropped and written again
     assert _untimed(_records(tmp_path / "run", "eval")) == _untimed(ref)
@@ -189,4 +190,4 @@ def test_eval_metric_rouge_scores_every_stage(tiny_model_dir, tiny_data, tmp_pat
     records = train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", eval_metric="rouge", eval_base=True))
     assert [r["stage"] for r in records] == ["base", "iter_1"]
     assert all({"rouge1", "rouge2", "rougeL"} <= set(r) for r in records)
-    assert (tmp_path / "run" / "iter_1" / "eval.json").is_file() and generate_spy == [4, 4, 4, 4]
+    assert RunLayout(tmp_path / "run").eval_json(1).is_file() and generate_spy == [4, 4, 4, 4]

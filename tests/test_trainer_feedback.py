@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
 
 def _records(out: Path, kind: str):
-    return [r for r in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip())
+    return [r for r in (json.loads(x) for x in RunLayout(out).metrics.read_text().splitlines() if x.strip())
             if r["kind"] == kind]
 
 

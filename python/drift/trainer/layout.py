@@ -112,6 +112,11 @@ class RunLayout:
     def metrics(self) -> Path:
         return self.root / METRICS_FILE
 
+    @property
+    def base(self) -> Path:
+        """``base/``: the starting model's evaluation."""
+        return self.root / BASE_DIR
+
     @staticmethod
     def stage_name(stage: int | str) -> str:
         return stage if isinstance(stage, str) else f"{STAGE_PREFIX}{stage}"

@@ -111,8 +111,8 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
         run.emit(report["record"])
 
     if config.eval_base and config.eval_metric != "none":
-        ev = stage_eval(run, layout.stage("base"), eval_set)
-        record_iteration(run, -1, "base", ev, {}, 0)
+        ev = stage_eval(run, layout.base, eval_set)
+        record_iteration(run, -1, layout.base.name, ev, {}, 0)
 
     step_offset = 0
     for stage in plan(config):
