@@ -291,7 +291,7 @@ class DriftConfig:
                 f"iterations: extra_epochs_on_fixed_data={self.extra_epochs_on_fixed_data} continues iteration 1 "
                 f"on its own data, so it needs iterations: 1, got {self.iterations}"
             )
-        if self.extra_epochs_on_fixed_data and self.method == "sft":
+        if self.extra_epochs_on_fixed_data and not method_traits(self.method).self_play:
             raise ValueError("extra_epochs_on_fixed_data: applies to self-play methods, not method 'sft'")
         if self.iterations + self.sft_warmup_epochs + self.extra_epochs_on_fixed_data == 0 and not self.eval_base:
             raise ValueError("iterations: nothing to do (iterations, sft_warmup_epochs and eval_base all off)")

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import Callable, List
 
 CONFIG_FILE = "config.json"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -35,6 +35,11 @@ TRAIN_STATE_PREFIX = "train_state-"
 SCALER_FILE = "drift_grad_scaler.pt"  # in a train_state-<step>/ with fp16 loss scaling
 
 
+def _child(folder: str, *parts: str) -> property:
+    """A read-only property: the path ``parts`` under the instance's ``folder`` attribute."""
+    return property(lambda self: getattr(self, folder).joinpath(*parts))
+
+
 class StageFiles:
     """The files of one stage folder (``iter_<k>/`` or ``base/``)."""
 
@@ -45,34 +50,14 @@ class StageFiles:
     def name(self) -> str:
         return self.dir.name
 
-    @property
-    def generations(self) -> Path:
-        return self.dir / GENERATIONS_FILE
-
-    @property
-    def masks(self) -> Path:
-        return self.dir / MASKS_FILE
-
-    @property
-    def reference(self) -> Path:
-        return self.dir / REFERENCE_FILE
-
-    @property
-    def eval_json(self) -> Path:
-        return self.dir / EVAL_FILE
-
-    @property
-    def model(self) -> Path:
-        return self.dir / MODEL_DIR
-
-    @property
-    def train_info(self) -> Path:
-        """``model/drift_train.json``; :attr:`trained_info` is the one that survives pruning."""
-        return self.model / TRAIN_INFO_FILE
-
-    @property
-    def pruned(self) -> Path:
-        return self.dir / PRUNED_FILE
+    generations = _child("dir", GENERATIONS_FILE)
+    masks = _child("dir", MASKS_FILE)
+    reference = _child("dir", REFERENCE_FILE)
+    eval_json = _child("dir", EVAL_FILE)
+    model = _child("dir", MODEL_DIR)
+    train_info = _child("dir", MODEL_DIR, TRAIN_INFO_FILE)  # trained_info: the one that survives pruning
+    pruned = _child("dir", PRUNED_FILE)
+    train_state_pointer = _child("dir", TRAIN_STATE_POINTER)  # names the latest train_state-<step>/
 
     @property
     def trained_info(self) -> Path:
@@ -82,10 +67,6 @@ class StageFiles:
     def trained(self) -> bool:
         return self.train_info.is_file() or self.pruned.is_file()
 
-    @property
-    def train_state_pointer(self) -> Path:
-        return self.dir / TRAIN_STATE_POINTER
-
     def train_state(self, step: int) -> Path:
         return self.dir / f"{TRAIN_STATE_PREFIX}{step}"
 
@@ -94,28 +75,24 @@ class StageFiles:
         return list(self.dir.glob(f"{TRAIN_STATE_PREFIX}*"))
 
 
+def _per_stage(name: str) -> Callable[["RunLayout", "int | str"], Path]:
+    def path(self: "RunLayout", stage: int | str) -> Path:
+        return getattr(self.files(stage), name)
+
+    path.__name__, path.__doc__ = name, f"``StageFiles.{name}`` of stage ``stage``."
+    return path
+
+
 class RunLayout:
     """Paths of one run directory; a stage is an iteration index (``iter_<k>``) or a folder name (``"base"``)."""
 
     def __init__(self, output_dir: str | Path) -> None:
         self.root = Path(output_dir)
 
-    @property
-    def config_json(self) -> Path:
-        return self.root / CONFIG_FILE
-
-    @property
-    def fingerprint_json(self) -> Path:
-        return self.root / FINGERPRINT_FILE
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS_FILE
-
-    @property
-    def base(self) -> Path:
-        """``base/``: the starting model's evaluation."""
-        return self.root / BASE_DIR
+    config_json = _child("root", CONFIG_FILE)
+    fingerprint_json = _child("root", FINGERPRINT_FILE)
+    metrics = _child("root", METRICS_FILE)
+    base = _child("root", BASE_DIR)  # the starting model's evaluation
 
     @staticmethod
     def stage_name(stage: int | str) -> str:
@@ -132,20 +109,10 @@ class RunLayout:
         found = [p for p in self.root.glob(f"{STAGE_PREFIX}*") if p.name[len(STAGE_PREFIX):].isdigit()]
         return sorted(found, key=lambda p: int(p.name[len(STAGE_PREFIX):]))
 
-    def generations(self, stage: int | str) -> Path:
-        return self.files(stage).generations
-
-    def masks(self, stage: int | str) -> Path:
-        return self.files(stage).masks
-
-    def reference(self, stage: int | str) -> Path:
-        return self.files(stage).reference
-
-    def eval_json(self, stage: int | str) -> Path:
-        return self.files(stage).eval_json
-
-    def model(self, stage: int | str) -> Path:
-        return self.files(stage).model
-
-    def train_info(self, stage: int | str) -> Path:
-        return self.files(stage).train_info
+    # the files of stage ``stage`` (an index or "base"), as StageFiles names them
+    generations = _per_stage("generations")
+    masks = _per_stage("masks")
+    reference = _per_stage("reference")
+    eval_json = _per_stage("eval_json")
+    model = _per_stage("model")
+    train_info = _per_stage("train_info")

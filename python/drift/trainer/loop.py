@@ -17,6 +17,12 @@ the same command after a kill resumes at the interrupted stage; training itself 
 its last saved state (``save_steps``). The same code runs on CPU, one GPU, or under
 ``accelerate launch`` (generation and the reference pass are sharded across processes in
 whole batches; training is DDP/FSDP/DeepSpeed through accelerate).
+
+The parts, beside this file: setup.py (accelerator, tokenizer, examples, model, Run),
+stages.py (generate, masks, reference, evaluate: cached in the stage folder), optimize.py
+(train_stage), objective.py (each method's loss; methods.py: what each method does),
+batching.py, generation.py, checkpoints.py (training state, saved models), layout.py (the
+file names of a run folder), records.py (iteration records and the table).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from drift.trainer.batching import self_play_items
 from drift.trainer.checkpoints import clear_train_state, prune_models
 from drift.trainer.config import DriftConfig
 from drift.trainer.layout import RunLayout
+from drift.trainer.methods import method as method_traits
 from drift.trainer.optimize import stage_steps, train_stage
 from drift.trainer.records import Records, format_table, record_iteration
 from drift.trainer.setup import encode, load_rows, make_accelerator, open_run, prepare_model, truncation_report
@@ -53,13 +60,12 @@ def plan(config: DriftConfig) -> List[Stage]:
     stages = []
     if config.sft_warmup_epochs:
         stages.append(Stage(0, "sft", config.sft_warmup_epochs, 0))
-    kind = "sft" if config.method == "sft" else "self_play"
+    kind = "self_play" if method_traits(config.method).self_play else "sft"
     for k in range(1, config.iterations + 1):
         stages.append(Stage(k, kind, config.num_train_epochs, k))
     for e in range(config.extra_epochs_on_fixed_data):
         stages.append(Stage(2 + e, "self_play", 1, 1))
     return stages
-
 
 
 def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer: Any = None, train_dataset: Any = None,
