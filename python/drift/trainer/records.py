@@ -14,7 +14,6 @@ class Records(list):
     output_dir: Optional[Path] = None
 
 
-
 def record_iteration(run: Run, index: int, name: str, ev: Optional[Dict[str, Any]], extra: Dict[str, Any],
                      global_step: int) -> None:
     """Log stage ``name``'s iteration record (scores of its evaluation ``ev``, ``extra``) unless logged already."""

@@ -52,7 +52,6 @@ def make_accelerator(config: Optional[DriftConfig] = None):
     return acc
 
 
-
 # =============================================================================================
 # data: rows, tokenizer, encoding
 def load_rows(config: DriftConfig, train_dataset: Any, eval_dataset: Any, stats: Dict[str, int]):
@@ -157,7 +156,6 @@ def truncation_report(train_set: Sequence[Pair], eval_set: Sequence[Pair], stats
     return {"record": rec, "warnings": warnings}
 
 
-
 # =============================================================================================
 # the model
 def load_model(path: str | Path, config: DriftConfig, device: torch.device):
@@ -200,7 +198,6 @@ class Policy:
         self.path, self.model = Path(path), model
 
 
-
 # =============================================================================================
 # the run
 @dataclass
@@ -233,7 +230,6 @@ def tracker_payload(record: Dict[str, Any]):
     nums = {f"{record['kind']}/{k}": v for k, v in record.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "global_step"}
     return nums, int(record["global_step"])
-
 
 
 def open_run(config: DriftConfig, model_path: str | Path, accelerator: Any = None, tokenizer: Any = None,
