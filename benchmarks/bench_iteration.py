@@ -79,6 +79,7 @@ def replay_oal(shapes, device: str, repeats: int = 3) -> float:
 def run_one(method: str, args: argparse.Namespace, root: Path) -> Dict[str, float]:
     from drift.trainer import DriftConfig, train
     from drift.trainer.io import read_json
+    from drift.trainer.layout import RunLayout
 
     out = root / method
     cfg = DriftConfig(
@@ -92,11 +93,12 @@ def run_one(method: str, args: argparse.Namespace, root: Path) -> Dict[str, floa
         t0 = time.perf_counter()
         train(cfg)
         wall = time.perf_counter() - t0
-    it = read_json(out / "iter_1" / "eval.json")
-    gen = torch.load(out / "iter_1" / "generations.pt", weights_only=False)["seconds"]
-    masks = torch.load(out / "iter_1" / "masks.pt", weights_only=False)["seconds"]
-    ref = torch.load(out / "iter_1" / "reference.pt", weights_only=False)["seconds"]
-    tr = read_json(out / "iter_1" / "model" / "drift_train.json")["seconds"]
+    run = RunLayout(out)
+    it = read_json(run.eval_json(1))
+    gen = torch.load(run.generations(1), weights_only=False)["seconds"]
+    masks = torch.load(run.masks(1), weights_only=False)["seconds"]
+    ref = torch.load(run.reference(1), weights_only=False)["seconds"]
+    tr = read_json(run.train_info(1))["seconds"]
     iteration = gen + masks + ref + tr  # the self-play iteration proper (evaluation excluded)
     oal = replay_oal(rec.shapes, "cuda" if torch.cuda.is_available() else "cpu") if rec.shapes else 0.0
     return {"method": method, "wall_s": wall, "iteration_s": iteration, "generate_s": gen, "lcs_mask_s": masks,

@@ -20,12 +20,12 @@ def no_model_loads(monkeypatch):
     """Fail the test if anything tries to load a model (errors must come first)."""
     import transformers
 
-    from drift.trainer import loop
+    from drift.trainer import setup
 
     def boom(*a, **k):
         raise AssertionError("a model was loaded before the configuration/data error")
 
-    monkeypatch.setattr(loop, "load_model", boom)
+    monkeypatch.setattr(setup, "load_model", boom)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
     monkeypatch.setattr("drift.assets.smollm2_model_dir", boom)
 

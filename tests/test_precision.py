@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
@@ -44,7 +45,7 @@ def test_bf16_small_lr_changes_most_weights(tiny_model_dir, tiny_data, tmp_path)
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "mixed", bf16=True, **SMALL_LR))
     before = _weights(tiny_model_dir)
-    after = _weights(tmp_path / "mixed" / "iter_1" / "model")
+    after = _weights(RunLayout(tmp_path / "mixed").model(1))
     assert all(v.dtype == torch.float32 for v in after.values())  # the master copy is saved
     mixed = changed_fraction(before, after)
     assert mixed > 0.9, mixed
@@ -57,7 +58,7 @@ def test_bf16_weights_without_master_copy_lose_small_updates(tiny_model_dir, tin
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "pure", dtype="bfloat16", **SMALL_LR))
     assert "bf16: true" in capsys.readouterr().err
     before = _weights(tiny_model_dir)
-    pure = changed_fraction({k: v.bfloat16() for k, v in before.items()}, _weights(tmp_path / "pure" / "iter_1" / "model"))
+    pure = changed_fraction({k: v.bfloat16() for k, v in before.items()}, _weights(RunLayout(tmp_path / "pure").model(1)))
     assert pure < 0.5, pure
 
 
@@ -74,10 +75,10 @@ def test_every_forward_runs_under_autocast(tiny_model_dir, tiny_data, tmp_path, 
     """Generation, the reference pass, training and evaluation all see bf16 autocast; step 1's rewards are 0."""
     import json
 
-    from drift.trainer import loop, train
+    from drift.trainer import setup, train
 
     seen = []
-    real = loop.load_model
+    real = setup.load_model
 
     def recording(path, config, device):
         model = real(path, config, device)
@@ -86,18 +87,18 @@ def test_every_forward_runs_under_autocast(tiny_model_dir, tiny_data, tmp_path, 
                                       next(m.parameters()).dtype)))
         return model
 
-    monkeypatch.setattr(loop, "load_model", recording)
+    monkeypatch.setattr(setup, "load_model", recording)
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", bf16=True, eval_base=True))
     assert len(seen) > 10
     assert all(on and dt == torch.bfloat16 and master == torch.float32 for on, dt, master in seen), set(seen)
-    step1 = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    step1 = [r for r in map(json.loads, RunLayout(tmp_path / "run").metrics.read_text().splitlines())
              if r["kind"] == "step"][0]
     assert step1["step"] == 1 and abs(step1["rewards/chosen"]) < 1e-3 and abs(step1["rewards/rejected"]) < 1e-3
 
 
 def test_fused_losses_under_cpu_autocast(tiny_model_dir, tiny_data, tmp_path):
     """compute_loss under bf16 autocast: bf16 logits into the fused ops, float32 loss, fp32 gradients."""
-    from drift.trainer.loop import compute_loss, load_model
+    from drift.trainer import compute_loss, load_model
     from test_trainer import _fixed_items, _run
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, bf16=True).validate()
@@ -195,14 +196,14 @@ def _device_checking_losses(device: torch.device, seen: list):
 
 def test_training_tensors_follow_accelerator_device(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
     """One step's loss built on the meta device: every tensor the trainer makes must be on accelerator.device."""
-    from drift.trainer import io, loop
-    from drift.trainer.loop import Pair, Policy, Run, compute_loss, load_tokenizer
+    from drift.trainer import compute_loss, io, objective
+    from drift.trainer.setup import Pair, Policy, Run, load_tokenizer
     from test_trainer import _fixed_items
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path).validate()
     meta = torch.device("meta")
     seen: list = []
-    monkeypatch.setattr(loop, "losses", _device_checking_losses(meta, seen))
+    monkeypatch.setattr(objective, "losses", _device_checking_losses(meta, seen))
     tok = load_tokenizer(str(tiny_model_dir))
     run = Run(cfg, SimpleNamespace(device=meta), tok, Policy(tiny_model_dir, cfg, meta),
               io.MetricsLog(Path(os.devnull), False))

@@ -16,27 +16,28 @@ import pytest
 import torch
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
+from drift.trainer.methods import METHODS, method as method_traits
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
+SELF_PLAY_METHODS = [m for m in METHODS if method_traits(m).self_play]
 TIME_KEYS = ("step_s", "tokens_per_s", "eval_s", "generation_s", "lcs_mask_s", "reference_s", "train_s", "seconds")
 
 
 def _run(config):
     from accelerate import Accelerator
 
-    from drift.trainer import io
-    from drift.trainer.loop import Policy, Run, load_tokenizer
+    from drift.trainer.setup import open_run
 
-    tok = load_tokenizer(config.model_name_or_path)
-    acc = Accelerator(cpu=True)
-    return Run(config, acc, tok, Policy(config.model_name_or_path, config, acc.device), io.MetricsLog(Path(os.devnull), False))
+    return open_run(config, config.model_name_or_path, Accelerator(cpu=True))
 
 
 def _fixed_items(run, method):
     """Four hand-made pairs (prompt, y, y') with partial overlap, fixed reference sums."""
     import drift
-    from drift.trainer.loop import Item, self_play_masks, Pair
+    from drift.trainer.batching import Item, self_play_masks
+    from drift.trainer.setup import Pair
 
     g = torch.Generator().manual_seed(7)
     eos = run.tokenizer.eos_token_id
@@ -77,14 +78,14 @@ def _naive_loss(model, items, method, beta, oal_weight):
         targets = set(it.chosen_ids[:-1])  # V(y) without the appended EOS
         oals.append(-sum(torch.log(probs[:, v].max()) for v in targets))
     loss = torch.stack(losses_).mean()
-    if method in ("drift", "drift_no_dam"):
+    if method_traits(method).oal:
         loss = loss + oal_weight * torch.stack(oals).mean()
     return loss
 
 
-@pytest.mark.parametrize("method", ["spin", "drift", "drift_no_dam", "drift_no_oal"])
+@pytest.mark.parametrize("method", SELF_PLAY_METHODS)
 def test_loss_matches_naive_reference(tiny_model_dir, tiny_data, tmp_path, method):
-    from drift.trainer.loop import compute_loss, load_model
+    from drift.trainer import compute_loss, load_model
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method=method, beta=0.5, oal_weight=0.7).validate()
     run = _run(cfg)
@@ -93,7 +94,7 @@ def test_loss_matches_naive_reference(tiny_model_dir, tiny_data, tmp_path, metho
     got = compute_loss(model, items, "self_play", run)
     want = _naive_loss(model, items, method, beta=0.5, oal_weight=0.7)
     assert abs(float(got["loss"]) - float(want)) < 1e-4 * max(1.0, abs(float(want)))
-    if method in ("spin", "drift_no_oal"):
+    if not method_traits(method).oal:
         assert float(got["oal_loss"]) == 0.0
     else:
         assert float(got["oal_loss"]) > 0.0
@@ -103,7 +104,7 @@ def test_loss_matches_naive_reference(tiny_model_dir, tiny_data, tmp_path, metho
 
 
 def test_dam_masks_change_the_loss(tiny_model_dir, tiny_data, tmp_path):
-    from drift.trainer.loop import compute_loss, load_model
+    from drift.trainer import compute_loss, load_model
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method="drift_no_oal").validate()
     run = _run(cfg)
@@ -114,7 +115,8 @@ def test_dam_masks_change_the_loss(tiny_model_dir, tiny_data, tmp_path):
 
 
 def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
-    from drift.trainer.loop import Pair, compute_loss, load_model
+    from drift.trainer import compute_loss, load_model
+    from drift.trainer.setup import Pair
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method="sft").validate()
     run = _run(cfg)
@@ -127,7 +129,7 @@ def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
 
 
 def _records(out: Path, kind=None):
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    recs = [json.loads(line) for line in RunLayout(out).metrics.read_text().splitlines() if line.strip()]
     return [r for r in recs if kind is None or r["kind"] == kind]
 
 
@@ -137,7 +139,7 @@ def _weights(model_dir: Path):
     return load_file(str(model_dir / "model.safetensors"))
 
 
-@pytest.mark.parametrize("method", ["sft", "spin", "drift", "drift_no_dam", "drift_no_oal"])
+@pytest.mark.parametrize("method", METHODS)
 def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, method):
     from drift.trainer import train
 
@@ -153,13 +155,14 @@ def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, met
         assert 0.0 <= rec["gamma"] <= 1.0
         for k in ("self_play_loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "lr", "tokens_per_s"):
             assert k in steps[0]
-        assert ("oal_loss" in steps[0]) == (method in ("drift", "drift_no_dam"))  # absent where not computed
+        assert ("oal_loss" in steps[0]) == method_traits(method).oal  # absent where not computed
         assert abs(steps[0]["rewards/margins"] - (steps[0]["rewards/chosen"] - steps[0]["rewards/rejected"])) < 1e-5
         # the policy starts as the reference: zero rewards at step 1
         assert abs(steps[0]["rewards/chosen"]) < 1e-3 and abs(steps[0]["rewards/rejected"]) < 1e-3
-        for f in ("generations.pt", "masks.pt", "reference.pt", "eval.json"):
-            assert (tmp_path / "run" / "iter_1" / f).is_file()
-    before, after = _weights(tiny_model_dir), _weights(tmp_path / "run" / "iter_1" / "model")
+        run = RunLayout(tmp_path / "run")
+        for path in (run.generations(1), run.masks(1), run.reference(1), run.eval_json(1)):
+            assert path.is_file(), path
+    before, after = _weights(tiny_model_dir), _weights(RunLayout(tmp_path / "run").model(1))
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
@@ -175,7 +178,7 @@ def test_gradient_accumulation_invariance(tiny_model_dir, tiny_data, tmp_path):
     for ra, rb in zip(sa, sb):
         for k in ("loss", "self_play_loss", "oal_loss", "rewards/margins"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k
-    wa, wb = _weights(tmp_path / "a" / "iter_1" / "model"), _weights(tmp_path / "b" / "iter_1" / "model")
+    wa, wb = _weights(RunLayout(tmp_path / "a").model(1)), _weights(RunLayout(tmp_path / "b").model(1))
     start = _weights(tiny_model_dir)
     for k in wa:
         moved = (wa[k] - start[k]).abs().max()
@@ -187,7 +190,7 @@ def test_extra_epochs_on_fixed_data_reuses_iteration_one(tiny_model_dir, tiny_da
 
     records = train(tiny_config(tiny_model_dir, tiny_data, tmp_path, extra_epochs_on_fixed_data=2))
     assert [r["iteration"] for r in records] == [1, 2, 3]
-    assert not (tmp_path / "iter_2" / "generations.pt").exists()
+    assert not RunLayout(tmp_path).generations(2).exists()
     assert records[1]["gamma"] == records[0]["gamma"] == records[2]["gamma"]
 
 
@@ -233,13 +236,13 @@ def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tiny_data, tmp_pat
     killed = _cli(cfg, {"DRIFT_FAULT_INJECT": fault})
     assert killed.returncode == -9, killed.stderr[-3000:]
     if "train:step3" in fault:
-        assert (tmp_path / "run" / "iter_1" / "train_state.json").is_file()  # resumes mid-training
+        assert RunLayout(tmp_path / "run").files(1).train_state_pointer.is_file()  # resumes mid-training
     if "generate" in fault:
-        assert not (tmp_path / "run" / "iter_1" / "generations.pt").exists()
+        assert not RunLayout(tmp_path / "run").generations(1).exists()
     resumed = _cli(cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for k in (0, 1, 2):
-        a, b = _weights(uninterrupted / f"iter_{k}" / "model"), _weights(tmp_path / "run" / f"iter_{k}" / "model")
+        a, b = _weights(RunLayout(uninterrupted).model(k)), _weights(RunLayout(tmp_path / "run").model(k))
         assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), f"iter_{k}"
     assert _comparable(_records(uninterrupted)) == _comparable(_records(tmp_path / "run"))
     assert not list((tmp_path / "run").rglob("train_state*")), "training state left behind"
@@ -264,14 +267,14 @@ def test_two_processes_equal_one_process_with_doubled_accumulation(tiny_model_di
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
     r2 = _cli(two, {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}, launcher=launcher)
     assert r2.returncode == 0, r2.stderr[-3000:]
-    ga = torch.load(tmp_path / "one" / "iter_1" / "generations.pt", weights_only=False)["ids"]
-    gb = torch.load(tmp_path / "two" / "iter_1" / "generations.pt", weights_only=False)["ids"]
+    ga = torch.load(RunLayout(tmp_path / "one").generations(1), weights_only=False)["ids"]
+    gb = torch.load(RunLayout(tmp_path / "two").generations(1), weights_only=False)["ids"]
     assert ga == gb
     sa, sb = _records(tmp_path / "one", "step"), _records(tmp_path / "two", "step")
     assert len(sa) == len(sb) == 4
     for ra, rb in zip(sa, sb):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4, abs=1e-5)
-    wa, wb = _weights(tmp_path / "one" / "iter_2" / "model"), _weights(tmp_path / "two" / "iter_2" / "model")
+    wa, wb = _weights(RunLayout(tmp_path / "one").model(2)), _weights(RunLayout(tmp_path / "two").model(2))
     for k in wa:
         assert torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-5), k
 
@@ -287,7 +290,7 @@ def test_end_to_end_smollm2_xsum(smollm2_dir, tmp_path):
     records = train(cfg)
     assert [r["stage"] for r in records] == ["base", "iter_1"]
     assert all(0 <= r["rouge1"] <= 100 for r in records)
-    preds = json.loads((tmp_path / "run" / "iter_1" / "eval.json").read_text())["predictions"]
+    preds = json.loads(RunLayout(tmp_path / "run").eval_json(1).read_text())["predictions"]
     assert len(preds) == 2 and any(p.strip() for p in preds)  # a real model writes words
     steps = _records(tmp_path / "run", "step")
     assert len(steps) == 2 and all(s["loss"] > 0 for s in steps)
@@ -300,7 +303,7 @@ def test_lora_iteration_merges_adapters(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path, use_peft=True, lora_r=4, lora_alpha=8, lora_save_merged=True))
-    after = _weights(tmp_path / "iter_1" / "model")
+    after = _weights(RunLayout(tmp_path).model(1))
     before = _weights(tiny_model_dir)
     assert after.keys() == before.keys()  # a plain (merged) model, no adapter tensors
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -320,11 +323,13 @@ def test_metrics_log_survives_a_torn_line(tmp_path):
     assert [r["step"] for r in log.records()] == [1]
 
 
-@pytest.mark.parametrize("method", ["spin", "drift", "drift_no_dam", "drift_no_oal"])
+@pytest.mark.parametrize("method", SELF_PLAY_METHODS)
 def test_loss_matches_drift_reference_on_the_trainer_batch(tiny_model_dir, tiny_data, tmp_path, method):
     """The trainer's batch, masks and OAL targets fed to drift.reference.drift_loss (float64)."""
     from drift import reference
-    from drift.trainer.loop import compute_loss, load_model, oal_target_mask, response_logits, self_play_batch
+    from drift.trainer import compute_loss, load_model
+    from drift.trainer.batching import response_logits, self_play_batch
+    from drift.trainer.objective import oal_target_mask
 
     if not hasattr(reference, "drift_loss"):
         pytest.skip("drift.reference.drift_loss not available")
@@ -343,7 +348,7 @@ def test_loss_matches_drift_reference_on_the_trainer_batch(tiny_model_dir, tiny_
         logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r, oal_targets=b.labels[:n],
         oal_targets_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id),
         rejected_response_mask=b.response_mask[n:], beta=0.2,
-        oal_weight=0.5 if method in ("drift", "drift_no_dam") else 0.0,
+        oal_weight=0.5 if method_traits(method).oal else 0.0,
     )
     assert float(got["loss"]) == pytest.approx(float(want[0]), rel=1e-5, abs=1e-5)
     assert float(got["self_play_loss"]) == pytest.approx(float(want[1]), rel=1e-5, abs=1e-6)
@@ -365,7 +370,7 @@ def test_iteration_records_carry_the_mechanism_diagnostics(tiny_model_dir, tiny_
     assert rec["diag_vocab_recall"] is None or 0.0 <= rec["diag_vocab_recall"] <= 1.0
     for k in ("logp_difference", "logp_lcs"):
         assert rec[f"diag_{k}"] is None or rec[f"diag_{k}"] <= 0.0  # mean log-probs
-    ev = json.loads((tmp_path / "on" / "iter_1" / "eval.json").read_text())
+    ev = json.loads(RunLayout(tmp_path / "on").eval_json(1).read_text())
     assert ev["diagnostics"]["vocab_recall"] == rec["diag_vocab_recall"]
     off = train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "off", eval_diagnostics=False))
     assert not any(k.startswith("diag_") for k in off[-1])

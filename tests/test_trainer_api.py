@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
 
 def _records(out: Path, kind: str):
-    return [r for r in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip())
+    return [r for r in (json.loads(x) for x in RunLayout(out).metrics.read_text().splitlines() if x.strip())
             if r["kind"] == kind]
 
 
@@ -31,7 +32,7 @@ def _naive(loss_type: str, h: torch.Tensor, beta: float) -> torch.Tensor:
 @pytest.mark.parametrize("method", ["drift", "spin"])
 @pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
 def test_loss_type_matches_a_float64_reference(tiny_model_dir, tiny_data, tmp_path, loss_type, method):
-    from drift.trainer.loop import compute_loss, load_model
+    from drift.trainer import compute_loss, load_model
     from test_trainer import _fixed_items, _naive_token_logps, _run
 
     beta, lam = 0.5, 0.7
@@ -91,7 +92,7 @@ def _chat_rows(path: Path):
 def test_messages_rows_use_the_whole_conversation(tiny_model_dir, tiny_data, tmp_path):
     from drift import data
     from drift.trainer import DriftConfig
-    from drift.trainer.loop import encode, load_tokenizer
+    from drift.trainer.setup import encode, load_tokenizer
 
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _chat_rows(tiny_data)))
@@ -120,7 +121,7 @@ def test_python_api_with_in_memory_model_tokenizer_and_dataset(tiny_model_dir, t
     assert [r["iteration"] for r in records] == [1] and records.output_dir == tmp_path / "run"
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["data"] == "in_memory" and stored["model_name_or_path"] == str(tiny_model_dir)
-    assert (tmp_path / "run" / "iter_1" / "model" / "model.safetensors").is_file()
+    assert (RunLayout(tmp_path / "run").model(1) / "model.safetensors").is_file()
     # rerun with the same objects: resumes (nothing to do)
     again = drift.train(model=model, tokenizer=tokenizer, train_dataset=ds, config=cfg)
     assert [r["iteration"] for r in again] == [1]
@@ -129,23 +130,23 @@ def test_python_api_with_in_memory_model_tokenizer_and_dataset(tiny_model_dir, t
 
 
 def test_precomputed_opponent_generations(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    from drift.trainer import loop, train
-    from drift.trainer.loop import load_tokenizer
+    from drift.trainer import generation, train
+    from drift.trainer.setup import load_tokenizer
 
     rows = [json.loads(x) for x in tiny_data.read_text().splitlines()]
     gens = tmp_path / "gens.jsonl"
     gens.write_text("".join(json.dumps({"prompt": r["prompt"], "generation": "the cat sat on a mat"}) + "\n"
                             for r in rows))
     calls = []
-    real = loop.generate
-    monkeypatch.setattr(loop, "generate", lambda run, model, prompts, **kw: calls.append(kw["desc"]) or real(
+    real = generation.generate
+    monkeypatch.setattr(generation, "generate", lambda run, model, prompts, **kw: calls.append(kw["desc"]) or real(
         run, model, prompts, **kw))
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", iterations=2, opponent_generations=str(gens))
     train(cfg)
     assert not any("iter_1: generate" in c for c in calls) and any("iter_2: generate" in c for c in calls)
     tok = load_tokenizer(str(tiny_model_dir))
     want = tok("the cat sat on a mat", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    stored = torch.load(tmp_path / "run" / "iter_1" / "generations.pt", weights_only=False)["ids"]
+    stored = torch.load(RunLayout(tmp_path / "run").generations(1), weights_only=False)["ids"]
     assert len(stored) == 8 and all(ids == want for ids in stored)
     gens.write_text(gens.read_text().replace("mat", "rug"))
     with pytest.raises(ValueError, match="opponent_generations: the content"):

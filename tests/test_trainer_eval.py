@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
@@ -16,7 +17,7 @@ TIME_KEYS = {"eval_s", "step_s", "tokens_per_s", "train_s", "generation_s", "lcs
 
 
 def _records(out: Path, kind: str):
-    return [r for r in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip())
+    return [r for r in (json.loads(x) for x in RunLayout(out).metrics.read_text().splitlines() if x.strip())
             if r["kind"] == kind]
 
 
@@ -44,16 +45,16 @@ def generate_spy(monkeypatch):
 # item 13: per_device_eval_batch_size batches evaluation
 def test_evaluation_batches_by_per_device_eval_batch_size(tiny_model_dir, tiny_data, tmp_path, generate_spy,
                                                           monkeypatch):
-    from drift.trainer import loop, train
+    from drift.trainer import batching, train
 
     ref_batches = []
-    real_batch = loop.self_play_batch
+    real_batch = batching.self_play_batch
 
     def batch_spy(items, *a, **k):
         ref_batches.append(len(items))
         return real_batch(items, *a, **k)
 
-    monkeypatch.setattr(loop, "self_play_batch", batch_spy)
+    monkeypatch.setattr(batching, "self_play_batch", batch_spy)
     # 8 training prompts, 4 held-out: self-play generation in 4s, evaluation in 2s, reference pass in 3s
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", generation_batch_size=4,
                       per_device_eval_batch_size=2, precompute_ref_batch_size=3, eval_base=True))
@@ -107,7 +108,7 @@ def test_demo_keeps_the_batches_its_table_was_made_with():
 # item 14: eval_steps
 def test_eval_steps_logs_eval_records_at_the_global_step(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import train
-    from drift.trainer.loop import tracker_payload
+    from drift.trainer.setup import tracker_payload
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "plain", iterations=2))
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", iterations=2, eval_steps=2))
@@ -129,7 +130,7 @@ class _Killed(Exception):
 
 
 def test_eval_records_after_the_last_save_are_rewritten_on_resume(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    from drift.trainer import loop, train
+    from drift.trainer import io, train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "ref", eval_steps=1))
     ref = _records(tmp_path / "ref", "eval")
@@ -139,13 +140,13 @@ def test_eval_records_after_the_last_save_are_rewritten_on_resume(tiny_model_dir
         if name == "iter_1: train:step3":
             raise _Killed(name)
 
-    monkeypatch.setattr(loop, "_fault_point", fault)
+    monkeypatch.setattr(io, "fault_point", fault)
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", eval_steps=1)  # save_steps 2
     with pytest.raises(_Killed):
         train(cfg)
     assert [r["step"] for r in _records(tmp_path / "run", "eval")] == [1, 2, 3]
-    assert (tmp_path / "run" / "iter_1" / "train_state.json").is_file()
-    monkeypatch.setattr(loop, "_fault_point", lambda name: None)
+    assert RunLayout(tmp_path / "run").files(1).train_state_pointer.is_file()
+    monkeypatch.setattr(io, "fault_point", lambda name: None)
     train(cfg)  # resumes from step 2: the eval record of step 3 is dropped and written again
     assert _untimed(_records(tmp_path / "run", "eval")) == _untimed(ref)
 
@@ -189,4 +190,4 @@ def test_eval_metric_rouge_scores_every_stage(tiny_model_dir, tiny_data, tmp_pat
     records = train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", eval_metric="rouge", eval_base=True))
     assert [r["stage"] for r in records] == ["base", "iter_1"]
     assert all({"rouge1", "rouge2", "rougeL"} <= set(r) for r in records)
-    assert (tmp_path / "run" / "iter_1" / "eval.json").is_file() and generate_spy == [4, 4, 4, 4]
+    assert RunLayout(tmp_path / "run").eval_json(1).is_file() and generate_spy == [4, 4, 4, 4]

@@ -27,6 +27,7 @@ import torch
 
 import drift
 from conftest import TRAIN_DEPS, tiny_config
+from drift.trainer.layout import RunLayout
 
 #: The trainer's bf16 mixed-precision setting (fp32 master weights, bf16 compute): the one place
 #: to change if the option is named differently (e.g. {"mixed_precision": "bf16"}).
@@ -75,7 +76,7 @@ def _train(config, path: Path, device: str, env_extra=None):
 
 
 def _steps(out: Path):
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    recs = [json.loads(line) for line in RunLayout(out).metrics.read_text().splitlines() if line.strip()]
     return [r for r in recs if r["kind"] == "step"]
 
 
@@ -95,14 +96,15 @@ def test_drift_iteration_bf16_checkpointing_kill_and_resume(tiny_model_dir, tiny
     assert done.returncode == 0, done.stderr[-4000:]
 
     # One DRIFT iteration: every stage wrote its output, the losses are finite, DAM masked something.
-    for f in ("generations.pt", "masks.pt", "reference.pt", "eval.json", "model/model.safetensors"):
-        assert (ref_out / "iter_1" / f).is_file(), f
+    ref = RunLayout(ref_out)
+    for path in (ref.generations(1), ref.masks(1), ref.reference(1), ref.eval_json(1), ref.model(1) / "model.safetensors"):
+        assert path.is_file(), path
     steps = _steps(ref_out)
     assert len(steps) == 4 and all(math.isfinite(s["loss"]) and math.isfinite(s["oal_loss"]) for s in steps)
-    gens = torch.load(ref_out / "iter_1" / "generations.pt", weights_only=False)["ids"]
+    gens = torch.load(RunLayout(ref_out).generations(1), weights_only=False)["ids"]
     assert len(gens) == 8 and any(len(g) for g in gens)
     # Mixed precision keeps fp32 master weights: saved in fp32, and a step moved them.
-    before, after = _weights(tiny_model_dir), _weights(ref_out / "iter_1" / "model")
+    before, after = _weights(tiny_model_dir), _weights(RunLayout(ref_out).model(1))
     assert all(t.dtype == torch.float32 for t in after.values())
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
 
@@ -110,16 +112,16 @@ def test_drift_iteration_bf16_checkpointing_kill_and_resume(tiny_model_dir, tiny
     cfg = _config(tiny_model_dir, tiny_data, run_out, device)
     killed = _train(cfg, tmp_path / "run.yaml", device, {"DRIFT_FAULT_INJECT": FAULT})
     assert killed.returncode == -9, killed.stderr[-4000:]
-    assert (run_out / "iter_1" / "train_state.json").is_file()
+    assert RunLayout(run_out).files(1).train_state_pointer.is_file()
     resumed = _train(cfg, tmp_path / "run.yaml", device)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert json.loads((run_out / "iter_1" / "model" / "drift_train.json").read_text())["resumed_from_step"] == 3
+    assert json.loads(RunLayout(run_out).train_info(1).read_text())["resumed_from_step"] == 3
     assert not list(run_out.rglob("train_state*")), "training state left behind"
     resumed_steps = _steps(run_out)
     assert [r["step"] for r in resumed_steps] == [1, 2, 3, 4]
     for a, b in zip(steps, resumed_steps):
         assert a["loss"] == pytest.approx(b["loss"], **LOSS_TOL), a["step"]
-    resumed_w = _weights(run_out / "iter_1" / "model")
+    resumed_w = _weights(RunLayout(run_out).model(1))
     assert resumed_w.keys() == after.keys()
     lr = RUN["learning_rate"]
     for k, w in after.items():

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from drift.trainer.layout import METRICS_FILE, RunLayout
+
 METRICS = ("rouge1", "rouge2", "rougeL")
 METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "gamma": "gamma",
                 "diag_logp_difference": "difference-token log-prob", "diag_logp_lcs": "LCS-token log-prob",
@@ -73,8 +75,8 @@ def read_steps(path: Path) -> List[dict]:
 
 def loss_terms(run_dir: Path) -> Optional[Tuple[float, float, float]]:
     """Mean over the self-play steps of one run: (self-play loss, lambda * OAL loss, reward accuracy)."""
-    steps = read_steps(run_dir / "metrics.jsonl")
-    cfg = run_dir / "config.json"
+    steps = read_steps(RunLayout(run_dir).metrics)
+    cfg = RunLayout(run_dir).config_json
     if not steps or not cfg.is_file():
         return None
     lam = float(json.loads(cfg.read_text()).get("oal_weight", 0.0))
@@ -93,7 +95,7 @@ def mean_std(values: List[float]) -> Tuple[float, float]:
 def collect(root: Path) -> Dict[str, Dict[str, Seeds]]:
     """task -> arm -> seed dir name -> iteration records (arms in ARM_ORDER)."""
     out: Dict[str, Dict[str, Seeds]] = {}
-    for m in sorted(Path(root).glob("*/*/seed*/metrics.jsonl")):
+    for m in sorted(Path(root).glob(f"*/*/seed*/{METRICS_FILE}")):
         seed_dir = m.parent
         out.setdefault(seed_dir.parent.parent.name, {}).setdefault(seed_dir.parent.name, {})[seed_dir.name] = (
             read_iterations(m))
@@ -209,7 +211,7 @@ def last_stage(arms: Dict[str, Seeds], arm: str) -> Optional[str]:
 def claim_specs(arms: Dict[str, Seeds]) -> List[Tuple[str, str, List[Tuple[str, str, Optional[str], str, Optional[str], Tuple[str, ...]]]]]:
     last = last_stage(arms, "drift") or "iter_3"
     k = stage_key(last)
-    extra_stages = [f"iter_{i}" for i in range(2, k + 1)]
+    extra_stages = [RunLayout.stage_name(i) for i in range(2, k + 1)]
     return [
         ("drift_spin", "DRIFT > SPIN (same number of iterations)",
          [(f"drift {last} vs spin {last}", "drift", last, "spin", last, METRICS),
@@ -333,7 +335,7 @@ def setup_lines(root: Path, data: Dict[str, Dict[str, Seeds]]) -> List[str]:
 
 def same_predictions(sweep_dir: Path, a: str, b: str, stage: str) -> str:
     """'k/n': held-out predictions of sweep points ``a`` and ``b`` at ``stage`` that are identical ('-' if absent)."""
-    pa, pb = sweep_dir / a / stage / "eval.json", sweep_dir / b / stage / "eval.json"
+    pa, pb = RunLayout(sweep_dir / a).eval_json(stage), RunLayout(sweep_dir / b).eval_json(stage)
     if not (pa.is_file() and pb.is_file()):
         return "-"
     x, y = json.loads(pa.read_text())["predictions"], json.loads(pb.read_text())["predictions"]

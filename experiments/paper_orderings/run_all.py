@@ -28,6 +28,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import shared_stages  # noqa: E402
 
+from drift.trainer.layout import RunLayout  # noqa: E402
+
 TASKS = ("xsum", "mtsdialog")
 # run order inside a (task, seed) group: the sources of shared stages first
 ARMS = ("sft_epoch1", "drift", "drift_extra_epochs", "spin", "drift_no_dam", "drift_no_oal", "sft_epoch2")
@@ -122,8 +124,8 @@ def run_one(cmd: List[str], out_dir: Path, threads: int, log: Path) -> float:
 
 def general_eval_points(scale: str) -> List[tuple[str, str]]:
     """The (arm, stage) checkpoints scored for general ability: the SFT start, SPIN's and DRIFT's last."""
-    last = f"iter_{SCALES[scale]['iterations']}"
-    return [("sft_epoch1", "iter_0"), ("spin", last), ("drift", last)]
+    last = RunLayout.stage_name(SCALES[scale]["iterations"])
+    return [("sft_epoch1", RunLayout.stage_name(0)), ("spin", last), ("drift", last)]
 
 
 def run_general_eval(model_dir: Path, output: Path, limit: Optional[int], threads: int, log: Path, device: str) -> None:
@@ -167,7 +169,7 @@ def run_group(root: Path, scale: str, task: str, seed: int, arms: List[str], thr
     if general_eval_enabled(scale, task, arms):
         for arm, stage in general_eval_points(scale):
             t0 = time.time()
-            run_general_eval(dirs[arm] / stage / "model", dirs[arm] / GENERAL_EVAL_FILE, GENERAL_EVAL[scale]["limit"],
+            run_general_eval(RunLayout(dirs[arm]).model(stage), dirs[arm] / GENERAL_EVAL_FILE, GENERAL_EVAL[scale]["limit"],
                              threads, log, device)
             print(f"done {task} {arm} seed{seed} general ability: {time.time() - t0:.0f} s", flush=True)
     if not keep_weights:
@@ -176,7 +178,7 @@ def run_group(root: Path, scale: str, task: str, seed: int, arms: List[str], thr
 
 
 def plot(root: Path, task: str, arms: List[str], seed: int) -> Optional[Path]:
-    dirs = [str(root / task / arm / f"seed{seed}") for arm in arms if (root / task / arm / f"seed{seed}" / "metrics.jsonl").is_file()]
+    dirs = [str(root / task / arm / f"seed{seed}") for arm in arms if RunLayout(root / task / arm / f"seed{seed}").metrics.is_file()]
     if not dirs:
         return None
     png = root / f"{task}_rouge.png"

@@ -21,6 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Optional
 
+from drift.trainer.checkpoints import clear_train_state
+from drift.trainer.layout import GENERATIONS_FILE, MASKS_FILE, RunLayout, StageFiles
+
 SELF_PLAY_ARMS = ("spin", "drift", "drift_no_dam", "drift_no_oal", "drift_extra_epochs")
 
 
@@ -48,10 +51,10 @@ def seed_arm(arm_dir: Path, arm: str, sft_dir: Path, drift_dir: Path) -> None:
     if arm == "sft_epoch1":
         return
     if arm not in SELF_PLAY_ARMS:
-        link_tree(sft_dir / "base", arm_dir / "base")  # sft_epoch2 has its own 2-epoch iter_0
+        link_tree(RunLayout(sft_dir).base, RunLayout(arm_dir).base)  # sft_epoch2 has its own 2-epoch iter_0
     elif arm == "drift_extra_epochs":
         seed_self_play(arm_dir, sft_dir, None)
-        link_tree(drift_dir / "iter_1", arm_dir / "iter_1")
+        link_tree(RunLayout(drift_dir).stage(1), RunLayout(arm_dir).stage(1))
     else:
         seed_self_play(arm_dir, sft_dir, None if arm == "drift" else drift_dir)
 
@@ -59,10 +62,11 @@ def seed_arm(arm_dir: Path, arm: str, sft_dir: Path, drift_dir: Path) -> None:
 def seed_self_play(arm_dir: Path, sft_dir: Path, generations_from: Optional[Path]) -> None:
     """Link the base eval and the SFT warm start of ``sft_dir`` into a self-play run ``arm_dir``, and
     iteration 1's generations and masks of ``generations_from`` (None: the run makes its own)."""
-    link_tree(sft_dir / "base", arm_dir / "base")
-    link_tree(sft_dir / "iter_0", arm_dir / "iter_0")
+    sft, arm = RunLayout(sft_dir), RunLayout(arm_dir)
+    link_tree(sft.base, arm.base)
+    link_tree(sft.stage(0), arm.stage(0))
     if generations_from is not None:
-        link_files(generations_from / "iter_1", arm_dir / "iter_1", ("generations.pt", "masks.pt"))
+        link_files(RunLayout(generations_from).stage(1), arm.stage(1), (GENERATIONS_FILE, MASKS_FILE))
 
 
 def prune_weights(run_dir: Path, keep: Iterable[str] = ()) -> int:
@@ -72,12 +76,12 @@ def prune_weights(run_dir: Path, keep: Iterable[str] = ()) -> int:
     so call it only on finished runs. Returns the bytes freed."""
     freed = 0
     keep = set(keep)
-    for stage in sorted(run_dir.glob("iter_*")):
+    for stage in RunLayout(run_dir).stages():
         if stage.name in keep:
             continue
-        for f in list(stage.glob("model/*.safetensors")) + list(stage.glob("model/*.bin")):
+        model = StageFiles(stage).model
+        for f in list(model.glob("*.safetensors")) + list(model.glob("*.bin")):
             freed += f.stat().st_size
             f.unlink()
-        for st in stage.glob("train_state*"):
-            shutil.rmtree(st, ignore_errors=True) if st.is_dir() else st.unlink(missing_ok=True)
+        clear_train_state(stage)
     return freed

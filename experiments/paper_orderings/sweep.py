@@ -26,6 +26,8 @@ import run_all  # noqa: E402
 import shared_stages  # noqa: E402
 from make_results import read_iterations  # noqa: E402
 
+from drift.trainer.layout import RunLayout  # noqa: E402
+
 
 def point_name(axis: str, value: Any) -> str:
     return f"{axis}={value}"
@@ -53,7 +55,7 @@ def settings_opts(s: Dict[str, Any]) -> List[str]:
 
 
 def last_stage(run_dir: Path) -> Dict[str, Any]:
-    recs = read_iterations(run_dir / "metrics.jsonl")
+    recs = read_iterations(RunLayout(run_dir).metrics)
     return recs[-1]
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-METHODS = ("sft", "spin", "drift", "drift_no_dam", "drift_no_oal")
+from drift.trainer.methods import METHODS, method as method_traits
+
 SCHEDULERS = ("linear", "cosine", "constant")
 LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -283,14 +284,14 @@ class DriftConfig:
                 raise ValueError(f"{name}: expected a value in [0, 1), got {v}")
         if self.top_p > 1:
             raise ValueError(f"top_p: expected a value in (0, 1], got {self.top_p}")
-        if self.method in ("drift", "drift_no_dam") and self.oal_weight == 0:
+        if method_traits(self.method).oal and self.oal_weight == 0:
             raise ValueError(f"oal_weight: method {self.method!r} needs oal_weight > 0 (use drift_no_oal / spin)")
         if self.extra_epochs_on_fixed_data and self.iterations != 1:
             raise ValueError(
                 f"iterations: extra_epochs_on_fixed_data={self.extra_epochs_on_fixed_data} continues iteration 1 "
                 f"on its own data, so it needs iterations: 1, got {self.iterations}"
             )
-        if self.extra_epochs_on_fixed_data and self.method == "sft":
+        if self.extra_epochs_on_fixed_data and not method_traits(self.method).self_play:
             raise ValueError("extra_epochs_on_fixed_data: applies to self-play methods, not method 'sft'")
         if self.iterations + self.sft_warmup_epochs + self.extra_epochs_on_fixed_data == 0 and not self.eval_base:
             raise ValueError("iterations: nothing to do (iterations, sft_warmup_epochs and eval_base all off)")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List
@@ -172,3 +173,10 @@ class MetricsLog:
 
     def has(self, predicate: Callable[[Dict[str, Any]], bool]) -> bool:
         return any(predicate(r) for r in self.records())
+
+
+def fault_point(name: str) -> None:
+    """Test hook: SIGKILL this process at the named point (``DRIFT_FAULT_INJECT=<name>``), to check that
+    a kill there leaves a run that resumes."""
+    if os.environ.get("DRIFT_FAULT_INJECT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

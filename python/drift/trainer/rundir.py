@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from drift import assets
 from drift.trainer import io
 from drift.trainer.config import DriftConfig
+from drift.trainer.layout import CONFIG_FILE, FINGERPRINT_FILE
 
 #: settings that may differ between the run in a folder and the command resuming it: they do not
 #: change what the stored stages hold. ``iterations``: stage k depends only on stages < k.
@@ -31,8 +32,6 @@ FREE_SETTINGS = frozenset({
     "precompute_ref_batch_size", "eval_steps",
     "output_dir", "iterations", "data", "eval_data", "split_file", "save_total_limit", "opponent_generations",
 })
-CONFIG_FILE = "config.json"
-FINGERPRINT_FILE = "fingerprint.json"
 
 
 def default_output_name(config: DriftConfig) -> str:

@@ -16,15 +16,17 @@ from drift import assets, data
 from drift.rouge import rouge
 from drift.trainer import io
 from drift.trainer.config import DriftConfig
-from drift.trainer.loop import Policy, Run, encode, generate, load_tokenizer, make_accelerator, split_ids
+from drift.trainer.generation import generate
+from drift.trainer.layout import CONFIG_FILE, METRICS_FILE, TRAIN_INFO_FILE, RunLayout, StageFiles
+from drift.trainer.setup import encode, open_run, split_ids
 
 
 def _is_run(d: Path) -> bool:
-    return (d / "config.json").is_file() and (d / "metrics.jsonl").is_file()
+    return (d / CONFIG_FILE).is_file() and (d / METRICS_FILE).is_file()
 
 
 def _has_model(d: Path) -> bool:
-    return (d / "drift_train.json").is_file() or (d / "config.json").is_file() or (d / "adapter_config.json").is_file()
+    return (d / TRAIN_INFO_FILE).is_file() or (d / "config.json").is_file() or (d / "adapter_config.json").is_file()
 
 
 def find_run(model: Optional[str]) -> Tuple[Optional[Path], Optional[str]]:
@@ -38,11 +40,10 @@ def find_run(model: Optional[str]) -> Tuple[Optional[Path], Optional[str]]:
     if not path.exists():
         raise FileNotFoundError(f"--model: no such folder {model}")
     if _is_run(path):
-        stages = sorted((int(p.name[5:]), p / "model") for p in path.glob("iter_*")
-                        if p.name[5:].isdigit() and _has_model(p / "model"))
-        if not stages:
+        models = [d.model for d in map(StageFiles, RunLayout(path).stages()) if _has_model(d.model)]
+        if not models:
             raise FileNotFoundError(f"--model: the run in {model} has no trained model yet (no iter_<k>/model)")
-        return path, str(stages[-1][1])
+        return path, str(models[-1])
     for parent in list(path.resolve().parents)[:3]:
         if _is_run(parent):
             return parent, str(path)
@@ -53,7 +54,7 @@ def run_settings(run_dir: Optional[Path]) -> Dict[str, Any]:
     """The run's stored settings (its config.json), minus the fields that are about training output."""
     if run_dir is None:
         return {}
-    values = io.read_json(run_dir / "config.json")
+    values = io.read_json(RunLayout(run_dir).config_json)
     known = set(DriftConfig.field_names())
     return {k: v for k, v in values.items() if k in known and k != "output_dir"}
 
@@ -61,12 +62,10 @@ def run_settings(run_dir: Optional[Path]) -> Dict[str, Any]:
 def _setup(config: DriftConfig, model: Optional[str], rows: List[data.Example], instruction: Optional[str],
            command: str, what: str):
     path = model or config.model_name_or_path or str(assets.smollm2_model_dir())
-    acc = make_accelerator()
-    tok = load_tokenizer(path)
-    pairs = [encode(tok, r, config, instruction) for r in rows]
-    if acc.is_main_process:
+    run = open_run(config, path)
+    pairs = [encode(run.tokenizer, r, config, instruction) for r in rows]
+    if run.accelerator.is_main_process:
         print(f"drift {command}: model {path}; {what}", file=sys.stderr)
-    run = Run(config, acc, tok, Policy(path, config, acc.device), io.MetricsLog(Path("/dev/null"), False))
     return run, pairs
 
 

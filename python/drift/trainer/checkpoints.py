@@ -1,0 +1,116 @@
+"""What a training stage leaves on disk: its training state while it trains, then its model.
+
+- ``train_state-<step>/`` (accelerate's state, + the fp16 loss scaler) and ``train_state.json``
+  naming the latest: saved every ``save_steps``, resumed from, removed once ``model/`` is saved.
+- ``model/``: the weights (or a LoRA adapter and its lineage), the tokenizer and
+  ``drift_train.json``; :func:`prune_models` keeps only the last ``save_total_limit`` of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from drift.trainer import io
+from drift.trainer.layout import LINEAGE_FILE, SCALER_FILE, TRAIN_INFO_FILE, RunLayout, StageFiles
+from drift.trainer.setup import Run
+
+
+def latest_train_state(d: Path) -> Optional[Dict[str, Any]]:
+    """``{"step", "dir"}`` of the stage's last saved training state, or None."""
+    pointer = StageFiles(d).train_state_pointer
+    if pointer.is_file():
+        state = io.read_json(pointer)
+        if (d / state["dir"]).is_dir():
+            return state
+    return None
+
+
+def load_train_state(run: Run, d: Path, scaler=None) -> int:
+    """Restore the stage's last saved training state (and ``scaler``'s); the step to go on from (0: none)."""
+    state = latest_train_state(d)
+    if state is None:
+        return 0
+    run.accelerator.load_state(str(d / state["dir"]))
+    if scaler is not None and (d / state["dir"] / SCALER_FILE).is_file():
+        scaler.load_state_dict(torch.load(d / state["dir"] / SCALER_FILE, weights_only=False))
+    return int(state["step"])
+
+
+def save_train_state(run: Run, d: Path, step: int, scaler=None) -> None:
+    """``train_state-<step>/``, filled under a temporary name, then named by ``train_state.json``; older ones go."""
+    acc, files = run.accelerator, StageFiles(d)
+    tmp = d / f".{files.train_state(step).name}.tmp"
+    if acc.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp), safe_serialization=False)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        if scaler is not None:
+            torch.save(scaler.state_dict(), tmp / SCALER_FILE)
+        final = files.train_state(step)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        io.write_json(files.train_state_pointer, {"step": step, "dir": final.name})
+        clear_train_state(d, keep=final)
+    acc.wait_for_everyone()
+
+
+def clear_train_state(d: Path, keep: Optional[Path] = None) -> None:
+    """Remove the stage's saved training states but ``keep`` (with None, also ``train_state.json``)."""
+    files = StageFiles(d)
+    for old in files.train_states():
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    if keep is None:
+        files.train_state_pointer.unlink(missing_ok=True)
+
+
+def lora_lineage(parent: Path, target: Path) -> Dict[str, Any]:
+    """How to rebuild the model of an adapter-only stage saved at ``target`` whose training started from ``parent``.
+
+    ``base_model``: the full model at the root (resolved path or hub name); ``adapters``: the
+    adapter folders to merge onto it in order, relative to ``target`` (the run folder can move).
+    """
+    parent = Path(parent)
+    if (parent / LINEAGE_FILE).is_file():
+        old = io.read_json(parent / LINEAGE_FILE)
+        chain = [os.path.relpath((parent / a).resolve(), target.resolve()) for a in old["adapters"]]
+        base = old["base_model"]
+    else:
+        chain, base = [], str(parent.resolve()) if parent.exists() else str(parent)
+    return {"base_model": base, "adapters": chain + ["."]}
+
+
+def save_stage_model(run: Run, d: Path, model, state_dict, info: Dict[str, Any], lineage) -> None:
+    """``model/``: the weights (or a LoRA adapter with its lineage), the tokenizer and drift_train.json."""
+    if not run.accelerator.is_main_process:
+        return
+    with io.atomic_dir(StageFiles(d).model) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict)
+        if lineage is not None:
+            io.write_json(tmp / LINEAGE_FILE, lineage)
+        run.tokenizer.save_pretrained(tmp)
+        io.write_json(tmp / TRAIN_INFO_FILE, info)
+
+
+def prune_models(out: Path, indices: Sequence[int], limit: int) -> None:
+    """Keep the ``model/`` of only the last ``limit`` trained stages among ``indices`` (save_total_limit).
+
+    A removed model leaves its ``drift_train.json`` as ``model_pruned.json``, so a rerun knows the
+    stage was trained; LoRA adapters are kept whole (later adapter-only stages are rebuilt from them).
+    """
+    layout = RunLayout(out)
+    with_model = [i for i in indices if layout.train_info(i).is_file()]
+    for i in with_model[:-limit]:
+        files = layout.files(i)
+        if (files.model / LINEAGE_FILE).is_file():
+            continue
+        shutil.copyfile(files.train_info, files.pruned)
+        shutil.rmtree(files.model)

@@ -1,0 +1,106 @@
+"""Generation: greedy or sampled responses of the current model, batched and sharded by batch.
+
+The transformers road (left-padded batches, one ``generate`` call each, batches dealt to
+processes round-robin and gathered back in order) or vLLM; and opponent answers given as a file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from drift.trainer import io
+from drift.trainer.batching import collate
+from drift.trainer.setup import Pair, Run
+
+
+def generate(run: Run, model, prompts: List[List[int]], *, sample: bool, seed: int, desc: str,
+             batch_size: Optional[int] = None) -> List[List[int]]:
+    """Responses (ids, cut after the first EOS) for ``prompts``, batched, left-padded, sharded by batch.
+
+    ``batch_size`` prompts per generate() call (default ``generation_batch_size``; evaluation
+    passes ``per_device_eval_batch_size``).
+    """
+    if run.config.generation_backend == "vllm":
+        return _generate_vllm(run, prompts, sample=sample, seed=seed)
+    from tqdm.auto import tqdm
+
+    acc, cfg, tok = run.accelerator, run.config, run.tokenizer
+    bs = batch_size or cfg.generation_batch_size
+    batches = list(range(0, len(prompts), bs))
+    mine = batches[acc.process_index:: acc.num_processes]
+    results: List[tuple] = []
+    was_training = model.training
+    model.eval()
+    for start in tqdm(mine, desc=desc, unit="batch", disable=not acc.is_local_main_process):
+        chunk = prompts[start: start + bs]
+        b = collate(chunk, [[]] * len(chunk), tok.pad_token_id, acc.device)
+        p = max(len(x) for x in chunk)
+        kwargs: Dict[str, Any] = dict(do_sample=sample, max_new_tokens=cfg.max_new_tokens,
+                                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        if sample:
+            kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=0)
+            torch.manual_seed(seed * 1_000_003 + start)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.no_grad(), run.precision.autocast():
+            out = model.generate(input_ids=b.input_ids[:, :p], attention_mask=b.attention_mask[:, :p], **kwargs)
+        for i, row in enumerate(out[:, p:].tolist()):
+            results.append((start + i, _cut_at_eos(row, tok.eos_token_id)))
+        io.fault_point(f"{desc}:batch{start // bs + 1}")
+    model.train(was_training)
+    return gather_ordered(acc, results, len(prompts))
+
+
+def provided_generations(path: Path, pairs: List[Pair], tokenizer) -> List[List[int]]:
+    """Token ids (+ EOS) of the opponent answers in ``path``, a JSONL of ``prompt`` / ``generation`` records
+    (what ``drift generate --split train`` writes), matched to the training pairs by prompt text."""
+    by_prompt: Dict[str, str] = {}
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"opponent_generations: {path}, line {i}: invalid JSON ({e.msg})") from None
+        if not (isinstance(rec, dict) and isinstance(rec.get("prompt"), str) and isinstance(rec.get("generation"), str)):
+            raise ValueError(f"opponent_generations: {path}, line {i}: expected an object with string 'prompt' "
+                             "and 'generation'")
+        by_prompt[rec["prompt"].strip()] = rec["generation"].strip()
+    missing = [p.prompt_text for p in pairs if p.prompt_text not in by_prompt]
+    if missing:
+        raise ValueError(f"opponent_generations: {path} has no generation for {len(missing)} of {len(pairs)} "
+                         f"training prompts (first: {missing[0][:60]!r})")
+    eos = tokenizer.eos_token_id
+    return [tokenizer(by_prompt[p.prompt_text], add_special_tokens=False)["input_ids"] + [eos] for p in pairs]
+
+
+def _cut_at_eos(ids: List[int], eos: int) -> List[int]:
+    return ids[: ids.index(eos) + 1] if eos in ids else ids
+
+
+def _generate_vllm(run: Run, prompts: List[List[int]], *, sample: bool, seed: int) -> List[List[int]]:
+    from vllm import LLM, SamplingParams  # only reachable when validate() found vllm
+
+    cfg = run.config
+    llm = LLM(model=str(run.policy.path), dtype=run.precision.vllm_dtype, seed=seed, gpu_memory_utilization=0.3)
+    params = SamplingParams(max_tokens=cfg.max_new_tokens, temperature=cfg.temperature if sample else 0.0,
+                            top_p=cfg.top_p if sample else 1.0, seed=seed)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params)
+    del llm
+    return [_cut_at_eos(list(o.outputs[0].token_ids), run.tokenizer.eos_token_id) for o in outs]
+
+
+def gather_ordered(acc, results: List[tuple], n: int) -> List[Any]:
+    from accelerate.utils import gather_object
+
+    if acc.num_processes > 1:
+        results = gather_object(results)
+    ordered: List[Any] = [None] * n
+    for i, value in results:
+        ordered[i] = value
+    return ordered
+

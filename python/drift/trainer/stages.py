@@ -1,0 +1,136 @@
+"""The no-grad stages of an iteration, each stored in its stage folder and skipped when stored.
+
+    generate   y' ~ pi_{k-1}(.|x)                  -> generations.pt
+    masks      drift.lcs_mask(y, y')               -> masks.pt      (gamma = mean |LCS|/|y|)
+    reference  the opponent's masked log-prob sums -> reference.pt  (once, with the model before training)
+    evaluate   greedy ROUGE-1/2/L on held-out data -> eval.json
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+import drift
+from drift import losses
+from drift.rouge import rouge
+from drift.trainer import batching, generation, io
+from drift.trainer.batching import Item, response_logits
+from drift.trainer.layout import RunLayout, StageFiles
+from drift.trainer.setup import Pair, Run
+
+
+def cached(run: Run, path: Path, compute: Callable[[], Dict[str, Any]], load: Callable[[Path], Any] = io.torch_load,
+           save: Callable[[Path, Any], None] = io.torch_save) -> Dict[str, Any]:
+    """``load(path)`` when the stage's output exists; else ``compute()``, saved (atomically, by the main
+    process) before every process goes on."""
+    if path.is_file():
+        return load(path)
+    out = compute()
+    if run.accelerator.is_main_process:
+        save(path, out)
+    run.accelerator.wait_for_everyone()
+    return out
+
+
+def stage_generate(run: Run, d: Path, pairs: List[Pair], seed: int) -> Dict[str, Any]:
+    """``generations.pt``: ``ids`` (y' per training pair, cut after EOS) and ``seconds``."""
+    def compute() -> Dict[str, Any]:
+        t0 = time.perf_counter()
+        given = run.config.opponent_generations
+        if given and d.name == RunLayout.stage_name(1):  # bring-your-own opponent answers for the first iteration
+            ids = generation.provided_generations(Path(given), pairs, run.tokenizer)
+        else:
+            ids = generation.generate(run, run.policy.get(), [p.prompt_ids for p in pairs],
+                                      sample=run.config.do_sample, seed=seed, desc=f"{d.name}: generate")
+        return {"ids": ids, "seconds": time.perf_counter() - t0}
+
+    return cached(run, StageFiles(d).generations, compute)
+
+
+def stage_masks(run: Run, d: Path, pairs: List[Pair], generated: List[List[int]]) -> Dict[str, Any]:
+    """``masks.pt``: the LCS masks of y (``chosen``) and y' (``rejected``), ``lcs_length``, ``gamma``, ``seconds``."""
+    def compute() -> Dict[str, Any]:
+        t0 = time.perf_counter()
+        ys = [torch.tensor(p.response_ids, dtype=torch.long) for p in pairs]
+        yps = [torch.tensor(g if g else [], dtype=torch.long) for g in generated]
+        m = drift.lcs_mask(ys, yps)
+        lcs = [int(v) for v in m.lcs_length]
+        return {
+            "chosen": [list(map(bool, v)) for v in m.y],
+            "rejected": [list(map(bool, v)) for v in m.y_prime],
+            "lcs_length": lcs,
+            "gamma": sum(k / len(p.response_ids) for k, p in zip(lcs, pairs)) / len(pairs),
+            "seconds": time.perf_counter() - t0,
+        }
+
+    return cached(run, StageFiles(d).masks, compute)
+
+
+def stage_reference(run: Run, d: Path, items: List[Item]) -> Dict[str, Any]:
+    """``reference.pt``: the current model's masked log-prob sums of y (``chosen``) and y' (``rejected``)."""
+    def compute() -> Dict[str, Any]:
+        acc, cfg = run.accelerator, run.config
+        model = run.policy.get()
+        model.eval()
+        t0 = time.perf_counter()
+        bs = cfg.precompute_ref_batch_size or cfg.per_device_eval_batch_size
+        starts = list(range(0, len(items), bs))[acc.process_index:: acc.num_processes]
+        results = []
+        with torch.no_grad(), run.precision.autocast():
+            for s in starts:
+                chunk = items[s: s + bs]
+                b, cm, rm = batching.self_play_batch(chunk, run.tokenizer.pad_token_id, acc.device)
+                logits = response_logits(model, b)
+                n = len(chunk)
+                c = losses.token_logps(logits[:n], b.labels[:n], cm).sum(-1)
+                r = losses.token_logps(logits[n:], b.labels[n:], rm).sum(-1)
+                results += [(s + i, (float(c[i]), float(r[i]))) for i in range(n)]
+        model.train()
+        values = generation.gather_ordered(acc, results, len(items))
+        return {"chosen": [v[0] for v in values], "rejected": [v[1] for v in values],
+                "seconds": time.perf_counter() - t0}
+
+    return cached(run, StageFiles(d).reference, compute)
+
+
+def evaluate_pairs(run: Run, model, pairs: List[Pair], desc: str, diagnostics: bool = False) -> Dict[str, Any]:
+    """Greedy generations for the held-out ``pairs`` in batches of ``per_device_eval_batch_size``, scored by
+    ROUGE-1/2/L: the scores, ``seconds``, predictions, prompts and references; with ``diagnostics``, also
+    the mechanism diagnostics against those generations."""
+    t0 = time.perf_counter()
+    ids = generation.generate(run, model, [p.prompt_ids for p in pairs], sample=False, seed=0, desc=desc,
+                              batch_size=run.config.per_device_eval_batch_size)
+    predictions = [run.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+    scores = rouge(predictions, [p.response_text for p in pairs])
+    out = {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions,
+           "prompts": [p.prompt_text for p in pairs],
+           "references": [p.response_text for p in pairs]}
+    if diagnostics and pairs:
+        out["diagnostics"] = eval_diagnostics(run, model, pairs, ids)
+    return out
+
+
+def eval_diagnostics(run: Run, model, pairs: List[Pair], generated: List[List[int]]) -> Dict[str, Any]:
+    """drift.diagnostics.mechanism_diagnostics of the held-out pairs against the stage's greedy
+    generations (teacher-forced, deterministic; every process computes the same numbers)."""
+    from drift.diagnostics import mechanism_diagnostics
+
+    eos = run.tokenizer.eos_token_id
+    with torch.no_grad(), run.precision.autocast():
+        return mechanism_diagnostics(model, [p.prompt_ids for p in pairs], [p.response_ids for p in pairs],
+                                     [list(g) for g in generated], ignore_ids=[] if eos is None else [eos],
+                                     batch_size=run.config.per_device_eval_batch_size)
+
+
+def stage_eval(run: Run, d: Path, pairs: List[Pair]) -> Optional[Dict[str, Any]]:
+    """``eval.json``: the stage model's held-out evaluation (None, and nothing written, with eval_metric none)."""
+    if run.config.eval_metric == "none":
+        return None
+    # the diagnostics only where they are stored and logged: the stage's evaluation, not eval_steps'
+    return cached(run, StageFiles(d).eval_json, lambda: evaluate_pairs(
+        run, run.policy.get(), pairs, f"{d.name}: eval", diagnostics=run.config.eval_diagnostics),
+        load=io.read_json, save=io.write_json)
