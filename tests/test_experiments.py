@@ -321,3 +321,14 @@ def test_commands_lose_machine_paths():
     mr = _load("make_results")
     assert mr.shown_command("python -m drift.general_eval --model /home/u/.cache/drift/smollm2 --limit 5") == \
         "python -m drift.general_eval --model <smollm2> --limit 5"
+
+
+def test_page_names_the_study_commit_and_the_tasks_left_off(tmp_path):
+    mr = _load("make_results")
+    _fixture(tmp_path)
+    _write(tmp_path, "mtsdialog", "drift", 42, [(1, {"rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0})])
+    (tmp_path / "commands.txt").write_text("# python run_all.py --scale cpu   (commit 29dbd4e66f52)\npython -m x\n")
+    text = mr.render(tmp_path, tasks=["xsum"])
+    assert "Git commit of the code that ran the study: `29dbd4e66f52`" in text
+    assert "Left off this page: mtsdialog, whose runs are incomplete here (1 finished runs" in text
+    assert "## mtsdialog" not in text and "## xsum" in text
