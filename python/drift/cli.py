@@ -22,7 +22,7 @@ def _base_settings(args: argparse.Namespace, command: str) -> Dict[str, Any]:
     A run with ``--config`` or any field option starts from DriftConfig's defaults, which is
     what ``--help`` prints.
     """
-    from drift.trainer.config import DriftConfig, demo_settings
+    from drift.trainer.config import DEMO_FILE, DriftConfig, demo_settings
 
     given = [n for n in DriftConfig.field_names() if hasattr(args, n)]
     demo = getattr(args, "demo", False)
@@ -33,8 +33,7 @@ def _base_settings(args: argparse.Namespace, command: str) -> Dict[str, Any]:
         return {}
     settings = demo_settings(getattr(args, "data", None) or "xsum")
     why = "--demo" if demo else "no --config or options given"
-    print(f"drift {command}: {why}: the built-in demo ({settings['data']}; configs/demo_{settings['data']}.yaml "
-          "spells it out)", file=sys.stderr)
+    print(f"drift {command}: {why}: the built-in demo ({settings['data']}; settings from {DEMO_FILE})", file=sys.stderr)
     return settings
 
 
@@ -163,9 +162,11 @@ MODEL_HELP = ("a model folder, a run folder (its latest iteration's model) or a 
 
 
 def _add_demo_argument(p: argparse.ArgumentParser) -> None:
-    from drift.trainer.config import DEMO
+    from drift.trainer.config import DriftConfig, demo_settings
 
-    shown = ", ".join(f"{k}={v}" for k, v in DEMO.items() if k != "data")
+    defaults = DriftConfig().to_dict()
+    shown = ", ".join(f"{k}={v}" for k, v in demo_settings().items()
+                      if k not in ("data", "output_dir") and v != defaults[k])
     p.add_argument("--demo", action="store_true",
                    help=f"start from the built-in demo's settings instead of the defaults: {shown} "
                         "(output_dir runs/demo-<data>); options still override them")
