@@ -414,7 +414,7 @@ STEPS: List[Step] = [
     Step("bench_iteration", "benchmarks/bench_iteration.py: one SPIN and one DRIFT iteration on the fixture model", 120,
          lambda ctx: _py(ctx, "benchmarks/bench_iteration.py", "--model", str(ctx.model), "--data", str(ctx.data),
                          "--num_train_examples", "8", "--num_eval_examples", "2", "--max_prompt_length", "64",
-                         "--max_new_tokens", "16", "--batch_size", "4"), _parse_iteration),
+                         "--max_new_tokens", "16", "--batch_size", "4", "--no-csv"), _parse_iteration),
 ]
 
 #: The benchmark scripts the steps above cover (tests check that every benchmarks/bench_*.py is here).
