@@ -51,7 +51,6 @@ import ctypes
 import datetime as _dt
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
@@ -248,14 +247,9 @@ def device_name(device: str = "cpu") -> str:
 
 def git_commit() -> str:
     """Short HEAD commit of this checkout, ``+dirty`` when tracked files changed; ``unknown``."""
-    try:
-        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short=12", "HEAD"],
-                              capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    from drift._provenance import git_commit as commit
+
+    return commit(REPO_ROOT) or "unknown"
 
 
 def torch_version() -> str:

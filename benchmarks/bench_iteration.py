@@ -7,31 +7,30 @@ forward + backward, replayed on the logits shapes the training steps used). DESI
 section 5 asks for LCS masking + OAL < 5% of the iteration.
 
     drift bench iteration                    # SmolLM2-135M on XSum (CPU: a few minutes)
-    drift bench iteration --num_train_examples 16 --csv benchmarks/results/iteration.csv
+    drift bench iteration --num_train_examples 16 --repeats 3
+
+The table is the benchmark harness's (``_harness.Bench``): one block per stage, p20/p50/p80 over
+the repeats, ``x spin`` = SPIN's time over DRIFT's (> 1: DRIFT faster); rows are appended to
+``benchmarks/results/bench_iteration.csv`` unless ``--no-csv``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import os
-import statistics
-import subprocess
+import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import torch
 
+from _harness import Bench, Measurement, environment_line, percentile
 
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       cwd=Path(__file__).parent, stderr=subprocess.DEVNULL).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+#: The stages of one self-play iteration (``iteration``: their sum, evaluation excluded).
+STAGES = ("generate", "lcs_mask", "reference", "train", "iteration")
 
 
 class OalRecorder:
@@ -54,26 +53,23 @@ class OalRecorder:
         self.losses.oal_loss = self.original
 
 
-def replay_oal(shapes, device: str, repeats: int = 3) -> float:
-    """Median seconds of oal_loss forward + backward summed over the recorded calls."""
+def replay_oal(shapes, device: str) -> Callable[[], Callable[[], None]]:
+    """Harness setup: oal_loss forward + backward once per recorded call (inputs built once per distinct shape)."""
     import drift
 
-    totals = []
-    for _ in range(repeats):
-        total = 0.0
-        for (b, t, v), dtype, (tb, tm) in shapes:
-            logits = torch.randn(b, t, v, dtype=dtype, device=device, requires_grad=True)
-            targets = torch.randint(0, v, (tb, tm), device=device)
-            mask = torch.ones(b, t, dtype=torch.bool, device=device)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            drift.oal_loss(logits, targets, logits_mask=mask).backward()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            total += time.perf_counter() - t0
-        totals.append(total)
-    return statistics.median(totals)
+    cases = []
+    for ((b, t, v), dtype, (tb, tm)), count in Counter(shapes).items():
+        logits = torch.randn(b, t, v, dtype=dtype, device=device, requires_grad=True)
+        targets = torch.randint(0, v, (tb, tm), device=device)
+        cases.append((logits, targets, torch.ones(b, t, dtype=torch.bool, device=device), count))
+
+    def call() -> None:
+        for logits, targets, mask, count in cases:
+            for _ in range(count):
+                logits.grad = None
+                drift.oal_loss(logits, targets, logits_mask=mask).backward()
+
+    return lambda: call
 
 
 def run_one(method: str, args: argparse.Namespace, root: Path) -> Dict[str, float]:
@@ -100,9 +96,17 @@ def run_one(method: str, args: argparse.Namespace, root: Path) -> Dict[str, floa
     ref = torch.load(run.reference(1), weights_only=False)["seconds"]
     tr = read_json(run.train_info(1))["seconds"]
     iteration = gen + masks + ref + tr  # the self-play iteration proper (evaluation excluded)
-    oal = replay_oal(rec.shapes, "cuda" if torch.cuda.is_available() else "cpu") if rec.shapes else 0.0
-    return {"method": method, "wall_s": wall, "iteration_s": iteration, "generate_s": gen, "lcs_mask_s": masks,
-            "reference_s": ref, "train_s": tr, "eval_s": it["seconds"], "oal_calls": len(rec.shapes), "oal_s": oal}
+    return {"wall": wall, "iteration": iteration, "generate": gen, "lcs_mask": masks, "reference": ref, "train": tr,
+            "eval": it["seconds"], "oal_shapes": rec.shapes}
+
+
+def add_stages(bench: Bench, method: str, runs: List[Dict], pairs: int, device: str) -> None:
+    """One row per stage: p20/p50/p80 of its seconds over the runs (items: the training pairs)."""
+    for stage in STAGES:
+        samples = [r[stage] for r in runs]
+        bench.add(Measurement(case=method, params={"pairs": pairs, "stage": stage}, device=device, items=pairs,
+                              repeats=len(samples), p20=percentile(samples, 20), p50=percentile(samples, 50),
+                              p80=percentile(samples, 80), mem_method="off"))
 
 
 def main(argv: List[str] | None = None) -> int:
@@ -115,43 +119,39 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--max_new_tokens", type=int, default=32)
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--repeats", type=int, default=1, help="runs per method, alternating order; medians reported")
-    p.add_argument("--csv", default=None, help="append the results to this CSV (with commit, device, date)")
+    p.add_argument("--no-csv", action="store_true", help="do not append to benchmarks/results/bench_iteration.csv")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(environment_line([device]), flush=True)
 
-    runs: Dict[str, List[Dict[str, float]]] = {"spin": [], "drift": []}
+    runs: Dict[str, List[Dict]] = {"spin": [], "drift": []}
     for r in range(args.repeats):
         for m in (("spin", "drift") if r % 2 == 0 else ("drift", "spin")):
             with tempfile.TemporaryDirectory(prefix="drift-bench-iteration-") as tmp:
                 runs[m].append(run_one(m, args, Path(tmp)))
-    spin, drift_ = ({k: (statistics.median(x[k] for x in runs[m]) if k != "method" else m) for k in runs[m][0]}
-                    for m in ("spin", "drift"))
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}"
-    print(f"\none self-play iteration, {args.num_train_examples} pairs, {device}, median of {args.repeats}")
-    print(f"{'stage':<12} {'spin (s)':>9} {'drift (s)':>9}")
-    for k in ("generate_s", "lcs_mask_s", "reference_s", "train_s", "iteration_s"):
-        print(f"{k[:-2]:<12} {spin[k]:>9.2f} {drift_[k]:>9.2f}")
-    it = drift_["iteration_s"]
-    share_lcs = drift_["lcs_mask_s"] / it
-    share_oal = drift_["oal_s"] / it
-    print(f"\nDRIFT - SPIN: {it - spin['iteration_s']:+.2f} s ({(it - spin['iteration_s']) / spin['iteration_s']:+.1%} of SPIN)"
+    pairs = args.num_train_examples
+    bench = Bench("bench_iteration")
+    for m in ("spin", "drift"):
+        add_stages(bench, m, runs[m], pairs, device)
+    shapes = runs["drift"][0]["oal_shapes"]
+    if shapes:
+        bench.run("drift", replay_oal(shapes, device), params={"pairs": pairs, "stage": "oal fwd+bwd"}, items=pairs,
+                  device=device, warmup=0, repeats=3, memory=False, note="oal_loss replayed on the recorded shapes")
+    print(f"\none self-play iteration, {pairs} pairs, {device}, median of {args.repeats}")
+    bench.print_table(baselines=["spin"], unit="pairs")
+    spin, drift_ = (bench.find(m, {"pairs": pairs, "stage": "iteration"}).p50 for m in ("spin", "drift"))
+    oal = bench.find("drift", {"pairs": pairs, "stage": "oal fwd+bwd"}) if shapes else None
+    share_lcs = bench.find("drift", {"pairs": pairs, "stage": "lcs_mask"}).p50 / drift_
+    share_oal = (oal.p50 if oal else 0.0) / drift_
+    print(f"\nDRIFT - SPIN: {drift_ - spin:+.2f} s ({(drift_ - spin) / spin:+.1%} of SPIN)"
           f"  [noisy: generation and training vary run to run]")
-    print(f"share of DRIFT's iteration: LCS masking {share_lcs:.2%}, OAL fwd+bwd ({drift_['oal_calls']} calls) "
+    print(f"share of DRIFT's iteration: LCS masking {share_lcs:.2%}, OAL fwd+bwd ({len(shapes)} calls) "
           f"{share_oal:.2%}, together {share_lcs + share_oal:.2%}  (target < 5%)")
-    if args.csv:
-        path = Path(args.csv)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists()
-        with open(path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["date", "commit", "device", "pairs", *[f"spin_{k}" for k in spin if k != "method"],
-                            *[f"drift_{k}" for k in drift_ if k != "method"], "share_lcs", "share_oal"])
-            w.writerow([dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), _commit(), device,
-                        args.num_train_examples, *[v for k, v in spin.items() if k != "method"],
-                        *[v for k, v in drift_.items() if k != "method"], share_lcs, share_oal])
+    if not args.no_csv:
+        print(f"appended {len(bench.rows)} rows to {bench.write_csv()}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

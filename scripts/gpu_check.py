@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -413,7 +414,7 @@ STEPS: List[Step] = [
     Step("bench_iteration", "benchmarks/bench_iteration.py: one SPIN and one DRIFT iteration on the fixture model", 120,
          lambda ctx: _py(ctx, "benchmarks/bench_iteration.py", "--model", str(ctx.model), "--data", str(ctx.data),
                          "--num_train_examples", "8", "--num_eval_examples", "2", "--max_prompt_length", "64",
-                         "--max_new_tokens", "16", "--batch_size", "4"), _parse_iteration),
+                         "--max_new_tokens", "16", "--batch_size", "4", "--no-csv"), _parse_iteration),
 ]
 
 #: The benchmark scripts the steps above cover (tests check that every benchmarks/bench_*.py is here).
@@ -607,18 +608,12 @@ class Runner:
 
 
 def _git_commit(root: Path) -> Optional[str]:
-    """The checkout's commit (+dirty), or $DRIFT_GIT_COMMIT where the tree was copied without
-    its own git metadata (a copy can carry a stale .git: its HEAD is then not the tree's)."""
-    if os.environ.get("DRIFT_GIT_COMMIT"):
-        return os.environ["DRIFT_GIT_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """drift's ``_provenance.git_commit`` (the commit, ``+dirty``, or $DRIFT_GIT_COMMIT), loaded by its
+    path: this runner works before drift is installed."""
+    spec = importlib.util.spec_from_file_location("_drift_provenance", ROOT / "python" / "drift" / "_provenance.py")
+    provenance = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(provenance)
+    return provenance.git_commit(root)
 
 
 def make_context(args: argparse.Namespace, work: Path) -> Context:

@@ -94,6 +94,7 @@ def test_every_config_field_has_help():
 def test_yaml_then_cli_overrides(tmp_path):
     from drift.cli import build_parser
     from drift.trainer import DriftConfig, config_from_args
+    from drift.trainer.config import DEMO_FILE
 
     y = tmp_path / "c.yaml"
     y.write_text("method: spin\nlearning_rate: 2.0e-6\niterations: 3\nlora_target_modules: [o_proj]\n")
@@ -103,19 +104,20 @@ def test_yaml_then_cli_overrides(tmp_path):
     assert cfg.lora_target_modules == ["o_proj"]
     args = build_parser().parse_args(["train", "--config", str(y), "--lora_target_modules", "q_proj,v_proj"])
     assert config_from_args(args).validate().lora_target_modules == ["q_proj", "v_proj"]
-    assert DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml").validate().method == "drift"
+    assert DriftConfig.from_yaml(DEMO_FILE).validate().method == "drift"
 
 
 def test_bare_train_is_the_demo_config(capsys):
     from drift.cli import build_parser, _base_settings
     from drift.trainer import DriftConfig, config_from_args
+    from drift.trainer.config import DEMO_FILE
 
     args = build_parser().parse_args(["train"])
-    assert config_from_args(args, _base_settings(args, "train")) == DriftConfig.from_yaml(REPO / "configs" / "demo_xsum.yaml")
+    assert config_from_args(args, _base_settings(args, "train")) == DriftConfig.from_yaml(DEMO_FILE)
     assert "built-in demo" in capsys.readouterr().err  # it says so
     args = build_parser().parse_args(["train", "--demo", "--data", "mtsdialog"])
     got = config_from_args(args, _base_settings(args, "train"))
-    assert got == DriftConfig.from_yaml(REPO / "configs" / "demo_mtsdialog.yaml")
+    assert got == dataclasses.replace(DriftConfig.from_yaml(DEMO_FILE), data="mtsdialog", output_dir="runs/demo-mtsdialog")
 
 
 def test_options_start_from_the_documented_defaults(tmp_path, capsys):

@@ -161,3 +161,28 @@ def test_dam_and_drift_bad_inputs():
         drift.drift_loss(*args[:3], args[3][:1], args[4][:1], args[5][:1], *args[6:])
     with pytest.raises(ValueError, match="oal_weight"):
         drift.DriftLoss(oal_weight=-2)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0, "x", True])
+def test_drift_loss_and_module_reject_oal_weight_alike(value):
+    """One validator: the function and the module raise the same error, naming oal_weight."""
+    args, _ = make_pair(dtype=torch.float32)
+    with pytest.raises((TypeError, ValueError), match="^oal_weight: ") as from_function:
+        drift.drift_loss(*args, oal_weight=value)
+    with pytest.raises(type(from_function.value), match="^oal_weight: ") as from_module:
+        drift.DriftLoss(oal_weight=value)
+    assert str(from_module.value) == str(from_function.value)
+
+
+def test_module_forward_takes_drift_loss_arguments_but_its_own():
+    import inspect
+
+    args, _ = make_pair(dtype=torch.float32)
+    module = drift.DriftLoss(beta=0.1, oal_weight=0.5)
+    want = drift.drift_loss(*args[:6], reference_chosen_logps=args[6], reference_rejected_logps=args[7], oal_weight=0.5)
+    got = module(*args[:6], reference_chosen_logps=args[6], reference_rejected_logps=args[7])
+    torch.testing.assert_close(got.loss, want.loss)
+    with pytest.raises(TypeError, match="^beta: set on the module"):
+        module(*args, beta=0.2)
+    params = list(inspect.signature(module.forward).parameters)
+    assert params[0] == "chosen_logits" and "beta" not in params and "oal_targets" in params

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from pathlib import Path
 
+import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -42,3 +44,20 @@ def test_lcs_example_output_is_what_readme_says():
     assert str(masks.y).replace("\n", "") in text.replace("\n", "")
     assert str(masks.y_prime) in text
     assert str(masks.lcs_length) in text
+
+
+def test_train_commands_are_valid_cli_calls(capsys):
+    """Every `drift train` line of README's bash blocks parses and resolves to a valid config."""
+    from conftest import TRAIN_DEPS
+
+    if not TRAIN_DEPS:
+        pytest.skip("needs the train extras (transformers, accelerate, ...)")
+    from drift.cli import _base_settings, build_parser
+    from drift.trainer import config_from_args
+
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    lines = [ln for b in blocks for ln in b.splitlines() if ln.startswith("drift train")]
+    assert len(lines) >= 2, lines  # the demo and the own-data example
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        config_from_args(args, _base_settings(args, "train")).validate()

@@ -92,16 +92,14 @@ def test_help_says_what_each_batch_size_batches(capsys):
 
 def test_demo_keeps_the_batches_its_table_was_made_with():
     """The README demo evaluated in batches of 16 (generation_batch_size then) and scored the reference pass in 8s."""
-    from drift.trainer.config import DEMO, DriftConfig
+    from drift.trainer.config import DriftConfig, demo_settings
 
-    assert DEMO["per_device_eval_batch_size"] == 16 and DEMO["generation_batch_size"] == 16
-    assert DEMO["precompute_ref_batch_size"] == 8
-    assert "eval_steps" not in DEMO and "eval_metric" not in DEMO
-    assert DriftConfig().eval_steps is None and DriftConfig().eval_metric == "rouge"
-    repo = Path(__file__).resolve().parents[1]
     for name in ("xsum", "mtsdialog"):
-        y = DriftConfig.from_yaml(repo / "configs" / f"demo_{name}.yaml")
-        assert (y.per_device_eval_batch_size, y.precompute_ref_batch_size, y.generation_batch_size) == (16, 8, 16)
+        demo = demo_settings(name)
+        assert demo["per_device_eval_batch_size"] == 16 and demo["generation_batch_size"] == 16
+        assert demo["precompute_ref_batch_size"] == 8
+        assert "eval_steps" not in demo and "eval_metric" not in demo
+    assert DriftConfig().eval_steps is None and DriftConfig().eval_metric == "rouge"
 
 
 # ---------------------------------------------------------------------------------------------

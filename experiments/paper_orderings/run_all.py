@@ -87,14 +87,10 @@ def shown(cmd: List[str]) -> str:
 
 
 def git_commit() -> str:
-    """The checkout's commit (+ '-dirty' with uncommitted changes), or 'unknown'."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(HERE.parents[1] / "python"), str(HERE / "configs")],
-                               cwd=HERE, capture_output=True, text=True, check=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The checkout's commit (+ '+dirty' with uncommitted changes to python/ or the configs), or 'unknown'."""
+    from drift._provenance import git_commit as commit
+
+    return commit(HERE, paths=[HERE.parents[1] / "python", HERE / "configs"]) or "unknown"
 
 
 def record(log: Path, line: str) -> None:

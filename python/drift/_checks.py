@@ -39,6 +39,21 @@ def require_integer(x: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name}: expected integer token ids ({INTEGER_DTYPE_NAMES}), got {x.dtype}")
 
 
+def is_integer_dtype(dtype: torch.dtype) -> bool:
+    """Any integer dtype (not floating, complex or bool); :func:`require_integer` is the kernels' narrower set."""
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+
+
+def require_bool(x: torch.Tensor, name: str) -> None:
+    if x.dtype != torch.bool:
+        raise TypeError(f"{name}: expected a bool mask, got {x.dtype}")
+
+
+def require_floating(x: torch.Tensor, name: str, what: str) -> None:
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor of {what}, got {x.dtype}")
+
+
 def require_dtype(x: torch.Tensor, name: str, dtypes: Iterable[torch.dtype]) -> None:
     dtypes = tuple(dtypes)
     if x.dtype not in dtypes:
@@ -81,7 +96,7 @@ def as_real(x: Any, name: str) -> float:
 
 def int_range(dtype: torch.dtype) -> Optional[tuple]:
     """(min, max) of an integer torch dtype, or None for other dtypes."""
-    if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+    if not is_integer_dtype(dtype):
         return None
     info = torch.iinfo(dtype)
     return int(info.min), int(info.max)

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 def _base_settings(args: argparse.Namespace, command: str) -> Dict[str, Any]:
     """The settings under the options: the demo (``--demo``, or a bare ``drift train``), else none.
@@ -22,7 +22,7 @@ def _base_settings(args: argparse.Namespace, command: str) -> Dict[str, Any]:
     A run with ``--config`` or any field option starts from DriftConfig's defaults, which is
     what ``--help`` prints.
     """
-    from drift.trainer.config import DriftConfig, demo_settings
+    from drift.trainer.config import DEMO_FILE, DriftConfig, demo_settings
 
     given = [n for n in DriftConfig.field_names() if hasattr(args, n)]
     demo = getattr(args, "demo", False)
@@ -33,8 +33,7 @@ def _base_settings(args: argparse.Namespace, command: str) -> Dict[str, Any]:
         return {}
     settings = demo_settings(getattr(args, "data", None) or "xsum")
     why = "--demo" if demo else "no --config or options given"
-    print(f"drift {command}: {why}: the built-in demo ({settings['data']}; configs/demo_{settings['data']}.yaml "
-          "spells it out)", file=sys.stderr)
+    print(f"drift {command}: {why}: the built-in demo ({settings['data']}; settings from {DEMO_FILE})", file=sys.stderr)
     return settings
 
 
@@ -163,18 +162,23 @@ MODEL_HELP = ("a model folder, a run folder (its latest iteration's model) or a 
               "config.json then supplies the data and split (default: the config's model_name_or_path)")
 
 
-def _add_demo_argument(p: argparse.ArgumentParser) -> None:
-    from drift.trainer.config import DEMO
+def _add_settings(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace], int], fields: Optional[Sequence[str]] = None) -> None:
+    """--demo, --config and the --field options (``fields``: all of DriftConfig's), then the command's function."""
+    from drift.trainer.config import DriftConfig, add_config_arguments, demo_settings
 
-    shown = ", ".join(f"{k}={v}" for k, v in DEMO.items() if k != "data")
+    defaults = DriftConfig().to_dict()
+    shown = ", ".join(f"{k}={v}" for k, v in demo_settings().items()
+                      if k not in ("data", "output_dir") and v != defaults[k])
     p.add_argument("--demo", action="store_true",
                    help=f"start from the built-in demo's settings instead of the defaults: {shown} "
                         "(output_dir runs/demo-<data>); options still override them")
+    add_config_arguments(p, fields)
+    p.set_defaults(func=func)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from drift import __version__
-    from drift.trainer.config import EVAL_FIELDS, INFERENCE_FIELDS, add_config_arguments
+    from drift.trainer.config import EVAL_FIELDS, INFERENCE_FIELDS
 
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT self-play fine-tuning of causal LMs.")
     parser.add_argument("--version", action="version", version=f"drift {__version__}")
@@ -185,9 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--config, then --field options. A bare `drift train` or `--demo` runs the "
                                    "built-in demo instead (SmolLM2-135M on XSum; --demo --data mtsdialog for "
                                    "MTS-Dialog). Rerun the same command to resume a killed run.")
-    _add_demo_argument(p)
-    add_config_arguments(p)
-    p.set_defaults(func=cmd_train)
+    _add_settings(p, cmd_train)
 
     p = sub.add_parser("generate", help="generate responses for the train or held-out prompts with a model",
                        description="Generate responses (greedy unless --do_sample true) and write JSONL.")
@@ -197,9 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", default=None,
                    help="generate for every prompt of this file instead: .txt (one per line) or JSON/JSONL/CSV/"
                         "parquet with a prompt_column; no responses needed")
-    _add_demo_argument(p)
-    add_config_arguments(p, INFERENCE_FIELDS)
-    p.set_defaults(func=cmd_generate)
+    _add_settings(p, cmd_generate, INFERENCE_FIELDS)
 
     p = sub.add_parser("eval", help="ROUGE-1/2/L of a model on the held-out split",
                        description="Greedy generation on the held-out prompts in batches of "
@@ -211,9 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="mmlu,asdiv", help="with --general: comma-separated tasks (default: mmlu,asdiv)")
     p.add_argument("--limit", type=int, default=None, help="with --general: first N questions of each task")
     p.add_argument("--output", default=None, help="with --general: also write the summary JSON here")
-    _add_demo_argument(p)
-    add_config_arguments(p, EVAL_FIELDS)
-    p.set_defaults(func=cmd_eval)
+    _add_settings(p, cmd_eval, EVAL_FIELDS)
 
     p = sub.add_parser("plot", help="figure of ROUGE (and gamma) per iteration or of the loss, one line per run",
                        description="Plot ROUGE per iteration from runs' metrics.jsonl, one line per run, "

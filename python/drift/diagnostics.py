@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
+from drift._checks import is_integer_dtype, require_bool
 from drift.ops.lcs import lcs_mask
 from drift.ops.token_logps import token_logps
 
@@ -65,7 +66,7 @@ def _ids(x: Any, name: str) -> List[int]:
     t = _vector(x, name, "sequence of token ids")
     if t is None:
         return []
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+    if not is_integer_dtype(t.dtype):
         raise TypeError(f"{name}: expected integer token ids, got {t.dtype}")
     return [int(v) for v in t.tolist()]
 
@@ -75,8 +76,7 @@ def _flags(x: Any, name: str) -> List[bool]:
     t = _vector(x, name, "mask")
     if t is None:
         return []
-    if t.dtype != torch.bool:
-        raise TypeError(f"{name}: expected a bool mask, got {t.dtype}")
+    require_bool(t, name)
     return [bool(v) for v in t.tolist()]
 
 

@@ -12,13 +12,16 @@ Label alignment is the caller's job everywhere: ``logits[b, t]`` scores ``labels
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
-from typing import Dict, Iterator, NamedTuple, Optional
+from typing import Any, Dict, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-from drift._checks import as_real, require_rank, require_same_device, require_shape, require_tensor
+from drift._checks import (
+    as_real, require_bool, require_floating, require_rank, require_same_device, require_shape, require_tensor,
+)
 from drift.ops.oal import oal_loss
 from drift.ops.token_logps import token_logps
 
@@ -97,8 +100,7 @@ def _argument_names(names: Dict[str, str]) -> Iterator[None]:
 
 def _check_sequence_logps(x: object, name: str, ref: Optional[torch.Tensor], ref_name: str) -> torch.Tensor:
     x = require_tensor(x, name)
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor of log-probs, got {x.dtype}")
+    require_floating(x, name, "log-probs")
     require_rank(x, name, 1, "(B,)")
     if ref is not None:
         require_same_device(x, name, ref, ref_name)
@@ -152,14 +154,12 @@ def spin_loss(
 
 def _masked_sum(token_logps_: object, mask: object, name: str, mask_name: str, batch: Optional[int]) -> torch.Tensor:
     x = require_tensor(token_logps_, name)
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor of token log-probs, got {x.dtype}")
+    require_floating(x, name, "token log-probs")
     require_rank(x, name, 2, "(B, T)")
     if batch is not None and x.shape[0] != batch:
         raise ValueError(f"{name}: batch size {x.shape[0]} differs from policy_chosen_token_logps's {batch}")
     m = require_tensor(mask, mask_name)
-    if m.dtype != torch.bool:
-        raise TypeError(f"{mask_name}: expected a bool tensor, got {m.dtype}")
+    require_bool(m, mask_name)
     require_same_device(m, mask_name, x, name)
     require_shape(m, mask_name, tuple(x.shape), "(B, T)")
     # Summed in at least float32: a bf16/fp16 running sum over T tokens loses digits.
@@ -290,27 +290,23 @@ class DriftLoss(torch.nn.Module):
         self.beta = _check_beta(beta)
         self.oal_weight = _check_oal_weight(oal_weight)
 
-    def forward(
-        self,
-        chosen_logits: torch.Tensor,
-        chosen_labels: torch.Tensor,
-        chosen_mask: torch.Tensor,
-        rejected_logits: torch.Tensor,
-        rejected_labels: torch.Tensor,
-        rejected_mask: torch.Tensor,
-        reference_chosen_logps: torch.Tensor,
-        reference_rejected_logps: torch.Tensor,
-        *,
-        oal_targets: Optional[torch.Tensor] = None,
-        oal_targets_mask: Optional[torch.Tensor] = None,
-        rejected_response_mask: Optional[torch.Tensor] = None,
-    ) -> DriftLossOutput:
-        return drift_loss(
-            chosen_logits, chosen_labels, chosen_mask, rejected_logits, rejected_labels, rejected_mask,
-            reference_chosen_logps, reference_rejected_logps, oal_targets=oal_targets,
-            oal_targets_mask=oal_targets_mask, rejected_response_mask=rejected_response_mask,
-            beta=self.beta, oal_weight=self.oal_weight,
-        )
+    def forward(self, *args: Any, **kwargs: Any) -> DriftLossOutput:
+        """:func:`drift_loss` with this module's ``beta`` and ``oal_weight`` (its signature, less those two)."""
+        for name in ("beta", "oal_weight"):
+            if name in kwargs:
+                raise TypeError(f"{name}: set on the module (DriftLoss({name}=...)), not per call")
+        return drift_loss(*args, **kwargs, beta=self.beta, oal_weight=self.oal_weight)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, oal_weight={self.oal_weight}"
+
+
+def _forward_signature() -> inspect.Signature:
+    """``DriftLoss.forward``'s documented signature: ``self`` and :func:`drift_loss`'s arguments but ``beta``, ``oal_weight``."""
+    sig = inspect.signature(drift_loss)
+    own = [p for p in sig.parameters.values() if p.name not in ("beta", "oal_weight")]
+    self_ = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sig.replace(parameters=[self_, *own], return_annotation=DriftLossOutput)
+
+
+DriftLoss.forward.__signature__ = _forward_signature()

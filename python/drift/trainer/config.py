@@ -39,7 +39,7 @@ class DriftConfig:
     The field defaults are what ``drift train --help`` prints and what a run with only
     ``--data`` (or ``DriftConfig(data=...)``) uses. The built-in demo is a named set of
     overrides on top of them: :func:`demo_settings` (``drift train --demo``, or a bare
-    ``drift train``; ``configs/demo_xsum.yaml`` spells it out).
+    ``drift train``; read from ``drift/configs/demo_xsum.yaml``).
     """
 
     # --- what to train -------------------------------------------------------------------
@@ -332,38 +332,19 @@ class DriftConfig:
 
 # ---------------------------------------------------------------------------------------------
 # the built-in demo: a named config on top of the defaults
-#: The demo's settings on top of DriftConfig's defaults (configs/demo_xsum.yaml spells them out).
-DEMO: Dict[str, Any] = {
-    "method": "drift",
-    "data": "xsum",
-    "num_train_examples": 24,
-    "num_eval_examples": 24,
-    "max_prompt_length": 128,
-    "max_response_length": 48,
-    "max_new_tokens": 32,
-    "generation_batch_size": 16,
-    "sft_warmup_epochs": 1,
-    "iterations": 2,
-    "learning_rate": 3e-6,
-    "sft_learning_rate": 1e-5,
-    "warmup_ratio": 0.0,
-    "per_device_train_batch_size": 4,
-    "per_device_eval_batch_size": 16,  # the evaluation batch the demo's table was made with
-    "precompute_ref_batch_size": 8,  # the reference pass's batch (it used per_device_eval_batch_size before)
-    "save_steps": 4,
-    "beta": 0.1,
-    "oal_weight": 0.1,
-}
+#: The demo's settings, shipped with the package; the CLI's ``--demo`` (and a bare ``drift train``) reads them.
+DEMO_FILE = Path(__file__).resolve().parents[1] / "configs" / "demo_xsum.yaml"
 
 
 def demo_settings(data: str = "xsum") -> Dict[str, Any]:
-    """The built-in demo's fields on demo set ``data`` (xsum or mtsdialog), output in runs/demo-<data>."""
+    """The built-in demo's fields (:data:`DEMO_FILE`) on demo set ``data`` (xsum or mtsdialog), output in
+    runs/demo-<data>."""
     from drift.assets import DEMO_DATASETS
 
     if data not in DEMO_DATASETS:
         raise ValueError(f"--demo: data must be a demo set ({', '.join(sorted(DEMO_DATASETS))}), got {data!r}; "
                          "drop --demo to train on your own file")
-    return {**DEMO, "data": data, "output_dir": f"runs/demo-{data}"}
+    return {**load_yaml(DEMO_FILE, "demo"), "data": data, "output_dir": f"runs/demo-{data}"}
 
 
 # ---------------------------------------------------------------------------------------------
