@@ -25,7 +25,10 @@ from drift.ops import _fused
 from drift.ops._logits import IGNORE_INDEX, acc_dtype, check_op_args, check_ids, check_logits, check_mask, unit_stride_rows
 
 REDUCTIONS = ("mean", "sum", "none")
-
+SCHEMAS = (
+    "(Tensor logits, Tensor targets, Tensor logits_mask, Tensor targets_mask) -> (Tensor, Tensor, Tensor)",
+    "(Tensor grad_target_logps, Tensor logits, Tensor targets, Tensor lse, Tensor argmax) -> Tensor",
+)
 
 
 def _check_forward(logits, targets, logits_mask, targets_mask):
@@ -54,15 +57,12 @@ def _empty_outputs(logits, targets, logits_mask, targets_mask):
     )
 
 
-OAL = _fused.define(
-    "oal",
-    ("(Tensor logits, Tensor targets, Tensor logits_mask, Tensor targets_mask) -> (Tensor, Tensor, Tensor)",
-     "(Tensor grad_target_logps, Tensor logits, Tensor targets, Tensor lse, Tensor argmax) -> Tensor"),
-    checks=(_check_forward, _check_backward),
-    empty_outputs=_empty_outputs,
-    # backward(grad, logits, targets, lse, argmax)
-    saved=lambda inputs, outputs: (inputs[0], inputs[1], outputs[1], outputs[2]),
-)
+def _saved(inputs, outputs):
+    """What the backward takes after the gradient: (logits, targets, lse, argmax)."""
+    return inputs[0], inputs[1], outputs[1], outputs[2]
+
+
+OAL = _fused.define("oal", SCHEMAS, (_check_forward, _check_backward), _empty_outputs, _saved)
 
 
 def oal_double_backward(

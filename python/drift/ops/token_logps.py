@@ -20,6 +20,11 @@ import torch
 from drift.ops import _fused
 from drift.ops._logits import IGNORE_INDEX, acc_dtype, check_op_args, check_ids, check_logits, check_mask, unit_stride_rows
 
+SCHEMAS = (
+    "(Tensor logits, Tensor labels, Tensor mask) -> (Tensor, Tensor)",
+    "(Tensor grad_logps, Tensor logits, Tensor labels, Tensor mask, Tensor lse) -> Tensor",
+)
+
 
 def _check_forward(logits, labels, mask):
     return check_op_args("token_logps_forward", logits, (labels, "labels", "BT", "ids"), (mask, "mask", "BT", "mask"))
@@ -39,15 +44,12 @@ def _empty_outputs(logits, labels, mask):
     return logits.new_empty((batch, seq), dtype=acc), logits.new_empty((batch, seq), dtype=acc)
 
 
-TOKEN_LOGPS = _fused.define(
-    "token_logps",
-    ("(Tensor logits, Tensor labels, Tensor mask) -> (Tensor, Tensor)",
-     "(Tensor grad_logps, Tensor logits, Tensor labels, Tensor mask, Tensor lse) -> Tensor"),
-    checks=(_check_forward, _check_backward),
-    empty_outputs=_empty_outputs,
-    # backward(grad, logits, labels, mask, lse)
-    saved=lambda inputs, outputs: (inputs[0], inputs[1], inputs[2], outputs[1]),
-)
+def _saved(inputs, outputs):
+    """What the backward takes after the gradient: (logits, labels, mask, lse)."""
+    return inputs[0], inputs[1], inputs[2], outputs[1]
+
+
+TOKEN_LOGPS = _fused.define("token_logps", SCHEMAS, (_check_forward, _check_backward), _empty_outputs, _saved)
 
 
 def token_logps_double_backward(
