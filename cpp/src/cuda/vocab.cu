@@ -353,35 +353,36 @@ __global__ void __launch_bounds__(kRowThreads) oal_backward_kernel(const T* __re
 
 RowStrides strides_of(const TensorView& logits) { return {logits.strides[0], logits.strides[1]}; }
 
+// Launches a row kernel (one block of kRowThreads per row, grid-stride beyond kMaxGrid rows).
+template <typename... Params, typename... Args>
+void launch_rows(void (*kernel)(Params...), int64_t rows, cudaStream_t stream, const char* what, Args... args) {
+  if (rows == 0) return;
+  kernel<<<grid_for(rows, 1), kRowThreads, 0, stream>>>(args...);
+  check(cudaGetLastError(), what);
+}
+
 template <typename T> void launch(TypeTag<T>, const TokenLogpsForwardArgs& a, cudaStream_t stream) {
   using A = acc_t<T>;
   const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], rows = B * T_;
-  if (rows == 0) return;
-  token_logps_forward_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
-      a.logits.ptr<T>(), strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(),
-      a.logps.ptr<A>(), a.lse.ptr<A>());
-  check(cudaGetLastError(), "token_logps forward launch");
+  launch_rows(token_logps_forward_kernel<T>, rows, stream, "token_logps forward launch", a.logits.ptr<T>(),
+              strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(), a.logps.ptr<A>(),
+              a.lse.ptr<A>());
 }
 
 template <typename T> void launch(TypeTag<T>, const TokenLogpsBackwardArgs& a, cudaStream_t stream) {
   using A = acc_t<T>;
   const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], rows = B * T_;
-  if (rows == 0) return;
-  token_logps_backward_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
-      a.logits.ptr<T>(), strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(),
-      a.grad_logps.ptr<A>(), a.lse.ptr<A>(), a.grad_logits.ptr<T>());
-  check(cudaGetLastError(), "token_logps backward launch");
+  launch_rows(token_logps_backward_kernel<T>, rows, stream, "token_logps backward launch", a.logits.ptr<T>(),
+              strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(),
+              a.grad_logps.ptr<A>(), a.lse.ptr<A>(), a.grad_logits.ptr<T>());
 }
 
 template <typename T> void launch(TypeTag<T>, const OalForwardArgs& a, cudaStream_t stream) {
   using A = acc_t<T>;
   const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], M = a.targets.shape[1];
   const int64_t rows = B * T_, slots = B * M;
-  if (rows > 0) {
-    row_lse_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
-        a.logits.ptr<T>(), strides_of(a.logits), T_, V, rows, a.logits_mask.ptr<bool>(), a.lse.ptr<A>());
-    check(cudaGetLastError(), "oal row log-sum-exp launch");
-  }
+  launch_rows(row_lse_kernel<T>, rows, stream, "oal row log-sum-exp launch", a.logits.ptr<T>(), strides_of(a.logits),
+              T_, V, rows, a.logits_mask.ptr<bool>(), a.lse.ptr<A>());
   if (slots > 0) {
     oal_gather_kernel<T><<<grid_for(slots, kSlotWarps), kSlotWarps * kWarp, 0, stream>>>(
         a.logits.ptr<T>(), strides_of(a.logits), T_, V, M, slots, a.targets.ptr<int64_t>(),
@@ -395,11 +396,9 @@ template <typename T> void launch(TypeTag<T>, const OalBackwardArgs& a, cudaStre
   using A = acc_t<T>;
   const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], M = a.targets.shape[1];
   const int64_t rows = B * T_;
-  if (rows == 0) return;
-  oal_backward_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
-      a.logits.ptr<T>(), strides_of(a.logits), T_, V, M, rows, a.targets.ptr<int64_t>(), a.argmax.ptr<int64_t>(),
-      a.grad_target_logps.ptr<A>(), a.lse.ptr<A>(), a.grad_logits.ptr<T>());
-  check(cudaGetLastError(), "oal backward launch");
+  launch_rows(oal_backward_kernel<T>, rows, stream, "oal backward launch", a.logits.ptr<T>(), strides_of(a.logits), T_,
+              V, M, rows, a.targets.ptr<int64_t>(), a.argmax.ptr<int64_t>(), a.grad_target_logps.ptr<A>(),
+              a.lse.ptr<A>(), a.grad_logits.ptr<T>());
 }
 
 cudaStream_t as_stream(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
