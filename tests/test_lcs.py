@@ -340,13 +340,13 @@ def test_native_layer_rejects_bad_views_itself():
     lens = torch.full((2,), 3, dtype=torch.long)
     my, out = torch.empty(2, 3, dtype=torch.bool), torch.empty(2, dtype=torch.long)
     with pytest.raises(ValueError, match="mask_y_prime"):
-        _C.lcs_mask_cpu(capsule(y), capsule(y), capsule(lens), capsule(lens), capsule(my), capsule(my[:, :2].contiguous()), capsule(out))
+        _C.lcs_mask(capsule(y), capsule(y), capsule(lens), capsule(lens), capsule(my), capsule(my[:, :2].contiguous()), capsule(out))
     with pytest.raises(ValueError, match="y_lengths"):
-        _C.lcs_mask_cpu(capsule(y), capsule(y), capsule(torch.tensor([3, 4])), capsule(lens), capsule(my), capsule(my), capsule(out))
+        _C.lcs_mask(capsule(y), capsule(y), capsule(torch.tensor([3, 4])), capsule(lens), capsule(my), capsule(my), capsule(out))
     with pytest.raises(ValueError, match="y: unexpected dtype"):
-        _C.lcs_mask_cpu(capsule(y.double()), capsule(y), capsule(lens), capsule(lens), capsule(my), capsule(my), capsule(out))
+        _C.lcs_mask(capsule(y.double()), capsule(y), capsule(lens), capsule(lens), capsule(my), capsule(my), capsule(out))
     with pytest.raises(ValueError, match="DLPack"):
-        _C.lcs_mask_cpu(object(), capsule(y), capsule(lens), capsule(lens), capsule(my), capsule(my), capsule(out))
+        _C.lcs_mask(object(), capsule(y), capsule(lens), capsule(lens), capsule(my), capsule(my), capsule(out))
     with pytest.raises(ValueError, match="num_threads"):
         _C.set_num_threads(-1)
 

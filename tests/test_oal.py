@@ -1,4 +1,5 @@
-"""drift.oal_loss (fused occurrence-aware loss) against drift.reference.oal_loss."""
+"""drift.oal_loss (fused occurrence-aware loss) against drift.reference.oal_loss: the checks of its own
+(the checks it shares with drift.token_logps are in test_vocab_ops.py)."""
 
 from __future__ import annotations
 
@@ -9,52 +10,15 @@ import torch
 
 import drift
 from drift import reference
-
-TOL = {
-    torch.float64: (1e-10, 1e-12),
-    torch.float32: (1e-5, 1e-5),
-    torch.bfloat16: (1e-4, 5e-2),
-    torch.float16: (1e-4, 5e-2),
-}
-
-
-def make(batch, seq, vocab, width, dtype=torch.float32, seed=0, scale=3.0):
-    g = torch.Generator().manual_seed(seed)
-    logits = (torch.randn(batch, seq, vocab, generator=g, dtype=torch.float64) * scale).to(dtype)
-    targets = torch.randint(0, vocab, (batch, width), generator=g)
-    logits_mask = torch.rand(batch, seq, generator=g) >= 0.25
-    targets_mask = torch.rand(batch, width, generator=g) >= 0.2
-    if width >= 3:
-        targets[:, 2] = targets[:, 0]  # a duplicate id in every row
-    return logits, targets, logits_mask, targets_mask
+from _vocab_helpers import OAL
+from _vocab_helpers import fused_and_reference as _fused_and_reference
+from _vocab_helpers import make_oal as make
 
 
 def fused_and_reference(logits, targets, reduction="none", **masks):
     """drift's loss and gradient on the logits' device; the float64 reference always on the CPU."""
-    x = logits.detach().clone().requires_grad_(True)
-    out = drift.oal_loss(x, targets, reduction=reduction, **masks)
-    # The upstream weights live next to each output: a CUDA output times a CPU tensor raises.
-    weights = torch.linspace(0.5, 1.5, out.numel(), dtype=torch.float64).reshape(out.shape)
-    (grad,) = torch.autograd.grad((out.double() * weights.to(out.device)).sum(), x)
-    xr = logits.detach().cpu().double().requires_grad_(True)
-    cpu_masks = {k: v.cpu() for k, v in masks.items()}
-    ref = reference.oal_loss(xr, targets.cpu(), reduction=reduction, **cpu_masks) + 0 * xr.sum()  # keep rows of 0 in the graph
-    (ref_grad,) = torch.autograd.grad((ref * weights).sum(), xr)
-    return out, grad, ref, ref_grad
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-@pytest.mark.parametrize("shape", [(3, 7, 997, 6), (1, 1, 5, 1), (2, 5, 1, 3), (2, 4, 4099, 9)])
-def test_matches_reference(dtype, shape):
-    logits, targets, logits_mask, targets_mask = make(*shape, dtype=dtype)
-    out, grad, ref, ref_grad = fused_and_reference(logits, targets, logits_mask=logits_mask, targets_mask=targets_mask)
-    assert out.shape == (shape[0],)
-    assert out.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-    assert grad.dtype == dtype
-    vtol, gtol = TOL[dtype]
-    torch.testing.assert_close(out.double(), ref, atol=vtol, rtol=vtol)
-    torch.testing.assert_close(grad.double(), ref_grad, atol=gtol, rtol=gtol)
-    assert bool((grad[~logits_mask] == 0).all())  # no gradient outside the valid positions
+    return _fused_and_reference(drift.oal_loss, reference.oal_loss, logits, (targets,),
+                                dict(reduction=reduction, **masks), OAL.upstream)
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -143,39 +107,6 @@ def test_row_views_need_no_copy():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_thread_count_does_not_change_bits():
-    logits, targets, logits_mask, targets_mask = make(3, 8, 3001, 10)
-    before = drift.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2):
-            drift.set_num_threads(n)
-            x = logits.clone().requires_grad_(True)
-            out = drift.oal_loss(x, targets, logits_mask=logits_mask, targets_mask=targets_mask, reduction="none")
-            out.sum().backward()
-            results.append((out.detach(), x.grad))
-    finally:
-        drift.set_num_threads(before)
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-
-
-def test_gradcheck_float64():
-    logits, targets, logits_mask, targets_mask = make(2, 4, 7, 4, dtype=torch.float64)
-    x = logits.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda t: drift.oal_loss(t, targets, logits_mask=logits_mask, targets_mask=targets_mask, reduction="none"),
-        (x,),
-    )
-
-
-def test_opcheck():
-    logits, targets, logits_mask, targets_mask = make(2, 4, 13, 5)
-    x = logits.clone().requires_grad_(True)
-    torch.library.opcheck(torch.ops.drift.oal_forward.default, (x, targets, logits_mask, targets_mask))
-    tl, lse, argmax = torch.ops.drift.oal_forward(logits, targets, logits_mask, targets_mask)
-    torch.library.opcheck(torch.ops.drift.oal_backward.default, (torch.ones_like(tl), logits, targets, lse, argmax))
-
-
 def test_torch_compile():
     logits, targets, logits_mask, targets_mask = make(2, 5, 37, 4)
     labels = torch.randint(0, 37, (2, 5))
@@ -192,19 +123,6 @@ def test_torch_compile():
     got.backward()
     torch.testing.assert_close(got, eager)
     torch.testing.assert_close(x2.grad, x1.grad)
-
-
-def test_autocast_region():
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(8, 30)
-    hidden = torch.randn(2, 6, 8)
-    targets = torch.randint(0, 30, (2, 4))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = layer(hidden)
-        loss = drift.oal_loss(logits, targets)
-    loss.backward()
-    torch.testing.assert_close(loss, reference.oal_loss(logits.detach(), targets), atol=1e-4, rtol=1e-4)
-    assert layer.weight.grad is not None and bool(torch.isfinite(layer.weight.grad).all())
 
 
 def _bad(**kw):
@@ -249,22 +167,6 @@ def test_padding_ids_ignored_with_mask():
                                reference.oal_loss(logits, targets, targets_mask=mask))
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not drift.cuda_available(), reason="needs a CUDA GPU and drift's CUDA kernels")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_cuda_matches_cpu(dtype):
-    logits, targets, logits_mask, targets_mask = make(3, 17, 4099, 40, dtype=dtype)
-    masks = dict(logits_mask=logits_mask, targets_mask=targets_mask)
-    out_cpu, grad_cpu, _, _ = fused_and_reference(logits, targets, **masks)
-    cuda_masks = {k: v.cuda() for k, v in masks.items()}
-    out, grad, _, _ = fused_and_reference(logits.cuda(), targets.cuda(), **cuda_masks)
-    vtol, gtol = TOL[dtype]
-    torch.testing.assert_close(out.cpu(), out_cpu, atol=vtol, rtol=vtol)
-    torch.testing.assert_close(grad.cpu().double(), grad_cpu.double(), atol=gtol, rtol=gtol)
-    with pytest.raises(ValueError, match="targets"):
-        drift.oal_loss(logits.cuda(), torch.full_like(targets, 5000).cuda())
-
-
 # ---- property test and the native entry points ------------------------------------------
 
 from hypothesis import given, settings  # noqa: E402
@@ -288,55 +190,21 @@ def test_property_matches_reference(batch, seq, vocab, width, seed, pad_prob):
     torch.testing.assert_close(grad, ref_grad, atol=1e-12, rtol=1e-12)
 
 
-def _native_args(batch=2, seq=3, vocab=5, width=4):
-    from drift._native import capsule
-
-    tensors = dict(
-        logits=torch.randn(batch, seq, vocab), targets=torch.zeros(batch, width, dtype=torch.int64),
-        logits_mask=torch.ones(batch, seq, dtype=torch.bool), targets_mask=torch.ones(batch, width, dtype=torch.bool),
-        target_logps=torch.empty(batch, width), lse=torch.empty(batch, seq),
-        argmax=torch.empty(batch, width, dtype=torch.int64),
-    )
-    return tensors, capsule
-
-
-@pytest.mark.parametrize(
-    "name, bad",
-    [
-        ("logits", torch.randn(2, 3)),
-        ("targets", torch.zeros(2, 4, dtype=torch.int32)),
-        ("targets", torch.full((2, 4), 7, dtype=torch.int64)),
-        ("logits_mask", torch.ones(2, 4, dtype=torch.bool)),
-        ("targets_mask", torch.ones(3, 4, dtype=torch.bool)),
-        ("target_logps", torch.empty(2, 4, dtype=torch.float64)),
-        ("lse", torch.empty(2, 3)[:, :2]),
-        ("argmax", torch.empty(2, 4, 1, dtype=torch.int64)),
-    ],
-)
-def test_native_forward_validates_every_view(name, bad):
-    from drift._native import _C
-
-    tensors, capsule = _native_args()
-    tensors[name] = bad
-    with pytest.raises(ValueError, match=name):
-        _C.oal_forward_cpu(*(capsule(t) for t in tensors.values()))
-
-
 def test_native_backward_rejects_bad_argmax_and_capsules():
-    from drift._native import _C
+    from drift._native import _C, capsule
 
-    tensors, capsule = _native_args()
+    tensors = OAL.native_views(5)
     logits, targets = tensors["logits"], tensors["targets"]
     argmax = torch.full((2, 4), 3, dtype=torch.int64)  # position T: out of range
     grad = torch.empty_like(logits)
     with pytest.raises(ValueError, match="argmax"):
-        _C.oal_backward_cpu(capsule(torch.ones(2, 4)), capsule(logits), capsule(targets), capsule(torch.zeros(2, 3)),
-                            capsule(argmax), capsule(grad))
+        _C.oal_backward(capsule(torch.ones(2, 4)), capsule(logits), capsule(targets), capsule(torch.zeros(2, 3)),
+                        capsule(argmax), capsule(grad))
     with pytest.raises(ValueError, match="grad_logits"):
-        _C.oal_backward_cpu(capsule(torch.ones(2, 4)), capsule(logits), capsule(targets), capsule(torch.zeros(2, 3)),
-                            capsule(torch.zeros(2, 4, dtype=torch.int64)), capsule(grad.double()))
+        _C.oal_backward(capsule(torch.ones(2, 4)), capsule(logits), capsule(targets), capsule(torch.zeros(2, 3)),
+                        capsule(torch.zeros(2, 4, dtype=torch.int64)), capsule(grad.double()))
     with pytest.raises(ValueError, match="logits"):
-        _C.oal_forward_cpu(logits, *(capsule(t) for t in list(tensors.values())[1:]))
+        _C.oal_forward(logits, *(capsule(t) for t in list(tensors.values())[1:]))
 
 
 _VARIANT_CHECK = """

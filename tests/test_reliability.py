@@ -365,9 +365,9 @@ def test_native_layer_refuses_uint8_as_bool():
     x, ids = torch.randn(1, 2, 3), torch.zeros(1, 2, dtype=torch.long)
     out, lse = torch.empty(1, 2), torch.empty(1, 2)
     with pytest.raises(ValueError, match="mask: unexpected dtype uint8"):
-        _C.token_logps_forward_cpu(capsule(x), capsule(ids), capsule(torch.full((1, 2), 2, dtype=torch.uint8)),
-                                   capsule(out), capsule(lse))
+        _C.token_logps_forward(capsule(x), capsule(ids), capsule(torch.full((1, 2), 2, dtype=torch.uint8)),
+                               capsule(out), capsule(lse))
     y, lens = torch.zeros(1, 3, dtype=torch.long), torch.tensor([3])
     with pytest.raises(ValueError, match="mask_y: unexpected dtype uint8"):
-        _C.lcs_mask_cpu(capsule(y), capsule(y), capsule(lens), capsule(lens), capsule(torch.empty(1, 3, dtype=torch.uint8)),
-                        capsule(torch.empty(1, 3, dtype=torch.bool)), capsule(torch.empty(1, dtype=torch.long)))
+        _C.lcs_mask(capsule(y), capsule(y), capsule(lens), capsule(lens), capsule(torch.empty(1, 3, dtype=torch.uint8)),
+                    capsule(torch.empty(1, 3, dtype=torch.bool)), capsule(torch.empty(1, dtype=torch.long)))

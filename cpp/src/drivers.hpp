@@ -1,5 +1,5 @@
 // Entry points of the batch drivers (CPU in cpu/, CUDA in cuda/), called by bindings.cpp.
-// Every driver validates the views it receives (the validate_* functions below) before any access.
+// Every driver validates the views it receives (validate.hpp) before any access.
 #pragma once
 
 #include <cstdint>
@@ -15,15 +15,12 @@ struct LcsArgs {
   TensorView y, y_prime, y_len, y_prime_len, mask_y, mask_y_prime, lcs_len;
 };
 
-// Checks shapes, dtypes, devices and contiguity of every view; throws std::invalid_argument.
-void validate_lcs_args(const LcsArgs& args, DeviceKind device);
-
 void lcs_cpu(const LcsArgs& args);
 // scratch: (P, N * ceil(M/64)) int64 on the same device, P >= 1 pairs of traceback history.
 void lcs_cuda(const LcsArgs& args, const TensorView& scratch, std::uintptr_t stream);
 int64_t lcs_cuda_max_length();
 
-// Fused vocabulary losses (drift/oal.hpp). logits: (B, T, V) float32/bfloat16/float16/float64
+// Fused vocabulary losses (drift/vocab.hpp). logits: (B, T, V) float32/bfloat16/float16/float64
 // with unit stride along V (any non-negative strides along B and T); `acc` below means float64
 // for float64 logits and float32 otherwise. Masks are bool, ids int64, every other view is
 // contiguous. Outputs are fully written.
@@ -51,22 +48,19 @@ struct OalBackwardArgs {
   TensorView grad_target_logps, logits, targets, lse, argmax, grad_logits;
 };
 
-// Check every view (and, on CPU, the ids against V); throw std::invalid_argument naming it.
-void validate_token_logps_forward(const TokenLogpsForwardArgs& args, DeviceKind device);
-void validate_token_logps_backward(const TokenLogpsBackwardArgs& args, DeviceKind device);
-void validate_oal_forward(const OalForwardArgs& args, DeviceKind device);
-void validate_oal_backward(const OalBackwardArgs& args, DeviceKind device);
+// The drivers of the four vocabulary ops, one template per device for Args = each struct
+// above: run_cpu in cpu/vocab.cpp; run_cuda in cuda/vocab.cu (stubs.cpp without CUDA) runs on
+// `stream`, allocates nothing and never synchronises, except for the one host synchronisation
+// of the forward's id check (ids out of [0, V) are rejected before any kernel reads them).
+template <typename Args> void run_cpu(const Args& args);
+template <typename Args> void run_cuda(const Args& args, std::uintptr_t stream);
 
-void token_logps_forward_cpu(const TokenLogpsForwardArgs& args);
-void token_logps_backward_cpu(const TokenLogpsBackwardArgs& args);
-void oal_forward_cpu(const OalForwardArgs& args);
-void oal_backward_cpu(const OalBackwardArgs& args);
-// CUDA launchers: run on `stream`, allocate nothing, never synchronise. Ids out of [0, V)
-// are not read (the Python layer rejects them before launching).
-void token_logps_forward_cuda(const TokenLogpsForwardArgs& args, std::uintptr_t stream);
-void token_logps_backward_cuda(const TokenLogpsBackwardArgs& args, std::uintptr_t stream);
-void oal_forward_cuda(const OalForwardArgs& args, std::uintptr_t stream);
-void oal_backward_cuda(const OalBackwardArgs& args, std::uintptr_t stream);
+// The entry of a vocabulary op: the driver of the device its logits live on (`stream`: the CUDA
+// stream handle, unused on CPU).
+template <typename Args> void run(const Args& args, std::uintptr_t stream) {
+  if (args.logits.device == DeviceKind::kCUDA) run_cuda(args, stream);
+  else run_cpu(args);
+}
 
 // CPU thread count for every batch driver; 0 means all hardware threads. Requests above
 // kMaxThreads are capped to it (so is the hardware count); a driver never starts more

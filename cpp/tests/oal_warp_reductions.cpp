@@ -1,12 +1,12 @@
-// Emulates, on the CPU, the two reductions of the CUDA OAL kernels (cpp/src/cuda/oal.cu) with
-// the drift/oal.hpp helpers they call:
+// Emulates, on the CPU, the two reductions of the CUDA OAL kernels (cpp/src/cuda/vocab.cu) with
+// the drift/vocab.hpp helpers they call:
 //  1. block_row_lse: 256 threads fold a row (groups of 16 bytes from the row's start, then a
-//     scalar tail) with oal::lse_fold, merge with oal::lse_merge through a
+//     scalar tail) with vocab::lse_fold, merge with vocab::lse_merge through a
 //     shfl_down butterfly per warp and then over the 8 warps; checked against a float64
 //     log-sum-exp and the NaN/-inf conventions of the CPU drivers;
-//  2. oal_gather: 32 lanes stride over the positions with oal::argmax_merge and reduce through
+//  2. oal_gather: 32 lanes stride over the positions with vocab::argmax_merge and reduce through
 //     a shfl_down butterfly; must pick bit for bit the value and position of the sequential
-//     oal::argmax_takes scan the CPU driver runs (NaN first, larger, then the lowest position).
+//     vocab::argmax_takes scan the CPU driver runs (NaN first, larger, then the lowest position).
 // Built and run by tests/test_oal_native.py; exits non-zero on the first mismatch.
 #include <cmath>
 #include <cstdint>
@@ -16,7 +16,7 @@
 #include <random>
 #include <vector>
 
-#include "drift/oal.hpp"
+#include "drift/vocab.hpp"
 
 using namespace drift;
 
@@ -39,30 +39,30 @@ template <typename A> A emulated_block_lse(const std::vector<A>& row) {
   constexpr int E = 16 / sizeof(A);
   const int64_t V = static_cast<int64_t>(row.size());
   const int64_t groups = V / E;
-  oal::LseState<A> st[kThreads];
+  vocab::LseState<A> st[kThreads];
   for (int tid = 0; tid < kThreads; ++tid) {
-    auto s = oal::lse_empty<A>();
+    auto s = vocab::lse_empty<A>();
     for (int64_t k = tid; k < groups; k += kThreads) {
       A x[E];
       for (int e = 0; e < E; ++e) x[e] = row[k * E + e];
-      s = oal::lse_fold(s, x, E);
+      s = vocab::lse_fold(s, x, E);
     }
     for (int64_t i = groups * E + tid; i < V; i += kThreads) {
       const A x[1] = {row[i]};
-      s = oal::lse_fold(s, x, 1);
+      s = vocab::lse_fold(s, x, 1);
     }
     st[tid] = s;
   }
-  oal::LseState<A> per_warp[kThreads / kWarp];
+  vocab::LseState<A> per_warp[kThreads / kWarp];
   for (int w = 0; w < kThreads / kWarp; ++w) {
-    oal::LseState<A> lanes[kWarp];
+    vocab::LseState<A> lanes[kWarp];
     for (int l = 0; l < kWarp; ++l) lanes[l] = st[w * kWarp + l];
-    warp_reduce_down(lanes, [](oal::LseState<A>& a, const oal::LseState<A>& b) { a = oal::lse_merge(a, b); });
+    warp_reduce_down(lanes, [](vocab::LseState<A>& a, const vocab::LseState<A>& b) { a = vocab::lse_merge(a, b); });
     per_warp[w] = lanes[0];
   }
-  oal::LseState<A> total = per_warp[0];
-  for (int w = 1; w < kThreads / kWarp; ++w) total = oal::lse_merge(total, per_warp[w]);
-  return oal::lse_value(total);
+  vocab::LseState<A> total = per_warp[0];
+  for (int w = 1; w < kThreads / kWarp; ++w) total = vocab::lse_merge(total, per_warp[w]);
+  return vocab::lse_value(total);
 }
 
 struct Best {
@@ -133,7 +133,7 @@ int main() {
     float want = 0.0f;
     int64_t want_pos = -1;
     for (int64_t t = 0; t < T; ++t)
-      if (ok[t] && oal::argmax_takes(val[t], t, want, want_pos)) {
+      if (ok[t] && vocab::argmax_takes(val[t], t, want, want_pos)) {
         want = val[t];
         want_pos = t;
       }
@@ -141,9 +141,9 @@ int main() {
     for (int l = 0; l < kWarp; ++l) {
       lanes[l] = {0.0f, -1};
       for (int64_t t = l; t < T; t += kWarp)
-        if (ok[t]) oal::argmax_merge(lanes[l].best, lanes[l].pos, val[t], t);
+        if (ok[t]) vocab::argmax_merge(lanes[l].best, lanes[l].pos, val[t], t);
     }
-    warp_reduce_down(lanes, [](Lane& a, const Lane& b) { oal::argmax_merge(a.best, a.pos, b.best, b.pos); });
+    warp_reduce_down(lanes, [](Lane& a, const Lane& b) { vocab::argmax_merge(a.best, a.pos, b.best, b.pos); });
     ++checks;
     if (lanes[0].pos != want_pos) fail("arg-max position", lanes[0].pos, want_pos);
     else if (want_pos >= 0 && !same_bits(lanes[0].best, want)) fail("arg-max value bits", trial, want_pos);

@@ -8,23 +8,10 @@
 
 #include "drift/lcs.hpp"
 #include "drivers.hpp"
+#include "validate.hpp"
 #include "cpu/parallel.hpp"
 
 namespace drift {
-
-void validate_lcs_args(const LcsArgs& a, DeviceKind device) {
-  const int dev = a.y.device_id;
-  if (a.y.shape.size() != 2) fail("y: expected rank 2 (B, M)");
-  if (a.y_prime.shape.size() != 2) fail("y_prime: expected rank 2 (B, N)");
-  const int64_t B = a.y.shape[0], M = a.y.shape[1], N = a.y_prime.shape[1];
-  expect(a.y, "y", {DType::kInt32, DType::kInt64}, {B, M}, device, dev);
-  expect(a.y_prime, "y_prime", {DType::kInt32, DType::kInt64}, {B, N}, device, dev);
-  expect(a.y_len, "y_lengths", {DType::kInt64}, {B}, device, dev);
-  expect(a.y_prime_len, "y_prime_lengths", {DType::kInt64}, {B}, device, dev);
-  expect(a.mask_y, "mask_y", {DType::kBool}, {B, M}, device, dev);
-  expect(a.mask_y_prime, "mask_y_prime", {DType::kBool}, {B, N}, device, dev);
-  expect(a.lcs_len, "lcs_length", {DType::kInt64}, {B}, device, dev);
-}
 
 namespace {
 
@@ -208,7 +195,7 @@ void lcs_batch(const LcsArgs& args) {
 }  // namespace
 
 void lcs_cpu(const LcsArgs& args) {
-  validate_lcs_args(args, DeviceKind::kCPU);
+  validate(args, DeviceKind::kCPU);
   const bool a64 = args.y.dtype == DType::kInt64, b64 = args.y_prime.dtype == DType::kInt64;
   if (a64 && b64) lcs_batch<int64_t, int64_t>(args);
   else if (a64) lcs_batch<int64_t, int32_t>(args);

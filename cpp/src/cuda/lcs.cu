@@ -18,6 +18,7 @@
 #include "cuda/cuda_util.cuh"
 #include "drift/lcs_warp.hpp"
 #include "drivers.hpp"
+#include "validate.hpp"
 
 namespace drift {
 namespace {
@@ -136,7 +137,7 @@ void launch(const LcsArgs& args, const TensorView& scratch, cudaStream_t stream)
 int64_t lcs_cuda_max_length() { return kMaxLength; }
 
 void lcs_cuda(const LcsArgs& args, const TensorView& scratch, std::uintptr_t stream_handle) {
-  validate_lcs_args(args, DeviceKind::kCUDA);
+  validate(args, DeviceKind::kCUDA);
   expect(scratch, "scratch", {DType::kInt64}, {-1, -1}, DeviceKind::kCUDA, args.y.device_id);
   if (args.y.shape[1] > kMaxLength)
     fail("y: length " + std::to_string(args.y.shape[1]) + " exceeds the CUDA maximum " + std::to_string(kMaxLength));

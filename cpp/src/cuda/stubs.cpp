@@ -11,10 +11,11 @@ namespace {
 
 void lcs_cuda(const LcsArgs&, const TensorView&, std::uintptr_t) { no_cuda(); }
 int64_t lcs_cuda_max_length() { return 0; }
-void token_logps_forward_cuda(const TokenLogpsForwardArgs&, std::uintptr_t) { no_cuda(); }
-void token_logps_backward_cuda(const TokenLogpsBackwardArgs&, std::uintptr_t) { no_cuda(); }
-void oal_forward_cuda(const OalForwardArgs&, std::uintptr_t) { no_cuda(); }
-void oal_backward_cuda(const OalBackwardArgs&, std::uintptr_t) { no_cuda(); }
+template <typename Args> void run_cuda(const Args&, std::uintptr_t) { no_cuda(); }
+template void run_cuda(const TokenLogpsForwardArgs&, std::uintptr_t);
+template void run_cuda(const TokenLogpsBackwardArgs&, std::uintptr_t);
+template void run_cuda(const OalForwardArgs&, std::uintptr_t);
+template void run_cuda(const OalBackwardArgs&, std::uintptr_t);
 bool cuda_compiled() { return false; }
 int cuda_device_count() { return 0; }
 

@@ -1,9 +1,10 @@
 """How a fused vocabulary op (``oal``, ``token_logps``) is wired into PyTorch, written once.
 
 Each op is a pair of ``torch.library`` custom ops, ``drift::<name>_forward`` returning
-``(out, *aux)`` and ``drift::<name>_backward(grad_out, *saved) -> grad_logits``, with CPU and
-CUDA kernels and an autograd formula: that is what ``torch.compile``, ``opcheck``, fake tensors
-and other tracing see. Plain eager calls, the common case inside a training loop, take a
+``(out, *aux)`` and ``drift::<name>_backward(grad_out, *saved) -> grad_logits``, with fake
+(meta) kernels, one kernel for CPU and CUDA (the native entries ``drift._C.<name>_forward`` /
+``_backward`` run on the tensors' device) and an autograd formula: that is what
+``torch.compile``, ``opcheck``, fake tensors and other tracing see. Plain eager calls, the common case inside a training loop, take a
 shorter road to the same kernels: one ``torch.autograd.Function`` that calls them directly.
 The dispatcher's Python round trips for a custom op with a registered autograd formula cost
 about 75 us per forward + backward on the CPU (measured with tiny tensors, 204 vs 130 us),
@@ -18,14 +19,16 @@ from typing import Callable, NamedTuple, Sequence, Tuple
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from drift.ops._logits import acc_dtype
+from drift import _native
+from drift._native import _C
+from drift.ops._logits import acc_dtype, require_cuda_kernels, unit_stride_rows
 
 
 class FusedOp(NamedTuple):
     """A fused op's kernels and what its backward needs.
 
     ``forward(*inputs) -> (out, *aux)`` and ``backward(grad_out, *saved) -> grad_logits``
-    pick the CPU or CUDA kernel by device; ``saved(inputs, outputs)`` returns the tensors the
+    run the native kernels on the inputs' device (CPU or CUDA); ``saved(inputs, outputs)`` returns the tensors the
     backward takes after ``grad_out``. ``inputs[0]`` is always the (B, T, V) logits, the only
     differentiable input; ``out`` is the only differentiable output.
     """
@@ -43,11 +46,38 @@ def _grad_out(grad_out: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return grad_out.to(acc_dtype(logits.dtype)).contiguous()
 
 
-def _by_device(cpu: Callable, cuda: Callable) -> Callable:
-    def call(first: torch.Tensor, *rest):
-        return (cuda if first.device.type == "cuda" else cpu)(first, *rest)
+def _run_native(entry: Callable, logits: torch.Tensor, *tensors: torch.Tensor) -> None:
+    """Calls a ``drift._C`` vocabulary entry on ``tensors`` (DLPack capsules); on CUDA it runs on
+    the current stream of ``logits``' device."""
+    stream = 0
+    if logits.device.type == "cuda":
+        require_cuda_kernels("logits")
+        stream = _native.cuda_stream(logits.device)
+    entry(*(_native.capsule(t) for t in tensors), stream)
 
-    return call
+
+def _forward_kernel(entry: Callable, empty_outputs: Callable) -> Callable:
+    """The forward kernel: ``empty_outputs(logits, *inputs)`` allocates the outputs, ``entry`` fills them."""
+
+    def forward(logits: torch.Tensor, *inputs: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        logits = unit_stride_rows(logits)
+        outputs = empty_outputs(logits, *inputs)
+        _run_native(entry, logits, logits, *inputs, *outputs)
+        return outputs
+
+    return forward
+
+
+def _backward_kernel(entry: Callable) -> Callable:
+    """The backward kernel: allocates ``d logits`` (logits' shape and dtype), ``entry`` fills it."""
+
+    def backward(grad_out: torch.Tensor, logits: torch.Tensor, *saved: torch.Tensor) -> torch.Tensor:
+        logits = unit_stride_rows(logits)
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        _run_native(entry, logits, grad_out, logits, *saved, grad)
+        return grad
+
+    return backward
 
 
 def _checked(check: Callable, kernel: Callable) -> Callable:
@@ -58,18 +88,28 @@ def _checked(check: Callable, kernel: Callable) -> Callable:
     return call
 
 
-def define(name: str, forward_kernels: Tuple[Callable, Callable], backward_kernels: Tuple[Callable, Callable],
-           checks: Tuple[Callable, Callable], saved: Callable) -> FusedOp:
-    """Registers the (cpu, cuda) kernels of ``drift::<name>_forward`` / ``_backward`` (their
-    schemas and fake kernels are declared by the caller) and the forward's autograd formula.
+def define(name: str, schemas: Tuple[str, str], checks: Tuple[Callable, Callable], empty_outputs: Callable,
+           saved: Callable) -> FusedOp:
+    """Defines ``drift::<name>_forward`` / ``_backward`` with the (forward, backward) ``schemas``:
+    their fake kernels, their CPU and CUDA kernel (``drift._C.<name>_forward`` / ``_backward``)
+    and the forward's autograd formula.
 
-    ``checks``: (forward, backward) argument checks of a direct ``torch.ops.drift`` call, run
-    before the registered kernels; the eager road skips them (the public function has checked
-    its arguments already, and the native layer checks every view it receives).
+    ``checks``: (forward, backward) argument checks of a direct ``torch.ops.drift`` call, run by
+    the fake kernels and before the registered kernels; the eager road skips them (the public
+    function has checked its arguments already, and the native layer checks every view it
+    receives). ``empty_outputs(logits, *inputs)``: the forward's outputs, allocated (the
+    backward's is always an empty tensor like the logits). ``saved(inputs, outputs)``: the
+    tensors the backward takes after ``grad_out``.
     """
-    for suffix, (cpu, cuda), check in (("forward", forward_kernels, checks[0]), ("backward", backward_kernels, checks[1])):
-        torch.library.register_kernel(f"drift::{name}_{suffix}", "cpu", _checked(check, cpu))
-        torch.library.register_kernel(f"drift::{name}_{suffix}", "cuda", _checked(check, cuda))
+    kernels = (_forward_kernel(getattr(_C, f"{name}_forward"), empty_outputs),
+               _backward_kernel(getattr(_C, f"{name}_backward")))
+    fakes = (empty_outputs, lambda grad_out, logits, *saved_tensors: logits.new_empty(logits.shape))
+    for suffix, schema, check, kernel, fake in zip(("forward", "backward"), schemas, checks, kernels, fakes):
+        op = f"drift::{name}_{suffix}"
+        torch.library.define(op, schema)
+        torch.library.register_fake(op)(_checked(check, fake))
+        for device in ("cpu", "cuda"):
+            torch.library.register_kernel(op, device, _checked(check, kernel))
     op_backward = getattr(torch.ops.drift, f"{name}_backward")
 
     def setup_context(ctx, inputs, output):
@@ -83,8 +123,7 @@ def define(name: str, forward_kernels: Tuple[Callable, Callable], backward_kerne
         return (grad,) + (None,) * (ctx.num_inputs - 1)
 
     torch.library.register_autograd(f"drift::{name}_forward", backward, setup_context=setup_context)
-    return FusedOp(name, _by_device(*forward_kernels), _by_device(*backward_kernels), saved,
-                   getattr(torch.ops.drift, f"{name}_forward"), op_backward)
+    return FusedOp(name, kernels[0], kernels[1], saved, getattr(torch.ops.drift, f"{name}_forward"), op_backward)
 
 
 def define_double_backward(name: str, second_order: Callable, keep: Sequence[int]) -> None:

@@ -102,23 +102,3 @@ def check_op_args(op: str, logits: Any, *specs: tuple) -> tuple:
 def require_cuda_kernels(name: str) -> None:
     if not _C.cuda_compiled():
         raise RuntimeError(f"{name}: is a CUDA tensor but drift was built without CUDA kernels; reinstall with nvcc on PATH")
-
-
-def native_backward(kernel: Any, grad_out: torch.Tensor, logits: torch.Tensor, *saved: torch.Tensor) -> torch.Tensor:
-    """Allocates ``d logits`` (logits' shape and dtype) and fills it with a native backward.
-
-    ``kernel`` is a ``drift._C.*_backward_{cpu,cuda}`` entry point taking
-    ``(grad_out, logits, *saved, grad[, stream])``; CUDA kernels run on the current stream of
-    ``logits``' device.
-    """
-    from drift import _native
-
-    logits = unit_stride_rows(logits)
-    grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    args = [_native.capsule(t) for t in (grad_out, logits, *saved, grad)]
-    if logits.device.type == "cuda":
-        require_cuda_kernels("logits")
-        kernel(*args, _native.cuda_stream(logits.device))
-    else:
-        kernel(*args)
-    return grad

@@ -271,7 +271,7 @@ def _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMask
     lcs_length = torch.empty((batch,), dtype=torch.int64, device=y.device)
     cap = _native.capsule
     if y.device.type == "cpu":
-        _C.lcs_mask_cpu(cap(y), cap(y_prime), cap(y_len), cap(yp_len), cap(mask_y), cap(mask_yp), cap(lcs_length))
+        _C.lcs_mask(cap(y), cap(y_prime), cap(y_len), cap(yp_len), cap(mask_y), cap(mask_yp), cap(lcs_length))
     elif y.device.type == "cuda":
         if not _C.cuda_compiled():
             raise RuntimeError("y: is a CUDA tensor but drift was built without CUDA kernels; reinstall with nvcc on PATH")
@@ -281,7 +281,7 @@ def _lcs_mask_tensors(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMask
         per_pair = max(1, n) * words
         pairs = max(1, min(batch, CUDA_SCRATCH_BYTES // (8 * per_pair)))
         scratch = torch.empty((pairs, per_pair), dtype=torch.int64, device=y.device)
-        _C.lcs_mask_cuda(
+        _C.lcs_mask(
             cap(y), cap(y_prime), cap(y_len), cap(yp_len), cap(mask_y), cap(mask_yp), cap(lcs_length),
             cap(scratch), _native.cuda_stream(y.device),
         )

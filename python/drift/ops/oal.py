@@ -1,7 +1,7 @@
 """``drift.oal_loss``: the occurrence-aware loss of METHOD.md section 2, fused.
 
-Two ``torch.library`` custom ops, declared once here with fake (meta) kernels, CPU and CUDA
-kernels and an autograd formula whose backward is itself an op:
+Two ``torch.library`` custom ops (``_fused.define``: fake (meta) kernels, one kernel for CPU and
+CUDA, an autograd formula whose backward is itself an op):
 
 - ``drift::oal_forward(logits, targets, logits_mask, targets_mask) -> (target_logps, lse, argmax)``:
   per target slot ``m`` of row ``b``, ``max_{t valid} log_softmax(logits[b, t])[targets[b, m]]``
@@ -11,8 +11,8 @@ kernels and an autograd formula whose backward is itself an op:
   ``sum_m grad[b, m] * (onehot(targets[b, m]) - softmax(logits[b, t]))`` on the arg-max rows,
   zeros elsewhere: the only (B, T, V) tensor the loss allocates.
 
-The arithmetic is in ``cpp/include/drift/oal.hpp``; the drivers in ``cpp/src/cpu/oal.cpp``
-and ``cpp/src/cuda/oal.cu``.
+The arithmetic is in ``cpp/include/drift/vocab.hpp``; the drivers in ``cpp/src/cpu/vocab.cpp``
+and ``cpp/src/cuda/vocab.cu``.
 """
 
 from __future__ import annotations
@@ -21,29 +21,12 @@ from typing import Optional
 
 import torch
 
-from drift import _native
 from drift.ops import _fused
-from drift._native import _C
-from drift.ops._logits import (
-    native_backward,
-    IGNORE_INDEX,
-    acc_dtype,
-    check_op_args,
-    check_ids,
-    check_logits,
-    check_mask,
-    require_cuda_kernels,
-    unit_stride_rows,
-)
+from drift.ops._logits import IGNORE_INDEX, acc_dtype, check_op_args, check_ids, check_logits, check_mask, unit_stride_rows
 
 REDUCTIONS = ("mean", "sum", "none")
-
-torch.library.define(
-    "drift::oal_forward",
+SCHEMAS = (
     "(Tensor logits, Tensor targets, Tensor logits_mask, Tensor targets_mask) -> (Tensor, Tensor, Tensor)",
-)
-torch.library.define(
-    "drift::oal_backward",
     "(Tensor grad_target_logps, Tensor logits, Tensor targets, Tensor lse, Tensor argmax) -> Tensor",
 )
 
@@ -62,7 +45,8 @@ def _check_backward(grad_target_logps, logits, targets, lse, argmax):
     )
 
 
-def _forward_outputs(logits, targets):
+def _empty_outputs(logits, targets, logits_mask, targets_mask):
+    """The forward's outputs, allocated: target_logps (B, M) acc, lse (B, T) acc, argmax (B, M) int64."""
     batch, seq, _ = logits.shape
     width = targets.shape[1]
     acc = acc_dtype(logits.dtype)
@@ -73,56 +57,12 @@ def _forward_outputs(logits, targets):
     )
 
 
-@torch.library.register_fake("drift::oal_forward")
-def _oal_forward_fake(logits, targets, logits_mask, targets_mask):
-    _check_forward(logits, targets, logits_mask, targets_mask)
-    return _forward_outputs(logits, targets)
+def _saved(inputs, outputs):
+    """What the backward takes after the gradient: (logits, targets, lse, argmax)."""
+    return inputs[0], inputs[1], outputs[1], outputs[2]
 
 
-@torch.library.register_fake("drift::oal_backward")
-def _oal_backward_fake(grad_target_logps, logits, targets, lse, argmax):
-    _check_backward(grad_target_logps, logits, targets, lse, argmax)
-    return logits.new_empty(logits.shape)
-
-
-def _oal_forward_cpu(logits, targets, logits_mask, targets_mask):
-    logits = unit_stride_rows(logits)
-    target_logps, lse, argmax = _forward_outputs(logits, targets)
-    cap = _native.capsule
-    _C.oal_forward_cpu(
-        cap(logits), cap(targets), cap(logits_mask), cap(targets_mask), cap(target_logps), cap(lse), cap(argmax)
-    )
-    return target_logps, lse, argmax
-
-
-def _oal_forward_cuda(logits, targets, logits_mask, targets_mask):
-    require_cuda_kernels("logits")
-    logits = unit_stride_rows(logits)
-    target_logps, lse, argmax = _forward_outputs(logits, targets)
-    cap = _native.capsule
-    _C.oal_forward_cuda(
-        cap(logits), cap(targets), cap(logits_mask), cap(targets_mask), cap(target_logps), cap(lse),
-        cap(argmax), _native.cuda_stream(logits.device),
-    )
-    return target_logps, lse, argmax
-
-
-def _oal_backward_cpu(grad_target_logps, logits, targets, lse, argmax):
-    return native_backward(_C.oal_backward_cpu, grad_target_logps, logits, targets, lse, argmax)
-
-
-def _oal_backward_cuda(grad_target_logps, logits, targets, lse, argmax):
-    return native_backward(_C.oal_backward_cuda, grad_target_logps, logits, targets, lse, argmax)
-
-
-OAL = _fused.define(
-    "oal",
-    (_oal_forward_cpu, _oal_forward_cuda),
-    (_oal_backward_cpu, _oal_backward_cuda),
-    # backward(grad, logits, targets, lse, argmax)
-    checks=(_check_forward, _check_backward),
-    saved=lambda inputs, outputs: (inputs[0], inputs[1], outputs[1], outputs[2]),
-)
+OAL = _fused.define("oal", SCHEMAS, (_check_forward, _check_backward), _empty_outputs, _saved)
 
 
 def oal_double_backward(

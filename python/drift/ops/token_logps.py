@@ -1,14 +1,14 @@
 """``drift.token_logps``: per-token log-probs of the labels, fused (no (B, T, V) log-softmax).
 
-Two ``torch.library`` custom ops, declared once here with fake (meta) kernels, CPU and CUDA
-kernels and an autograd formula whose backward is itself an op:
+Two ``torch.library`` custom ops (``_fused.define``: fake (meta) kernels, one kernel for CPU and
+CUDA, an autograd formula whose backward is itself an op):
 
 - ``drift::token_logps_forward(logits, labels, mask) -> (logps, lse)`` (``lse``: the row
   log-sum-exps, 0 on masked rows; NaN for a row holding NaN or +inf, whose log-probs are NaN)
 - ``drift::token_logps_backward(grad_logps, logits, labels, mask, lse) -> grad_logits``
 
-The arithmetic is in ``cpp/include/drift/oal.hpp``; the drivers in ``cpp/src/cpu/oal.cpp``
-and ``cpp/src/cuda/oal.cu``.
+The arithmetic is in ``cpp/include/drift/vocab.hpp``; the drivers in ``cpp/src/cpu/vocab.cpp``
+and ``cpp/src/cuda/vocab.cu``.
 """
 
 from __future__ import annotations
@@ -17,26 +17,11 @@ from typing import Optional
 
 import torch
 
-from drift import _native
 from drift.ops import _fused
-from drift._native import _C
-from drift.ops._logits import (
-    native_backward,
-    IGNORE_INDEX,
-    acc_dtype,
-    check_op_args,
-    check_ids,
-    check_logits,
-    check_mask,
-    require_cuda_kernels,
-    unit_stride_rows,
-)
+from drift.ops._logits import IGNORE_INDEX, acc_dtype, check_op_args, check_ids, check_logits, check_mask, unit_stride_rows
 
-torch.library.define(
-    "drift::token_logps_forward", "(Tensor logits, Tensor labels, Tensor mask) -> (Tensor, Tensor)"
-)
-torch.library.define(
-    "drift::token_logps_backward",
+SCHEMAS = (
+    "(Tensor logits, Tensor labels, Tensor mask) -> (Tensor, Tensor)",
     "(Tensor grad_logps, Tensor logits, Tensor labels, Tensor mask, Tensor lse) -> Tensor",
 )
 
@@ -52,59 +37,19 @@ def _check_backward(grad_logps, logits, labels, mask, lse):
     )
 
 
-def _forward_outputs(logits):
+def _empty_outputs(logits, labels, mask):
+    """The forward's outputs, allocated: logps and lse, (B, T) acc."""
     batch, seq, _ = logits.shape
     acc = acc_dtype(logits.dtype)
     return logits.new_empty((batch, seq), dtype=acc), logits.new_empty((batch, seq), dtype=acc)
 
 
-@torch.library.register_fake("drift::token_logps_forward")
-def _token_logps_forward_fake(logits, labels, mask):
-    _check_forward(logits, labels, mask)
-    return _forward_outputs(logits)
+def _saved(inputs, outputs):
+    """What the backward takes after the gradient: (logits, labels, mask, lse)."""
+    return inputs[0], inputs[1], inputs[2], outputs[1]
 
 
-@torch.library.register_fake("drift::token_logps_backward")
-def _token_logps_backward_fake(grad_logps, logits, labels, mask, lse):
-    _check_backward(grad_logps, logits, labels, mask, lse)
-    return logits.new_empty(logits.shape)
-
-
-def _token_logps_forward_cpu(logits, labels, mask):
-    logits = unit_stride_rows(logits)
-    logps, lse = _forward_outputs(logits)
-    cap = _native.capsule
-    _C.token_logps_forward_cpu(cap(logits), cap(labels), cap(mask), cap(logps), cap(lse))
-    return logps, lse
-
-
-def _token_logps_forward_cuda(logits, labels, mask):
-    require_cuda_kernels("logits")
-    logits = unit_stride_rows(logits)
-    logps, lse = _forward_outputs(logits)
-    cap = _native.capsule
-    _C.token_logps_forward_cuda(
-        cap(logits), cap(labels), cap(mask), cap(logps), cap(lse), _native.cuda_stream(logits.device)
-    )
-    return logps, lse
-
-
-def _token_logps_backward_cpu(grad_logps, logits, labels, mask, lse):
-    return native_backward(_C.token_logps_backward_cpu, grad_logps, logits, labels, mask, lse)
-
-
-def _token_logps_backward_cuda(grad_logps, logits, labels, mask, lse):
-    return native_backward(_C.token_logps_backward_cuda, grad_logps, logits, labels, mask, lse)
-
-
-TOKEN_LOGPS = _fused.define(
-    "token_logps",
-    (_token_logps_forward_cpu, _token_logps_forward_cuda),
-    (_token_logps_backward_cpu, _token_logps_backward_cuda),
-    # backward(grad, logits, labels, mask, lse)
-    checks=(_check_forward, _check_backward),
-    saved=lambda inputs, outputs: (inputs[0], inputs[1], inputs[2], outputs[1]),
-)
+TOKEN_LOGPS = _fused.define("token_logps", SCHEMAS, (_check_forward, _check_backward), _empty_outputs, _saved)
 
 
 def token_logps_double_backward(

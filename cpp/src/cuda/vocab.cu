@@ -1,10 +1,10 @@
-// CUDA kernels of the fused vocabulary losses: token log-probs and OAL (drift/oal.hpp).
+// CUDA kernels of the fused vocabulary losses: token log-probs and OAL (drift/vocab.hpp).
 //
 // Row kernels (log-sum-exp, backward) run one block per row of V logits: each thread folds
 // a strided slice into an online log-sum-exp state (Milakov & Gimelshein 2018), reading 16
 // bytes at a time when the row is 16-byte aligned, and the states merge across the block.
 // The OAL gather runs one warp per target slot: lanes stride over the positions and merge
-// their running arg-maxes with the rule of drift/oal.hpp (NaN first, then larger, then lower
+// their running arg-maxes with the rule of drift/vocab.hpp (NaN first, then larger, then lower
 // position), so CPU and CUDA pick the same position. All reductions have a fixed shape: the
 // results are deterministic. Launchers allocate nothing and run on the caller's stream.
 #include <cuda_runtime.h>
@@ -14,15 +14,16 @@
 #include <string>
 
 #include "cuda/cuda_util.cuh"
-#include "drift/oal.hpp"
+#include "drift/vocab.hpp"
 #include "drivers.hpp"
+#include "dtype_dispatch.hpp"
+#include "validate.hpp"
 
 namespace drift {
 namespace {
 
-using oal::acc_t;
-using oal::bf16;
-using oal::fp16;
+using vocab::acc_t;
+using vocab::narrow;
 
 constexpr int kWarp = 32;
 constexpr int kRowThreads = 256;
@@ -56,7 +57,7 @@ template <typename T> __device__ __forceinline__ int64_t head_elems(const T* p, 
   return head < n ? head : n;
 }
 
-template <typename A> __device__ __forceinline__ oal::LseState<A> shfl_down(oal::LseState<A> st, int offset) {
+template <typename A> __device__ __forceinline__ vocab::LseState<A> shfl_down(vocab::LseState<A> st, int offset) {
   return {__shfl_down_sync(0xffffffffu, st.m, offset), __shfl_down_sync(0xffffffffu, st.s, offset)};
 }
 
@@ -72,7 +73,7 @@ template <typename T> __device__ acc_t<T> block_row_lse(const T* row, int64_t V)
   __shared__ A ss[kRowThreads / kWarp];
   __shared__ A result;
   constexpr int E = Vec<T>::kElems;
-  auto st = oal::lse_empty<A>();
+  auto st = vocab::lse_empty<A>();
   const int64_t groups = V / E;
   const bool aligned = reinterpret_cast<uintptr_t>(row) % 16 == 0;  // the same for the whole block
   const auto* vp = reinterpret_cast<const uint4*>(row);
@@ -90,24 +91,24 @@ template <typename T> __device__ acc_t<T> block_row_lse(const T* row, int64_t V)
         if (k + u * stride >= groups) break;
         A x[E];
 #pragma unroll
-        for (int e = 0; e < E; ++e) x[e] = oal::to_float(pack[u].v[e]);
-        st = oal::lse_fold(st, x, E);
+        for (int e = 0; e < E; ++e) x[e] = vocab::to_float(pack[u].v[e]);
+        st = vocab::lse_fold(st, x, E);
       }
     }
   } else {
     for (int64_t k = threadIdx.x; k < groups; k += stride) {
       A x[E];
 #pragma unroll
-      for (int e = 0; e < E; ++e) x[e] = oal::to_float(row[k * E + e]);
-      st = oal::lse_fold(st, x, E);
+      for (int e = 0; e < E; ++e) x[e] = vocab::to_float(row[k * E + e]);
+      st = vocab::lse_fold(st, x, E);
     }
   }
   for (int64_t i = groups * E + threadIdx.x; i < V; i += blockDim.x) {
-    const A x[1] = {oal::to_float(row[i])};
-    st = oal::lse_fold(st, x, 1);
+    const A x[1] = {vocab::to_float(row[i])};
+    st = vocab::lse_fold(st, x, 1);
   }
 #pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) st = oal::lse_merge(st, shfl_down(st, offset));
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) st = vocab::lse_merge(st, shfl_down(st, offset));
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   if (lane == 0) {
     sm[warp] = st.m;
@@ -115,20 +116,15 @@ template <typename T> __device__ acc_t<T> block_row_lse(const T* row, int64_t V)
   }
   __syncthreads();
   if (threadIdx.x == 0) {
-    oal::LseState<A> total = {sm[0], ss[0]};
-    for (int w = 1; w < static_cast<int>(blockDim.x) / kWarp; ++w) total = oal::lse_merge(total, {sm[w], ss[w]});
-    result = oal::lse_value(total);
+    vocab::LseState<A> total = {sm[0], ss[0]};
+    for (int w = 1; w < static_cast<int>(blockDim.x) / kWarp; ++w) total = vocab::lse_merge(total, {sm[w], ss[w]});
+    result = vocab::lse_value(total);
   }
   __syncthreads();
   const A value = result;
   __syncthreads();  // `result` is reused by the next row of a grid-stride loop
   return value;
 }
-
-template <typename T> __device__ __forceinline__ T narrow(acc_t<T> x) { return oal::from_double<T>(x); }
-template <> __device__ __forceinline__ float narrow<float>(float x) { return x; }
-template <> __device__ __forceinline__ bf16 narrow<bf16>(float x) { return oal::to_bf16(x); }
-template <> __device__ __forceinline__ fp16 narrow<fp16>(float x) { return oal::to_fp16(x); }
 
 // out[v] = f(v, row[v]) for every v of the row, by the whole block. When the two rows share
 // their offset from a 16-byte boundary (always, for contiguous logits with V * sizeof(T) a
@@ -141,7 +137,7 @@ template <typename T, typename Fn> __device__ void block_map_row(const T* row, T
     head = head_elems(row, V);
     nvec = (V - head) / E;
   }
-  for (int64_t v = threadIdx.x; v < head; v += blockDim.x) out[v] = narrow<T>(f(v, oal::to_float(row[v])));
+  for (int64_t v = threadIdx.x; v < head; v += blockDim.x) out[v] = narrow<T>(f(v, vocab::to_float(row[v])));
   const auto* src = reinterpret_cast<const uint4*>(row + head);
   auto* dst = reinterpret_cast<uint4*>(out + head);
   const int64_t stride = blockDim.x;
@@ -155,7 +151,7 @@ template <typename T, typename Fn> __device__ void block_map_row(const T* row, T
       typename Vec<T>::Pack res;
       const int64_t first = head + (k + u * stride) * E;
 #pragma unroll
-      for (int e = 0; e < E; ++e) res.v[e] = narrow<T>(f(first + e, oal::to_float(in[u].v[e])));
+      for (int e = 0; e < E; ++e) res.v[e] = narrow<T>(f(first + e, vocab::to_float(in[u].v[e])));
       dst[k + u * stride] = res.raw;
     }
   }
@@ -163,18 +159,18 @@ template <typename T, typename Fn> __device__ void block_map_row(const T* row, T
     typename Vec<T>::Pack in, res;
     in.raw = src[k];
 #pragma unroll
-    for (int e = 0; e < E; ++e) res.v[e] = narrow<T>(f(head + k * E + e, oal::to_float(in.v[e])));
+    for (int e = 0; e < E; ++e) res.v[e] = narrow<T>(f(head + k * E + e, vocab::to_float(in.v[e])));
     dst[k] = res.raw;
   }
   for (int64_t v = head + nvec * E + threadIdx.x; v < V; v += blockDim.x)
-    out[v] = narrow<T>(f(v, oal::to_float(row[v])));
+    out[v] = narrow<T>(f(v, vocab::to_float(row[v])));
 }
 
 // out[v] = scale * exp(row[v] - lse) (+ one-hot corrections written afterwards by the caller).
 template <typename T>
 __device__ void block_scaled_softmax(const T* row, int64_t V, acc_t<T> lse, acc_t<T> scale, T* out) {
   using A = acc_t<T>;
-  block_map_row(row, out, V, [=](int64_t, A x) { return scale * oal::exp_fast(x - lse); });
+  block_map_row(row, out, V, [=](int64_t, A x) { return scale * vocab::exp_fast(x - lse); });
 }
 
 template <typename T> __device__ void block_zero(T* out, int64_t V) {
@@ -213,7 +209,7 @@ __global__ void __launch_bounds__(kRowThreads) token_logps_forward_kernel(const 
     if (threadIdx.x == 0) {
       const int64_t v = labels[i];
       lse[i] = l;
-      logps[i] = (v >= 0 && v < V) ? oal::to_float(row[v]) - l : static_cast<A>(NAN);
+      logps[i] = (v >= 0 && v < V) ? vocab::to_float(row[v]) - l : static_cast<A>(NAN);
     }
   }
 }
@@ -234,7 +230,7 @@ __global__ void __launch_bounds__(kRowThreads) token_logps_backward_kernel(const
     const A g = grad_logps[i], l = lse[i];
     const int64_t label = labels[i];
     block_map_row(row, out, V, [=](int64_t v, A x) {
-      const A p = oal::exp_fast(x - l);
+      const A p = vocab::exp_fast(x - l);
       return v == label ? g - g * p : -g * p;
     });
   }
@@ -283,14 +279,14 @@ __global__ void oal_gather_kernel(const T* __restrict__ logits, RowStrides strid
 #pragma unroll 4
       for (int64_t t = lane; t < T_; t += kWarp) {
         const bool valid = logits_mask[b * T_ + t];
-        const A val = oal::to_float(row_at(logits, strides, b, t)[v]) - lse[b * T_ + t];
-        if (valid) oal::argmax_merge(best, pos, val, t);
+        const A val = vocab::to_float(row_at(logits, strides, b, t)[v]) - lse[b * T_ + t];
+        if (valid) vocab::argmax_merge(best, pos, val, t);
       }
 #pragma unroll
       for (int offset = kWarp / 2; offset > 0; offset /= 2) {
         const A other = __shfl_down_sync(0xffffffffu, best, offset);
         const long long other_pos = __shfl_down_sync(0xffffffffu, static_cast<long long>(pos), offset);
-        oal::argmax_merge(best, pos, other, static_cast<int64_t>(other_pos));
+        vocab::argmax_merge(best, pos, other, static_cast<int64_t>(other_pos));
       }
     }
     if (lane == 0) {
@@ -347,7 +343,7 @@ __global__ void __launch_bounds__(kRowThreads) oal_backward_kernel(const T* __re
     for (int64_t m = threadIdx.x; m < M; m += blockDim.x) {
       const int64_t v = targets[b * M + m];
       if (argmax[b * M + m] == t && v >= 0 && v < V)
-        out[v] = narrow<T>(grad_target_logps[b * M + m] - gsum * oal::exp_fast(oal::to_float(row[v]) - l));
+        out[v] = narrow<T>(grad_target_logps[b * M + m] - gsum * vocab::exp_fast(vocab::to_float(row[v]) - l));
     }
     __syncthreads();
   }
@@ -355,75 +351,55 @@ __global__ void __launch_bounds__(kRowThreads) oal_backward_kernel(const T* __re
 
 // ---- launchers ----------------------------------------------------------------------------
 
-template <template <typename> class Fn, typename Args>
-void dispatch(DType dtype, const Args& args, cudaStream_t stream) {
-  switch (dtype) {
-    case DType::kFloat32: return Fn<float>::run(args, stream);
-    case DType::kFloat64: return Fn<double>::run(args, stream);
-    case DType::kBFloat16: return Fn<bf16>::run(args, stream);
-    case DType::kFloat16: return Fn<fp16>::run(args, stream);
-    default: fail(std::string("logits: unexpected dtype ") + dtype_name(dtype));
+RowStrides strides_of(const TensorView& logits) { return {logits.strides[0], logits.strides[1]}; }
+
+// Launches a row kernel (one block of kRowThreads per row, grid-stride beyond kMaxGrid rows).
+template <typename... Params, typename... Args>
+void launch_rows(void (*kernel)(Params...), int64_t rows, cudaStream_t stream, const char* what, Args... args) {
+  if (rows == 0) return;
+  kernel<<<grid_for(rows, 1), kRowThreads, 0, stream>>>(args...);
+  check(cudaGetLastError(), what);
+}
+
+template <typename T> void launch(TypeTag<T>, const TokenLogpsForwardArgs& a, cudaStream_t stream) {
+  using A = acc_t<T>;
+  const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], rows = B * T_;
+  launch_rows(token_logps_forward_kernel<T>, rows, stream, "token_logps forward launch", a.logits.ptr<T>(),
+              strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(), a.logps.ptr<A>(),
+              a.lse.ptr<A>());
+}
+
+template <typename T> void launch(TypeTag<T>, const TokenLogpsBackwardArgs& a, cudaStream_t stream) {
+  using A = acc_t<T>;
+  const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], rows = B * T_;
+  launch_rows(token_logps_backward_kernel<T>, rows, stream, "token_logps backward launch", a.logits.ptr<T>(),
+              strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(),
+              a.grad_logps.ptr<A>(), a.lse.ptr<A>(), a.grad_logits.ptr<T>());
+}
+
+template <typename T> void launch(TypeTag<T>, const OalForwardArgs& a, cudaStream_t stream) {
+  using A = acc_t<T>;
+  const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], M = a.targets.shape[1];
+  const int64_t rows = B * T_, slots = B * M;
+  launch_rows(row_lse_kernel<T>, rows, stream, "oal row log-sum-exp launch", a.logits.ptr<T>(), strides_of(a.logits),
+              T_, V, rows, a.logits_mask.ptr<bool>(), a.lse.ptr<A>());
+  if (slots > 0) {
+    oal_gather_kernel<T><<<grid_for(slots, kSlotWarps), kSlotWarps * kWarp, 0, stream>>>(
+        a.logits.ptr<T>(), strides_of(a.logits), T_, V, M, slots, a.targets.ptr<int64_t>(),
+        a.logits_mask.ptr<bool>(), a.targets_mask.ptr<bool>(), a.lse.ptr<A>(), a.target_logps.ptr<A>(),
+        a.argmax.ptr<int64_t>());
+    check(cudaGetLastError(), "oal gather launch");
   }
 }
 
-RowStrides strides_of(const TensorView& logits) { return {logits.strides[0], logits.strides[1]}; }
-
-template <typename T> struct TokenFwd {
-  static void run(const TokenLogpsForwardArgs& a, cudaStream_t stream) {
-    using A = acc_t<T>;
-    const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], rows = B * T_;
-    if (rows == 0) return;
-    token_logps_forward_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
-        a.logits.ptr<T>(), strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(),
-        a.logps.ptr<A>(), a.lse.ptr<A>());
-    check(cudaGetLastError(), "token_logps forward launch");
-  }
-};
-
-template <typename T> struct TokenBwd {
-  static void run(const TokenLogpsBackwardArgs& a, cudaStream_t stream) {
-    using A = acc_t<T>;
-    const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], rows = B * T_;
-    if (rows == 0) return;
-    token_logps_backward_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
-        a.logits.ptr<T>(), strides_of(a.logits), T_, V, rows, a.labels.ptr<int64_t>(), a.mask.ptr<bool>(),
-        a.grad_logps.ptr<A>(), a.lse.ptr<A>(), a.grad_logits.ptr<T>());
-    check(cudaGetLastError(), "token_logps backward launch");
-  }
-};
-
-template <typename T> struct OalFwd {
-  static void run(const OalForwardArgs& a, cudaStream_t stream) {
-    using A = acc_t<T>;
-    const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], M = a.targets.shape[1];
-    const int64_t rows = B * T_, slots = B * M;
-    if (rows > 0) {
-      row_lse_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
-          a.logits.ptr<T>(), strides_of(a.logits), T_, V, rows, a.logits_mask.ptr<bool>(), a.lse.ptr<A>());
-      check(cudaGetLastError(), "oal row log-sum-exp launch");
-    }
-    if (slots > 0) {
-      oal_gather_kernel<T><<<grid_for(slots, kSlotWarps), kSlotWarps * kWarp, 0, stream>>>(
-          a.logits.ptr<T>(), strides_of(a.logits), T_, V, M, slots, a.targets.ptr<int64_t>(),
-          a.logits_mask.ptr<bool>(), a.targets_mask.ptr<bool>(), a.lse.ptr<A>(), a.target_logps.ptr<A>(),
-          a.argmax.ptr<int64_t>());
-      check(cudaGetLastError(), "oal gather launch");
-    }
-  }
-};
-
-template <typename T> struct OalBwd {
-  static void run(const OalBackwardArgs& a, cudaStream_t stream) {
-    using A = acc_t<T>;
-    const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], M = a.targets.shape[1];
-    const int64_t rows = B * T_;
-    if (rows == 0) return;
-    oal_backward_kernel<T><<<grid_for(rows, 1), kRowThreads, 0, stream>>>(
-        a.logits.ptr<T>(), strides_of(a.logits), T_, V, M, rows, a.targets.ptr<int64_t>(), a.argmax.ptr<int64_t>(),
-        a.grad_target_logps.ptr<A>(), a.lse.ptr<A>(), a.grad_logits.ptr<T>());
-    check(cudaGetLastError(), "oal backward launch");
-  }
-};
+template <typename T> void launch(TypeTag<T>, const OalBackwardArgs& a, cudaStream_t stream) {
+  using A = acc_t<T>;
+  const int64_t B = a.logits.shape[0], T_ = a.logits.shape[1], V = a.logits.shape[2], M = a.targets.shape[1];
+  const int64_t rows = B * T_;
+  launch_rows(oal_backward_kernel<T>, rows, stream, "oal backward launch", a.logits.ptr<T>(), strides_of(a.logits), T_,
+              V, M, rows, a.targets.ptr<int64_t>(), a.argmax.ptr<int64_t>(), a.grad_target_logps.ptr<A>(),
+              a.lse.ptr<A>(), a.grad_logits.ptr<T>());
+}
 
 cudaStream_t as_stream(std::uintptr_t handle) { return reinterpret_cast<cudaStream_t>(handle); }
 
@@ -461,32 +437,29 @@ void check_ids(const TensorView& ids, const TensorView& mask, int64_t V, void* s
   fail(std::string(name) + ": id " + std::to_string(id) + " outside [0, " + std::to_string(V) + ")");
 }
 
+// The forwards check their ids (`scratch`: an output written later); the backwards take ids
+// the forward has checked.
+void check_ids_of(const TokenLogpsForwardArgs& a, cudaStream_t stream) {
+  check_ids(a.labels, a.mask, a.logits.shape[2], a.logps.data, stream, "labels");
+}
+void check_ids_of(const OalForwardArgs& a, cudaStream_t stream) {
+  check_ids(a.targets, a.targets_mask, a.logits.shape[2], a.argmax.data, stream, "targets");
+}
+template <typename Args> void check_ids_of(const Args&, cudaStream_t) {}
+
 }  // namespace
 
-void token_logps_forward_cuda(const TokenLogpsForwardArgs& a, std::uintptr_t stream) {
-  validate_token_logps_forward(a, DeviceKind::kCUDA);
+template <typename Args> void run_cuda(const Args& a, std::uintptr_t handle) {
+  validate(a, DeviceKind::kCUDA);
   cuda::DeviceGuard guard(a.logits.device_id, "oal");
-  check_ids(a.labels, a.mask, a.logits.shape[2], a.logps.data, as_stream(stream), "labels");
-  dispatch<TokenFwd>(a.logits.dtype, a, as_stream(stream));
+  const cudaStream_t stream = as_stream(handle);
+  check_ids_of(a, stream);
+  dispatch_logits_dtype(a.logits.dtype, [&](auto tag) { launch(tag, a, stream); });
 }
 
-void token_logps_backward_cuda(const TokenLogpsBackwardArgs& a, std::uintptr_t stream) {
-  validate_token_logps_backward(a, DeviceKind::kCUDA);
-  cuda::DeviceGuard guard(a.logits.device_id, "oal");
-  dispatch<TokenBwd>(a.logits.dtype, a, as_stream(stream));
-}
-
-void oal_forward_cuda(const OalForwardArgs& a, std::uintptr_t stream) {
-  validate_oal_forward(a, DeviceKind::kCUDA);
-  cuda::DeviceGuard guard(a.logits.device_id, "oal");
-  check_ids(a.targets, a.targets_mask, a.logits.shape[2], a.argmax.data, as_stream(stream), "targets");
-  dispatch<OalFwd>(a.logits.dtype, a, as_stream(stream));
-}
-
-void oal_backward_cuda(const OalBackwardArgs& a, std::uintptr_t stream) {
-  validate_oal_backward(a, DeviceKind::kCUDA);
-  cuda::DeviceGuard guard(a.logits.device_id, "oal");
-  dispatch<OalBwd>(a.logits.dtype, a, as_stream(stream));
-}
+template void run_cuda(const TokenLogpsForwardArgs&, std::uintptr_t);
+template void run_cuda(const TokenLogpsBackwardArgs&, std::uintptr_t);
+template void run_cuda(const OalForwardArgs&, std::uintptr_t);
+template void run_cuda(const OalBackwardArgs&, std::uintptr_t);
 
 }  // namespace drift
