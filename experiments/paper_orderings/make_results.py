@@ -637,8 +637,9 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
             lines += ["", f"In `drift`, lambda x L_OAL is on average {ratio:.1f}x the DAM term's value, so with these "
                       f"settings {share}."]
         lines += ["", "### Time per arm (mean ± std over seeds, seconds)", "",
-                  "Wall: this arm's own process (shared stages are not re-run). Compute: the sum of every stage's "
-                  "timing, shared stages included (what the arm costs alone).", "",
+                  "Wall: this arm's own process (shared stages are not re-run; a run resumed after a stop counts its "
+                  "last process only; both depend on what else loaded the machine). Compute: the sum of every "
+                  "stage's timing, shared stages included (what the arm costs alone).", "",
                   "| arm | seeds | wall | compute |", "|---|---|---|---|"]
         for arm, seeds in arms.items():
             tot = [sum(float(r.get(k, 0.0)) for r in recs for k in TIME_KEYS) for recs in seeds.values()]
