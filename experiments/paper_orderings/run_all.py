@@ -102,17 +102,22 @@ def train_cmd(config: Path, opts: List[str]) -> List[str]:
     return [sys.executable, "-m", "drift.cli", "train", "--config", str(config), *opts]
 
 
+def run_logged(cmd: List[str], output_log: Path, threads: int, log: Path) -> None:
+    """Record ``cmd`` in ``log`` and run it with ``threads`` CPU threads, its output appended to ``output_log``."""
+    record(log, shown(cmd))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with output_log.open("a") as f:
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, env=env)
+
+
 def run_one(cmd: List[str], out_dir: Path, threads: int, log: Path) -> float:
     """Run one ``drift train`` command into ``out_dir`` (skipped when finished); returns its wall seconds."""
     done = out_dir / "wall_s.txt"
     if done.is_file():
         return float(done.read_text())
     out_dir.mkdir(parents=True, exist_ok=True)
-    record(log, shown(cmd))
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.time()
-    with (out_dir / "train.log").open("a") as f:
-        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, env=env)
+    run_logged(cmd, out_dir / "train.log", threads, log)
     wall = time.time() - t0
     done.write_text(f"{wall:.1f}\n")
     return wall
@@ -132,10 +137,7 @@ def run_general_eval(model_dir: Path, output: Path, limit: Optional[int], thread
            "--device", device, "--output", str(output)]
     if limit is not None:
         cmd += ["--limit", str(limit)]
-    record(log, shown(cmd))
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with output.with_suffix(".log").open("a") as f:
-        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, env=env)
+    run_logged(cmd, output.with_suffix(".log"), threads, log)
 
 
 def general_eval_enabled(scale: str, task: str, arms: List[str]) -> bool:
