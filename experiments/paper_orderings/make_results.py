@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from drift.trainer.layout import METRICS_FILE, RunLayout
+from run_all import GENERAL_EVAL_FILE as GENERAL_FILE  # the file run_all writes per scored run
 
 METRICS = ("rouge1", "rouge2", "rougeL")
 METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "gamma": "gamma",
@@ -38,7 +39,6 @@ DIGITS = {"gamma": 4, "diag_logp_difference": 3, "diag_logp_lcs": 3, "diag_vocab
 # mechanism diagnostics (drift.diagnostics, per evaluated stage; columns of the per-task table)
 DIAGNOSTICS = ("diag_logp_difference", "diag_logp_lcs", "diag_vocab_recall", "diag_vocab_precision")
 GENERAL_TASKS = ("mmlu", "asdiv")
-GENERAL_FILE = "general_eval.json"
 # (row label, arm, which checkpoint) of the general-ability table; base is scored once per study
 GENERAL_ROWS = (("SFT start (iteration 0)", "sft_epoch1"), ("SPIN, last iteration", "spin"),
                 ("DRIFT, last iteration", "drift"))

@@ -7,4 +7,4 @@ from __future__ import annotations
 
 
 def test_emulated_cuda_reductions_match_cpu_rules(native_program):
-    assert native_program("oal_warp_reductions").endswith(" 0 mismatches")
+    assert native_program("vocab_warp_reductions").endswith(" 0 mismatches")

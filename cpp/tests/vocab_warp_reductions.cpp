@@ -7,7 +7,7 @@
 //  2. oal_gather: 32 lanes stride over the positions with vocab::argmax_merge and reduce through
 //     a shfl_down butterfly; must pick bit for bit the value and position of the sequential
 //     vocab::argmax_takes scan the CPU driver runs (NaN first, larger, then the lowest position).
-// Built and run by tests/test_oal_native.py; exits non-zero on the first mismatch.
+// Built and run by tests/test_vocab_native.py; exits non-zero on the first mismatch.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
