@@ -206,6 +206,24 @@ def test_make_results_last_record_per_stage_wins(tmp_path):
         mr.render(tmp_path / "empty")
 
 
+def test_diagnostics_time_counts_in_compute_and_eval_cost(tmp_path):
+    """Runs that did not log ``diag_s`` take it from the stage's eval.json; a logged one is kept; it counts as
+    evaluation time (the held-out cost line) and in the arm's compute."""
+    mr = _load("make_results")
+    evaluated = {"rouge1": 1, "rouge2": 1, "rougeL": 1, "eval_s": 10.0, "diag_pairs": 4}
+    d = _write(tmp_path, "xsum", "drift", 42, [(0, evaluated), (1, {**evaluated, "diag_s": 7.0, "train_s": 20.0})])
+    (d / "iter_0").mkdir()
+    (d / "iter_0" / "eval.json").write_text(json.dumps({"diagnostics": {"seconds": 5.0, "pairs": 4}}))
+    (d / "iter_1").mkdir()
+    (d / "iter_1" / "eval.json").write_text(json.dumps({"diagnostics": {"seconds": 99.0}}))
+    (d / "config.json").write_text(json.dumps({"num_eval_examples": 25}))
+    data = mr.collect(tmp_path)
+    assert [r.get("diag_s") for r in data["xsum"]["drift"]["seed42"]] == [5.0, 7.0]
+    line = "".join(mr.eval_cost_lines(data, tmp_path))
+    # evaluation (10 + 5) + (10 + 7) = 32 s of 52 s compute; 250 / 25 examples: 1 + 32/52 * 9 = 6.5x
+    assert "costs 16 ± 1 s" in line and "62% of the study's compute" in line and "about 6.5x longer" in line
+
+
 @pytest.mark.parametrize("split", sorted((EXP / "splits").glob("*.json")), ids=lambda p: p.stem)
 def test_split_files_are_the_trainers_split(split):
     """The committed id lists are exactly the rows the trainer's seeded split picks at that scale."""
@@ -290,6 +308,9 @@ def test_general_ability_table_and_verdict(tmp_path):
     mmlu = next(line for line in text.splitlines() if line.startswith("- xsum, MMLU accuracy"))
     asdiv = next(line for line in text.splitlines() if line.startswith("- xsum, ASDiv"))
     assert mmlu.endswith("**holds**.") and asdiv.endswith("**does not hold**.")
+    assert "checkpoints were not scored" not in text
+    _write(tmp_path, "mtsdialog", "drift", 42, [(0, {"rouge1": 1, "rouge2": 1, "rougeL": 1})])
+    assert "The mtsdialog runs' checkpoints were not scored" in mr.render(tmp_path)
 
 
 def test_mechanism_claims_and_diagnostics_table(tmp_path):

@@ -22,7 +22,7 @@ from drift.trainer.methods import METHODS, method as method_traits
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
 SELF_PLAY_METHODS = [m for m in METHODS if method_traits(m).self_play]
-TIME_KEYS = ("step_s", "tokens_per_s", "eval_s", "generation_s", "lcs_mask_s", "reference_s", "train_s", "seconds")
+TIME_KEYS = ("step_s", "tokens_per_s", "eval_s", "generation_s", "lcs_mask_s", "reference_s", "train_s", "diag_s", "seconds")
 
 
 def _run(config):

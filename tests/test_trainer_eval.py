@@ -13,7 +13,7 @@ from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
-TIME_KEYS = {"eval_s", "step_s", "tokens_per_s", "train_s", "generation_s", "lcs_mask_s", "reference_s"}
+TIME_KEYS = {"eval_s", "step_s", "tokens_per_s", "train_s", "generation_s", "lcs_mask_s", "reference_s", "diag_s"}
 
 
 def _records(out: Path, kind: str):

@@ -43,7 +43,7 @@ GENERAL_TASKS = ("mmlu", "asdiv")
 GENERAL_ROWS = (("SFT start (iteration 0)", "sft_epoch1"), ("SPIN, last iteration", "spin"),
                 ("DRIFT, last iteration", "drift"))
 EQUIVALENCE_MARGIN = 1.0  # points: "DRIFT keeps general ability within 1 point of its SFT start"
-TIME_KEYS = ("train_s", "eval_s", "generation_s", "reference_s", "lcs_mask_s")
+TIME_KEYS = ("train_s", "eval_s", "diag_s", "generation_s", "reference_s", "lcs_mask_s")
 ARM_ORDER = ("sft_epoch1", "sft_epoch2", "spin", "drift", "drift_no_dam", "drift_no_oal", "drift_extra_epochs")
 # one-sided 95% quantiles of Student's t, by degrees of freedom
 T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812}
@@ -85,6 +85,19 @@ def loss_terms(run_dir: Path) -> Optional[Tuple[float, float, float]]:
             statistics.fmean(r.get("rewards/accuracy", float("nan")) for r in steps))
 
 
+def with_diagnostics_time(run_dir: Path, recs: List[dict]) -> List[dict]:
+    """``recs`` with ``diag_s`` (the diagnostics' forward pass, outside ``eval_s``) on every evaluated stage: from
+    the record, or for runs that did not log it, from the stage's ``eval.json``."""
+    layout = RunLayout(run_dir)
+    for r in recs:
+        path = layout.eval_json(r["stage"])
+        if "diag_s" not in r and "diag_pairs" in r and path.is_file():
+            seconds = (json.loads(path.read_text()).get("diagnostics") or {}).get("seconds")
+            if seconds is not None:
+                r["diag_s"] = float(seconds)
+    return recs
+
+
 def mean_std(values: List[float]) -> Tuple[float, float]:
     """Mean and sample std (0 for one value) of a non-empty list."""
     if not values:
@@ -98,7 +111,7 @@ def collect(root: Path) -> Dict[str, Dict[str, Seeds]]:
     for m in sorted(Path(root).glob(f"*/*/seed*/{METRICS_FILE}")):
         seed_dir = m.parent
         out.setdefault(seed_dir.parent.parent.name, {}).setdefault(seed_dir.parent.name, {})[seed_dir.name] = (
-            read_iterations(m))
+            with_diagnostics_time(seed_dir, read_iterations(m)))
     rank = {a: i for i, a in enumerate(ARM_ORDER)}
     return {t: dict(sorted(arms.items(), key=lambda kv: rank.get(kv[0], len(rank)))) for t, arms in out.items()}
 
@@ -431,6 +444,14 @@ def equivalence_verdict(diffs: List[float], margin: float) -> Tuple[float, float
     return lo, hi, "inconclusive"
 
 
+def unscored_sentence(tasks: List[str]) -> str:
+    """Names the tasks whose runs' checkpoints were not scored (the study scores the tasks its scale lists)."""
+    if not tasks:
+        return ""
+    return (f" The {', '.join(tasks)} runs' checkpoints were not scored (the study scores the tasks its scale lists in "
+            "`run_all.GENERAL_EVAL`; one checkpoint costs minutes on the CPU).")
+
+
 def general_lines(root: Path, data: Dict[str, Dict[str, Seeds]]) -> List[str]:
     """The general-ability section: base, SFT start, SPIN and DRIFT last on MMLU / ASDiv, and the verdict
     'DRIFT keeps general ability within 1 point of its SFT start' (empty when no run was scored)."""
@@ -451,7 +472,8 @@ def general_lines(root: Path, data: Dict[str, Dict[str, Seeds]]) -> List[str]:
              "package's MMLU (log-likelihood accuracy over the four options, zero-shot) and ASDiv (exact match of "
              "the final number of a greedy answer, zero-shot; the GSM8K stand-in), the first "
              f"{', '.join(str(n) for n in docs)} documents of each set, the same documents for every checkpoint. "
-             "Scores in points (percent); mean ± std over seeds. Chance on MMLU is 25.", "",
+             "Scores in points (percent); mean ± std over seeds. Chance on MMLU is 25."
+             + unscored_sentence(sorted(set(data) - set(per_task))), "",
              "| checkpoint | task | seeds | " + " | ".join(METRIC_NAMES[t] for t in GENERAL_TASKS) + " |",
              "|---|---|---|" + "---|" * len(GENERAL_TASKS)]
     if base is not None:
@@ -518,8 +540,8 @@ def diagnostics_lines(task: str, arms: Dict[str, Seeds], mech: List[Tuple[str, s
 
 def eval_cost_lines(data: Dict[str, Dict[str, Seeds]], root: Path) -> List[str]:
     """What a larger held-out split would cost, from the runs' own timings."""
-    evals = [float(r["eval_s"]) for arms in data.values() for seeds in arms.values() for recs in seeds.values()
-             for r in recs if "eval_s" in r]
+    evals = [float(r["eval_s"]) + float(r.get("diag_s", 0.0)) for arms in data.values() for seeds in arms.values()
+             for recs in seeds.values() for r in recs if "eval_s" in r]
     total = sum(float(r.get(k, 0.0)) for arms in data.values() for seeds in arms.values() for recs in seeds.values()
                 for r in recs for k in TIME_KEYS)
     cfgs = sorted(Path(root).glob("*/drift/seed*/config.json"))

@@ -23,8 +23,10 @@ def record_iteration(run: Run, index: int, name: str, ev: Optional[Dict[str, Any
     scores = {} if ev is None else {"rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"],
                                     "eval_s": ev["seconds"]}  # eval_metric none: no scores
     diag = (ev or {}).get("diagnostics") or {}
-    scores.update({f"diag_{k}": v for k, v in diag.items()  # its wall time stays in eval.json, like eval_s's parts
+    scores.update({f"diag_{k}": v for k, v in diag.items()
                    if k != "seconds" and (isinstance(v, (int, float)) or v is None)})
+    if "seconds" in diag:  # the diagnostics' forward pass, not part of eval_s (generation + ROUGE)
+        scores["diag_s"] = diag["seconds"]
     rec = {"kind": "iteration", "iteration": index, "stage": name, "method": config.method, "run": config.label,
            **scores, "global_step": global_step, **extra}  # trackers plot it at the step the stage ended
     run.emit(rec)
