@@ -61,6 +61,26 @@ def tiny_data(tmp_path_factory) -> Path:
     return write_tiny_pairs(tmp_path_factory.mktemp("tiny-data") / "pairs.jsonl")
 
 
+# fields of metrics.jsonl records that measure time: they differ between otherwise identical runs
+TIME_KEYS = frozenset({"step_s", "tokens_per_s", "eval_s", "generation_s", "lcs_mask_s", "reference_s", "train_s",
+                       "diag_s", "seconds"})
+
+
+def run_records(output_dir: Path, kind: str | None = None) -> list:
+    """The records of a run's metrics.jsonl (read here, not through the trainer's reader), those of ``kind`` if given."""
+    import json
+
+    from drift.trainer.layout import RunLayout
+
+    recs = [json.loads(line) for line in RunLayout(output_dir).metrics.read_text().splitlines() if line.strip()]
+    return [r for r in recs if kind is None or r["kind"] == kind]
+
+
+def untimed(records: list) -> list:
+    """``records`` without their timing fields (TIME_KEYS), for comparing two runs."""
+    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in records]
+
+
 def tiny_config(model_dir: Path, data: Path, output_dir: Path, **overrides):
     """A DriftConfig for loop tests on the tiny model: seconds per iteration."""
     from drift.trainer import DriftConfig

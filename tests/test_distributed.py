@@ -11,7 +11,6 @@ processes, so they agree to float32 rounding, not bit for bit.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TRAIN_DEPS, tiny_config
+from conftest import TRAIN_DEPS, run_records, tiny_config
 
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
@@ -46,11 +45,6 @@ FSDP = _COMMON + ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy"
                   "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "--fsdp_state_dict_type",
                   "FULL_STATE_DICT", "--fsdp_reshard_after_forward", "true", "--fsdp_cpu_ram_efficient_loading",
                   "false"]
-
-
-def _records(out: Path, kind: str):
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [r for r in recs if r["kind"] == kind]
 
 
 def _weights(model_dir: Path):
@@ -79,7 +73,7 @@ def _assert_same_run(one: Path, two: Path) -> None:
     ga = torch.load(one / "iter_1" / "generations.pt", weights_only=False)["ids"]
     gb = torch.load(two / "iter_1" / "generations.pt", weights_only=False)["ids"]
     assert ga == gb
-    sa, sb = _records(one, "step"), _records(two, "step")
+    sa, sb = run_records(one, "step"), run_records(two, "step")
     assert len(sa) == len(sb) == 4
     for ra, rb in zip(sa, sb):
         assert ra["loss"] == pytest.approx(rb["loss"], **LOSS_TOL), (ra["step"], ra["iteration"])

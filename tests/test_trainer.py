@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TRAIN_DEPS, tiny_config
+from conftest import TRAIN_DEPS, run_records, tiny_config, untimed
 from drift.trainer.layout import RunLayout
 from drift.trainer.methods import METHODS, method as method_traits
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
 SELF_PLAY_METHODS = [m for m in METHODS if method_traits(m).self_play]
-TIME_KEYS = ("step_s", "tokens_per_s", "eval_s", "generation_s", "lcs_mask_s", "reference_s", "train_s", "diag_s", "seconds")
 
 
 def _run(config):
@@ -128,11 +127,6 @@ def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
     assert abs(float(got) - float(want)) < 1e-4 * max(1.0, float(want))
 
 
-def _records(out: Path, kind=None):
-    recs = [json.loads(line) for line in RunLayout(out).metrics.read_text().splitlines() if line.strip()]
-    return [r for r in recs if kind is None or r["kind"] == kind]
-
-
 def _weights(model_dir: Path):
     from safetensors.torch import load_file
 
@@ -149,7 +143,7 @@ def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, met
     rec = records[0]
     for k in ("rouge1", "rouge2", "rougeL", "train_s"):
         assert k in rec and rec[k] >= 0
-    steps = _records(tmp_path / "run", "step")
+    steps = run_records(tmp_path / "run", "step")
     assert [s["step"] for s in steps] == [1, 2, 3, 4]
     if method != "sft":
         assert 0.0 <= rec["gamma"] <= 1.0
@@ -173,7 +167,7 @@ def test_gradient_accumulation_invariance(tiny_model_dir, tiny_data, tmp_path):
                       gradient_accumulation_steps=1, lr_scheduler_type="constant", learning_rate=1e-4))
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "b", per_device_train_batch_size=2,
                       gradient_accumulation_steps=2, lr_scheduler_type="constant", learning_rate=1e-4))
-    sa, sb = _records(tmp_path / "a", "step"), _records(tmp_path / "b", "step")
+    sa, sb = run_records(tmp_path / "a", "step"), run_records(tmp_path / "b", "step")
     assert len(sa) == len(sb) == 2
     for ra, rb in zip(sa, sb):
         for k in ("loss", "self_play_loss", "oal_loss", "rewards/margins"):
@@ -212,10 +206,6 @@ def _cli(config_path: Path, env_extra=None, launcher=None, timeout=600):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _comparable(records):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in records]
-
-
 KILL_RUN = dict(sft_warmup_epochs=1, iterations=2, eval_base=True)
 
 
@@ -244,7 +234,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tiny_data, tmp_pat
     for k in (0, 1, 2):
         a, b = _weights(RunLayout(uninterrupted).model(k)), _weights(RunLayout(tmp_path / "run").model(k))
         assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), f"iter_{k}"
-    assert _comparable(_records(uninterrupted)) == _comparable(_records(tmp_path / "run"))
+    assert untimed(run_records(uninterrupted)) == untimed(run_records(tmp_path / "run"))
     assert not list((tmp_path / "run").rglob("train_state*")), "training state left behind"
 
 
@@ -270,7 +260,7 @@ def test_two_processes_equal_one_process_with_doubled_accumulation(tiny_model_di
     ga = torch.load(RunLayout(tmp_path / "one").generations(1), weights_only=False)["ids"]
     gb = torch.load(RunLayout(tmp_path / "two").generations(1), weights_only=False)["ids"]
     assert ga == gb
-    sa, sb = _records(tmp_path / "one", "step"), _records(tmp_path / "two", "step")
+    sa, sb = run_records(tmp_path / "one", "step"), run_records(tmp_path / "two", "step")
     assert len(sa) == len(sb) == 4
     for ra, rb in zip(sa, sb):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4, abs=1e-5)
@@ -292,7 +282,7 @@ def test_end_to_end_smollm2_xsum(smollm2_dir, tmp_path):
     assert all(0 <= r["rouge1"] <= 100 for r in records)
     preds = json.loads(RunLayout(tmp_path / "run").eval_json(1).read_text())["predictions"]
     assert len(preds) == 2 and any(p.strip() for p in preds)  # a real model writes words
-    steps = _records(tmp_path / "run", "step")
+    steps = run_records(tmp_path / "run", "step")
     assert len(steps) == 2 and all(s["loss"] > 0 for s in steps)
     png = plot_runs([tmp_path / "run"], tmp_path / "rouge.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TRAIN_DEPS, tiny_config
+from conftest import TRAIN_DEPS, run_records, tiny_config
 from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
-
-
-def _records(out: Path, kind: str):
-    return [r for r in (json.loads(x) for x in RunLayout(out).metrics.read_text().splitlines() if x.strip())
-            if r["kind"] == kind]
 
 
 def _naive(loss_type: str, h: torch.Tensor, beta: float) -> torch.Tensor:
@@ -73,10 +68,10 @@ def test_max_steps_overrides_epochs(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", max_steps=6, iterations=2))
-    steps = _records(tmp_path / "run", "step")
+    steps = run_records(tmp_path / "run", "step")
     assert [s["step"] for s in steps if s["iteration"] == 1] == [1, 2, 3, 4, 5, 6]  # 4 per epoch: into epoch 2
     assert steps[5]["epoch"] == pytest.approx(1.5)
-    assert [r["global_step"] for r in _records(tmp_path / "run", "iteration")] == [6, 12]
+    assert [r["global_step"] for r in run_records(tmp_path / "run", "iteration")] == [6, 12]
 
 
 def _chat_rows(path: Path):

@@ -4,25 +4,13 @@ batches evaluation, eval_steps evaluates inside a training stage, eval_metric ch
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from conftest import TRAIN_DEPS, tiny_config
+from conftest import TRAIN_DEPS, run_records, tiny_config, untimed
 from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
-
-TIME_KEYS = {"eval_s", "step_s", "tokens_per_s", "train_s", "generation_s", "lcs_mask_s", "reference_s", "diag_s"}
-
-
-def _records(out: Path, kind: str):
-    return [r for r in (json.loads(x) for x in RunLayout(out).metrics.read_text().splitlines() if x.strip())
-            if r["kind"] == kind]
-
-
-def _untimed(records):
-    return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in records]
 
 
 @pytest.fixture
@@ -110,7 +98,7 @@ def test_eval_steps_logs_eval_records_at_the_global_step(tiny_model_dir, tiny_da
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "plain", iterations=2))
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", iterations=2, eval_steps=2))
-    evals = _records(tmp_path / "run", "eval")
+    evals = run_records(tmp_path / "run", "eval")
     # 4 optimizer steps per iteration: step 2 of each (step 4 is the iteration record's evaluation)
     assert [(r["iteration"], r["step"], r["global_step"]) for r in evals] == [(1, 2, 2), (2, 2, 6)]
     for r in evals:
@@ -119,8 +107,8 @@ def test_eval_steps_logs_eval_records_at_the_global_step(tiny_model_dir, tiny_da
         assert step == r["global_step"] and "eval/rouge1" in nums
     # evaluating in between changes nothing of the training
     for kind in ("step", "iteration"):
-        assert _untimed(_records(tmp_path / "run", kind)) == _untimed(_records(tmp_path / "plain", kind)), kind
-    assert not _records(tmp_path / "plain", "eval")  # off by default
+        assert untimed(run_records(tmp_path / "run", kind)) == untimed(run_records(tmp_path / "plain", kind)), kind
+    assert not run_records(tmp_path / "plain", "eval")  # off by default
 
 
 class _Killed(Exception):
@@ -131,7 +119,7 @@ def test_eval_records_after_the_last_save_are_rewritten_on_resume(tiny_model_dir
     from drift.trainer import io, train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "ref", eval_steps=1))
-    ref = _records(tmp_path / "ref", "eval")
+    ref = run_records(tmp_path / "ref", "eval")
     assert [r["step"] for r in ref] == [1, 2, 3]
 
     def fault(name):
@@ -142,11 +130,11 @@ def test_eval_records_after_the_last_save_are_rewritten_on_resume(tiny_model_dir
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", eval_steps=1)  # save_steps 2
     with pytest.raises(_Killed):
         train(cfg)
-    assert [r["step"] for r in _records(tmp_path / "run", "eval")] == [1, 2, 3]
+    assert [r["step"] for r in run_records(tmp_path / "run", "eval")] == [1, 2, 3]
     assert RunLayout(tmp_path / "run").files(1).train_state_pointer.is_file()
     monkeypatch.setattr(io, "fault_point", lambda name: None)
     train(cfg)  # resumes from step 2: the eval record of step 3 is dropped and written again
-    assert _untimed(_records(tmp_path / "run", "eval")) == _untimed(ref)
+    assert untimed(run_records(tmp_path / "run", "eval")) == untimed(ref)
 
 
 def test_eval_steps_is_validated():
@@ -171,7 +159,7 @@ def test_eval_metric_none_skips_held_out_generation(tiny_model_dir, tiny_data, t
     y.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in cfg.to_dict().items()))
     assert main(["train", "--config", str(y)]) == 0
     assert generate_spy == [4, 4]  # iter_1's self-play generation only: no base or held-out evaluation
-    its = _records(tmp_path / "run", "iteration")
+    its = run_records(tmp_path / "run", "iteration")
     assert [r["iteration"] for r in its] == [1]
     assert not {"rouge1", "rouge2", "rougeL", "eval_s"} & set(its[0])
     assert not list((tmp_path / "run").rglob("eval.json")) and not (tmp_path / "run" / "rouge.png").exists()

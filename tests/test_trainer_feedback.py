@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from conftest import TRAIN_DEPS, tiny_config
-from drift.trainer.layout import RunLayout
+from conftest import TRAIN_DEPS, run_records, tiny_config
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
-
-
-def _records(out: Path, kind: str):
-    return [r for r in (json.loads(x) for x in RunLayout(out).metrics.read_text().splitlines() if x.strip())
-            if r["kind"] == kind]
 
 
 def test_training_progress_bar_shows_loss_lr_and_rate(tiny_model_dir, tiny_data, tmp_path, capsys):
@@ -35,7 +28,7 @@ def test_iteration_metrics_are_logged_at_the_global_step(tiny_model_dir, tiny_da
     from drift.trainer.setup import tracker_payload
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", iterations=2, eval_base=True))
-    its, steps = _records(tmp_path / "run", "iteration"), _records(tmp_path / "run", "step")
+    its, steps = run_records(tmp_path / "run", "iteration"), run_records(tmp_path / "run", "step")
     assert [r["global_step"] for r in its] == [0, 4, 8]
     for it in its[1:]:
         last = max(s["global_step"] for s in steps if s["iteration"] == it["iteration"])
@@ -60,7 +53,7 @@ def test_truncated_responses_get_no_eos_and_are_counted(tiny_model_dir, tiny_dat
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", max_response_length=3, num_train_examples=9))
     err = capsys.readouterr().err
-    rec = _records(tmp_path / "run", "data")
+    rec = run_records(tmp_path / "run", "data")
     assert len(rec) == 1 and rec[0]["responses_truncated"] > 0 and rec[0]["train_examples"] == 9
     assert rec[0]["pairs_left_out_per_epoch"] == 1
     assert f"max_response_length: {rec[0]['responses_truncated']} of 9 training responses" in err
@@ -81,5 +74,5 @@ def test_dropped_rows_are_warned_and_counted(tiny_model_dir, tiny_data, tmp_path
     err = capsys.readouterr().err
     assert "dropped 3 of 24 rows with a missing or non-string 'prompt' or 'response' (first: row 3)" in err
     assert "dropped 1 of 24 rows with an empty 'prompt' or 'response' (first: row 7)" in err
-    rec = _records(tmp_path / "run", "data")[0]
+    rec = run_records(tmp_path / "run", "data")[0]
     assert (rec["data_rows"], rec["data_dropped_not_a_string"], rec["data_dropped_empty"]) == (24, 3, 1)
