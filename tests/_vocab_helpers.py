@@ -67,6 +67,8 @@ class VocabOp:
     that may get a gradient. ``upstream(out_shape)``: the float64 weights of the output in the
     gradient checks. ``op_inputs``: the tensors ``torch.ops.drift.<name>_forward`` takes after
     the logits. ``native_views``: the views of ``drift._C.<name>_forward`` for (2, 3, V) logits.
+    ``with_ids(args, kwargs, ids, mask=None)``: ``(args, kwargs)`` with ``ids`` in place of the
+    op's ids and ``mask`` as their mask (None: the default mask, from the ignore index).
     """
 
     name: str
@@ -79,6 +81,7 @@ class VocabOp:
     saved: Callable
     native_views: Callable
     bad_ids: Callable
+    with_ids: Callable
     check: Callable = field(default=lambda out, grad, args, kwargs, valid, shape: None)
 
     def __str__(self) -> str:
@@ -106,6 +109,11 @@ def _token_check(out, grad, args, kwargs, valid, shape):
     # Masked positions: exactly 0 and no gradient.
     assert bool((out[~mask] == 0).all())
     assert bool((grad[~mask] == 0).all())
+
+
+def _oal_with_ids(args, kwargs, ids, mask=None):
+    kwargs = {k: v for k, v in kwargs.items() if k != "targets_mask"}
+    return (ids,), (kwargs if mask is None else dict(kwargs, targets_mask=mask))
 
 
 def _native_oal_views(vocab):
@@ -138,6 +146,7 @@ OAL = VocabOp(
     saved=lambda inputs, outputs: _saved("oal")(inputs, outputs),
     native_views=_native_oal_views,
     bad_ids=lambda args, kwargs, vocab: ((torch.full_like(args[0], vocab + 901),), {}),
+    with_ids=_oal_with_ids,
     check=_oal_check,
 )
 
@@ -152,6 +161,7 @@ TOKEN_LOGPS = VocabOp(
     saved=lambda inputs, outputs: _saved("token_logps")(inputs, outputs),
     native_views=_native_token_views,
     bad_ids=lambda args, kwargs, vocab: ((torch.full_like(args[0], vocab + 901), args[1]), {}),
+    with_ids=lambda args, kwargs, ids, mask=None: ((ids,) if mask is None else (ids, mask), kwargs),
     check=_token_check,
 )
 

@@ -109,9 +109,19 @@ def rand_bool(rng: random.Random, shape: Tuple[int, ...], p: Optional[float] = N
     return torch.rand(shape, generator=g) < p
 
 
+def id_dtype(rng: random.Random, vocab: int) -> torch.dtype:
+    """An id dtype that holds every id below ``vocab`` (uint8 up to 256: ids past 127, 156 = -100
+    wrapped among them, must be read as numbers)."""
+    return rng.choice([d for d in ID_DTYPES if torch.iinfo(d).max >= vocab - 1])
+
+
 def rand_ids(rng: random.Random, shape: Tuple[int, ...], vocab: int, dtype=torch.int64) -> torch.Tensor:
     g = torch.Generator().manual_seed(rng.randrange(2**31))
-    return torch.randint(0, vocab, shape, generator=g).to(dtype)
+    ids = torch.randint(0, vocab, shape, generator=g)
+    wrapped = -100 % (torch.iinfo(dtype).max + 1)  # the ignore index cast to an unsigned dtype: an id
+    if not dtype.is_signed and wrapped < vocab and ids.numel() and rng.random() < 0.5:
+        ids.view(-1)[rng.randrange(ids.numel())] = wrapped
+    return ids.to(dtype)
 
 
 def with_threads(rng: random.Random, fn: Callable[[], Any]) -> Any:
@@ -244,6 +254,8 @@ def lcs_bad(rng: random.Random) -> Case:
         (lambda: drift.lcs_mask([[1, 2]], [[1]], pad_id=0), ("pad_id",)),
         (lambda: drift.lcs_mask([[1, 2]], [[1]], [2]), ("y_lengths",)),
         (lambda: drift.lcs_mask([[1, 2]], "ab"), ("y_prime",)),
+        (lambda: drift.lcs_mask([1, 2], rng.choice([[1], [[1]], (1, 5)])), ("y",)),  # flat: not two pairs
+        (lambda: drift.lcs_mask([[1, 2]], rng.choice([[3], (np.int64(3), 4)])), ("y_prime",)),
         (lambda: drift.lcs_mask(np.array([[2**63]], dtype=np.uint64), np.array([[1]], dtype=np.uint64)), ("y",)),
         (lambda: drift.lcs_mask(object(), yp), ("y",)),
     ]
@@ -257,7 +269,7 @@ def lcs_bad(rng: random.Random) -> Case:
 def vocab_shape(rng: random.Random) -> Tuple[int, int, int]:
     B = rng.choice([0, 1, 1, 2, 3])
     T = rng.choice([0, 1, 2, 5, 9])
-    V = rng.choice([1, 2, 3, 7, 33, 130, 2049 if rng.random() < 0.1 else 64])
+    V = rng.choice([1, 2, 3, 7, 33, 130, 200, 2049 if rng.random() < 0.1 else 64])
     return B, T, V
 
 
@@ -266,7 +278,7 @@ def token_logps_valid(rng: random.Random) -> Case:
     dtype = rng.choice(LOGITS_DTYPES)
     special = rng.random() < 0.1
     x = rand_logits(rng, (B, T, V), dtype, special)
-    labels = rand_ids(rng, (B, T), V, rng.choice(ID_DTYPES if V <= 127 else ID_DTYPES[:3] if V < 2**15 else ID_DTYPES[:2]))
+    labels = rand_ids(rng, (B, T), V, id_dtype(rng, V))
     use_mask = rng.random() < 0.6
     mask = rand_bool(rng, (B, T))
     if not use_mask:
@@ -298,9 +310,9 @@ def oal_valid(rng: random.Random) -> Case:
     dtype = rng.choice(LOGITS_DTYPES)
     special = rng.random() < 0.08
     x = rand_logits(rng, (B, T, V), dtype, special)
-    targets = rand_ids(rng, (B, M), V, rng.choice([torch.int64, torch.int32]))
+    targets = rand_ids(rng, (B, M), V, id_dtype(rng, V))
     tmask = rand_bool(rng, (B, M)) if rng.random() < 0.5 else None
-    if tmask is None and M:
+    if tmask is None and M and targets.dtype != torch.uint8:
         targets = torch.where(rand_bool(rng, (B, M), 0.2), torch.full_like(targets, -100), targets)
     lmask = rand_bool(rng, (B, T)) if rng.random() < 0.7 else None
     reduction = rng.choice(["mean", "sum", "none"])

@@ -231,6 +231,35 @@ def test_list_inputs_give_ragged_masks():
     assert out.lcs_length.tolist() == [1, 0, 1]
 
 
+@pytest.mark.parametrize(
+    "y, y_prime, match",
+    [
+        ([5, 8], [5, 2], r"flat list of ids; for one pair of sequences write lcs_mask\(\[\[5, 8\]\], \[\[5, 2\]\]\)"),
+        ((5, 8), (5, 2), r"^y: .*lcs_mask\(\[\[5, 8\]\], \[\[5, 2\]\]\)"),
+        ([np.int64(5), torch.tensor(8)], [5], r"lcs_mask\(\[\[5, 8\]\], \[\[5\]\]\)"),
+        ([[5, 8]], [5, 2], r"^y_prime: .*flat list of ids; for one sequence write y_prime=\[\[5, 2\]\]"),
+        ([[5, 8], 3], [[5], [3]], r"^y\[1\]: expected a 1-D sequence of token ids, got the single id 3"),
+        (list(range(20)), [1], r"lcs_mask\(\[\[0, 1, 2, 3, 4, 5, 6, 7, \.\.\.\]\], \[\[1\]\]\)"),
+    ],
+)
+def test_flat_list_of_ids_is_refused_with_the_nested_form(y, y_prime, match):
+    # lcs_mask([5, 8], [5, 2]) once read two pairs of one token each (lcs_length [1, 0]).
+    with pytest.raises(TypeError, match=match):
+        drift.lcs_mask(y, y_prime)
+    with pytest.raises(TypeError):  # the reference refuses it too (a 1-token row is not iterable)
+        reference.lcs_mask(y, y_prime)
+
+
+def test_nested_lists_tuples_arrays_and_tensors_still_accepted():
+    want = drift.lcs_mask(torch.tensor([[5, 8]]), torch.tensor([[5, 2]]))
+    assert want.lcs_length.tolist() == [1]
+    for y, yp in (([[5, 8]], [[5, 2]]), (((5, 8),), ((5, 2),)), ([np.array([5, 8])], [torch.tensor([5, 2])]),
+                  (np.array([[5, 8]]), np.array([[5, 2]]))):
+        out = drift.lcs_mask(y, yp)
+        assert [list(m) for m in out.y] == want.y.tolist() and [list(m) for m in out.y_prime] == want.y_prime.tolist()
+        assert list(out.lcs_length) == [1]
+
+
 def test_pad_id_uses_trailing_run_only():
     # A pad-valued token inside the sequence is content; only the trailing run is padding.
     y = torch.tensor([[3, 0, 4, 0, 0]])

@@ -117,6 +117,21 @@ def test_drift_loss_defaults_and_module():
     assert "beta=0.1" in repr(module)
 
 
+def test_drift_loss_reads_uint8_oal_target_156_as_an_id():
+    # 156 is -100 wrapped to uint8: the OAL counts it as the int64 id 156 (vocabulary 200).
+    args, response_mask = make_pair(vocab=200, dtype=torch.float32)
+    numbers = torch.tensor([[156, 7, 156], [156, 156, 0]])
+    kw = dict(rejected_response_mask=response_mask)
+    want = drift.drift_loss(*args, oal_targets=numbers, **kw)
+    ref = reference.drift_loss(*args, oal_targets=numbers.to(torch.uint8), **kw)  # (loss, sp, oal, ...)
+    torch.testing.assert_close(want.oal_loss.double(), ref[2].double(), atol=1e-5, rtol=1e-5)
+    without_156 = drift.drift_loss(*args, oal_targets=numbers, oal_targets_mask=numbers != 156, **kw)
+    assert abs(want.oal_loss.item() - without_156.oal_loss.item()) > 1e-3
+    got = drift.drift_loss(*args, oal_targets=numbers.to(torch.uint8), **kw)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
 def test_spin_is_dam_with_full_masks():
     args, _ = make_pair(dtype=torch.float32)
     full = (args[0], args[1], torch.ones_like(args[2]), args[3], args[4], torch.ones_like(args[5]), args[6], args[7])

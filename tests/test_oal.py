@@ -33,6 +33,21 @@ def test_reductions_and_default_masks(reduction):
     torch.testing.assert_close(out, expected)
 
 
+def test_uint8_156_is_a_target_and_int8_minus_100_the_ignore_index():
+    # 156 is -100 wrapped to uint8; as a target it counts like the int64 id 156.
+    logits = make(1, 4, 200, 1)[0]
+    want = reference.oal_loss(logits.double(), torch.tensor([[156, 3]]), reduction="none")
+    assert want.item() > 0
+    for dtype in (torch.uint8, torch.int16):
+        targets = torch.tensor([[156, 3]], dtype=dtype)
+        got = drift.oal_loss(logits, targets, reduction="none")
+        torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(reference.oal_loss(logits.double(), targets, reduction="none"), want, atol=0, rtol=0)
+    only_3 = reference.oal_loss(logits.double(), torch.tensor([[3]]), reduction="none")
+    targets = torch.tensor([[-100, 3, -100]], dtype=torch.int8)
+    torch.testing.assert_close(drift.oal_loss(logits, targets, reduction="none").double(), only_3, atol=1e-5, rtol=1e-5)
+
+
 def test_duplicates_count_once():
     logits, _, _, _ = make(1, 5, 20, 1)
     once = drift.oal_loss(logits, torch.tensor([[3, 7]]))

@@ -18,6 +18,19 @@ def test_default_mask_is_ignore_index():
     torch.testing.assert_close(drift.token_logps(logits, labels), reference.token_logps(logits, labels))
 
 
+def test_uint8_156_is_an_id_and_int8_minus_100_the_ignore_index():
+    # 156 is -100 wrapped to uint8; as an id it is scored like the int64 id 156.
+    logits = make(1, 3, 200)[0]
+    want = reference.token_logps(logits.double(), torch.full((1, 3), 156))
+    assert bool((want < 0).all())
+    for labels in (torch.full((1, 3), 156, dtype=torch.uint8), torch.full((1, 3), 156, dtype=torch.int16)):
+        torch.testing.assert_close(drift.token_logps(logits, labels).double(), want, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(reference.token_logps(logits.double(), labels), want, atol=0, rtol=0)
+    labels = torch.tensor([[-100, 127, -100]], dtype=torch.int8)
+    out = drift.token_logps(logits, labels)
+    assert out[0, 0].item() == 0 and out[0, 2].item() == 0 and out[0, 1].item() < 0
+
+
 def test_fully_masked_rows_and_empty_batch():
     logits, labels, _ = make(2, 4, 33)
     mask = torch.zeros(2, 4, dtype=torch.bool)

@@ -33,6 +33,41 @@ def test_matches_reference(op, shape, dtype):
     op.check(out, grad, args, kwargs, valid, shape)
 
 
+ID_DTYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64]
+
+
+def _edge_ids(dtype, shape, vocab):
+    """int64 ids that ``dtype`` holds exactly: -100 where it can (the ignore index), 156 (-100
+    wrapped to uint8: an id), 0, 255 and the largest id below ``vocab``; random ids elsewhere."""
+    lo, hi = torch.iinfo(dtype).min, torch.iinfo(dtype).max
+    top = min(hi, vocab - 1)
+    edges = [v for v in (-100, 156, 0, 255, top) if lo <= v <= hi and v < vocab]
+    ids = torch.randint(0, top + 1, shape, generator=torch.Generator().manual_seed(5))
+    ids.view(-1)[: len(edges)] = torch.tensor(edges)
+    return ids
+
+
+@pytest.mark.parametrize("id_dtype", ID_DTYPES, ids=str)
+@pytest.mark.parametrize("op", OPS, ids=str)
+def test_default_mask_reads_ids_of_every_dtype_as_numbers(op, id_dtype):
+    # The default mask drops the number -100 and nothing else: never an id that equals -100
+    # once -100 is cast to a narrow dtype (uint8 156), whatever the ids' dtype.
+    vocab = 2**15  # holds int16's largest id
+    logits, args, kwargs, _ = op.inputs((2, 5, vocab, 6)[: len(op.shapes[0])])
+    numbers = _edge_ids(id_dtype, tuple(args[0].shape), vocab)
+    ids = numbers.to(id_dtype)
+    assert torch.equal(ids.to(torch.int64), numbers)
+    keep = numbers != -100  # compared as int64: the ignore index only where the id is -100
+    assert bool((numbers == (156 if id_dtype == torch.uint8 else -100)).any())
+    out, grad, ref, ref_grad = _run(op, logits, *op.with_ids(args, kwargs, ids))
+    out64, grad64, ref64, ref_grad64 = _run(op, logits, *op.with_ids(args, kwargs, numbers, keep))
+    assert torch.equal(out, out64) and torch.equal(grad, grad64)
+    torch.testing.assert_close(ref, ref64, atol=0, rtol=0)  # the reference reads them as numbers too
+    vtol, gtol = TOL[torch.float32]
+    torch.testing.assert_close(out.double(), ref64, atol=vtol, rtol=vtol)
+    torch.testing.assert_close(grad.double(), ref_grad64, atol=gtol, rtol=gtol)
+
+
 @pytest.mark.parametrize("op", OPS, ids=str)
 def test_thread_count_does_not_change_bits(op):
     logits, args, kwargs, _ = op.inputs((3, 8, 3001, 10)[: len(op.shapes[0])])

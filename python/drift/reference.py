@@ -94,12 +94,12 @@ def token_logps(logits: Any, labels: Any, mask: Any = None) -> Any:
     """Reference of :func:`drift.token_logps`: the full (B, T, V) log-softmax, then a gather.
 
     Computes in float64 for float64 logits, float32 otherwise; 0 at masked positions
-    (``mask`` False, or ``labels == -100`` when ``mask`` is None).
+    (``mask`` False, or ``labels`` equal to the number -100 when ``mask`` is None).
     """
     import torch
 
     if mask is None:
-        mask = labels != -100
+        mask = labels.to(torch.int64) != -100  # as numbers: uint8 156 is an id, not -100 wrapped
     logp = logits.to(_compute_dtype(logits)).log_softmax(dim=-1)
     picked = logp.gather(-1, torch.where(mask, labels, 0).long().unsqueeze(-1)).squeeze(-1)
     return torch.where(mask, picked, torch.zeros((), dtype=picked.dtype))
@@ -130,7 +130,7 @@ def oal_loss(logits: Any, targets: Any, *, logits_mask: Any = None, targets_mask
     if logits_mask is None:
         logits_mask = torch.ones((batch, seq), dtype=torch.bool)
     if targets_mask is None:
-        targets_mask = targets != -100
+        targets_mask = targets.to(torch.int64) != -100  # as numbers, as in token_logps
     dtype = _compute_dtype(logits)
     rows = []
     for b in range(batch):

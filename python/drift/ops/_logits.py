@@ -7,6 +7,7 @@ from typing import Any, Optional
 import torch
 
 from drift._checks import (
+    int_range,
     require_compute_device,
     require_dtype,
     require_integer,
@@ -21,6 +22,19 @@ from drift._native import _C
 LOGITS_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 #: Label/target value that marks padding when no explicit mask is given (as in cross-entropy).
 IGNORE_INDEX = -100
+
+
+def not_ignored(ids: torch.Tensor) -> torch.Tensor:
+    """The default mask of integer ``ids``: True where the id is not the number ``IGNORE_INDEX``.
+
+    Compared as numbers, never through a wrapped -100: torch casts the scalar to the tensor's
+    dtype, so ``uint8_ids != -100`` would drop the id 156. A dtype that cannot hold -100
+    (uint8) has no ignore index: every id is kept.
+    """
+    lo, hi = int_range(ids.dtype)
+    if lo <= IGNORE_INDEX <= hi:
+        return ids != IGNORE_INDEX
+    return torch.ones_like(ids, dtype=torch.bool)
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -52,7 +52,8 @@ def lcs_mask(
 
     Args:
         y: ground-truth token ids, (B, M), right-padded; a torch tensor (CPU or CUDA), a NumPy
-            array, or a list of 1-D sequences (ragged; then ``y_prime`` is a list too).
+            array, or a list of 1-D sequences (ragged; then ``y_prime`` is a list too; one
+            pair is ``[[5, 8]]``, and a flat list of ids such as ``[5, 8]`` is refused).
             int32/int64 (other integer dtypes are widened).
         y_prime: generated token ids, (B, N), same kind and device as ``y``.
         y_lengths, y_prime_lengths: (B,) valid lengths (0..M, 0..N). When omitted they come
@@ -75,7 +76,8 @@ def lcs_mask(
     ``[T, F]``).
 
     Raises:
-        TypeError: non-integer ids, unsupported input kinds (sparse, nested), mixed kinds.
+        TypeError: non-integer ids, unsupported input kinds (sparse, nested), mixed kinds, a
+            flat list of ids where a list of sequences belongs.
         ValueError: wrong rank, batch mismatch, mixed or unsupported devices, lengths out of
             range, negative ids inside the valid lengths, ids outside the int64 range,
             sequences longer than the CUDA maximum.
@@ -194,7 +196,43 @@ def _ragged(seqs: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, lengths
 
 
+def _is_scalar_id(x: Any) -> bool:
+    """An integer scalar where a sequence of ids belongs: an int, a NumPy integer, a 0-D array or tensor."""
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return x.ndim == 0
+    return isinstance(x, (int, np.integer))
+
+
+def _id_text(x: Any) -> str:
+    return str(x.item() if hasattr(x, "item") else x)
+
+
+def _nested_form(seqs: Any, limit: int = 8) -> str:
+    """``[[5, 8]]`` for the flat ``[5, 8]`` (at most ``limit`` ids shown)."""
+    ids = [_id_text(v) for v in list(seqs)[:limit]]
+    return "[[" + ", ".join(ids) + (", ..." if len(seqs) > limit else "") + "]]"
+
+
+def _refuse_flat(y: Any, y_prime: Any) -> None:
+    """A TypeError for a flat list of ids: ``lcs_mask([5, 8], [5, 2])`` would read two pairs of one
+    token each, so the caller is shown the nested form of one pair instead."""
+    flat = [name for name, seqs in (("y", y), ("y_prime", y_prime)) if any(_is_scalar_id(s) for s in seqs)]
+    if not flat:
+        return
+    name = flat[0]
+    seqs = y if name == "y" else y_prime
+    if all(_is_scalar_id(s) for s in y) and all(_is_scalar_id(s) for s in y_prime):
+        hint = f"for one pair of sequences write lcs_mask({_nested_form(y)}, {_nested_form(y_prime)})"
+    elif all(_is_scalar_id(s) for s in seqs):
+        hint = f"for one sequence write {name}={_nested_form(seqs)}"
+    else:
+        k = next(k for k, s in enumerate(seqs) if _is_scalar_id(s))
+        raise TypeError(f"{name}[{k}]: expected a 1-D sequence of token ids, got the single id {_id_text(seqs[k])}")
+    raise TypeError(f"{name}: expected a list of 1-D sequences (one per pair), got a flat list of ids; {hint}")
+
+
 def _lcs_mask_sequences(y, y_prime, y_lengths, y_prime_lengths, pad_id) -> LcsMasks:
+    _refuse_flat(y, y_prime)
     if y_lengths is not None or y_prime_lengths is not None:
         raise ValueError("y_lengths/y_prime_lengths: not used with lists of sequences (their lengths are implicit)")
     if pad_id is not None:

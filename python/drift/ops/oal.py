@@ -22,7 +22,9 @@ from typing import Optional
 import torch
 
 from drift.ops import _fused
-from drift.ops._logits import IGNORE_INDEX, acc_dtype, check_op_args, check_ids, check_logits, check_mask, unit_stride_rows
+from drift.ops._logits import (
+    acc_dtype, check_ids, check_logits, check_mask, check_op_args, not_ignored, unit_stride_rows,
+)
 
 REDUCTIONS = ("mean", "sum", "none")
 SCHEMAS = (
@@ -121,7 +123,8 @@ def oal_loss(
         targets: (B, M) integer ids of the ground truth ``y``; valid ids must lie in [0, V).
         logits_mask: (B, T) bool, True on the generated positions the max runs over (prompt
             and padding excluded); default: every position.
-        targets_mask: (B, M) bool, True on real target ids; default ``targets != -100``.
+        targets_mask: (B, M) bool, True on real target ids; default: where ``targets`` is not
+            the number -100 (uint8 targets cannot be -100: all are real, 156 included).
         reduction: ``"mean"`` (sum of the B row losses divided by B, rows without targets or
             valid positions included as 0), ``"sum"``, or ``"none"`` ((B,) row losses).
 
@@ -150,7 +153,7 @@ def oal_loss(
     if logits_mask is None:
         logits_mask = torch.ones((batch, seq), dtype=torch.bool, device=logits.device)
     if targets_mask is None:
-        targets_mask = targets != IGNORE_INDEX
+        targets_mask = not_ignored(targets)
     target_logps = _fused.apply(
         OAL, unit_stride_rows(logits), targets.to(torch.int64).contiguous(), logits_mask.contiguous(),
         targets_mask.contiguous(),

@@ -18,7 +18,9 @@ from typing import Optional
 import torch
 
 from drift.ops import _fused
-from drift.ops._logits import IGNORE_INDEX, acc_dtype, check_op_args, check_ids, check_logits, check_mask, unit_stride_rows
+from drift.ops._logits import (
+    acc_dtype, check_ids, check_logits, check_mask, check_op_args, not_ignored, unit_stride_rows,
+)
 
 SCHEMAS = (
     "(Tensor logits, Tensor labels, Tensor mask) -> (Tensor, Tensor)",
@@ -85,7 +87,8 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: Optional[torch
             scores ``labels[b, t]`` (the caller aligns, e.g. ``logits[:, :-1]`` with
             ``ids[:, 1:]``; such views need no copy: only the V dimension must be contiguous).
         labels: (B, T) integer ids in ``[0, V)`` at valid positions (anything elsewhere).
-        mask: (B, T) bool, True on the positions to score; default ``labels != -100``.
+        mask: (B, T) bool, True on the positions to score; default: where ``labels`` is not
+            the number -100 (uint8 labels cannot be -100: all are scored, 156 included).
 
     Returns:
         (B, T) float32 (float64 for float64 logits): the log-probs, 0 at masked positions.
@@ -110,6 +113,6 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor, mask: Optional[torch
         raise ValueError(f"labels: expected shape (B, T) = {(batch, seq)}, got {tuple(labels.shape)}")
     mask = check_mask(mask, "mask", (batch, seq), "(B, T)", logits)
     if mask is None:
-        mask = labels != IGNORE_INDEX
+        mask = not_ignored(labels)
     labels = labels.to(torch.int64).contiguous()
     return _fused.apply(TOKEN_LOGPS, unit_stride_rows(logits), labels, mask.contiguous())
