@@ -27,7 +27,7 @@ SELF_PLAY_METHODS = [m for m in METHODS if method_traits(m).self_play]
 def _run(config):
     from accelerate import Accelerator
 
-    from drift.trainer.setup import open_run
+    from drift.trainer.run import open_run
 
     return open_run(config, config.model_name_or_path, Accelerator(cpu=True))
 
@@ -36,7 +36,7 @@ def _fixed_items(run, method):
     """Four hand-made pairs (prompt, y, y') with partial overlap, fixed reference sums."""
     import drift
     from drift.trainer.batching import Item, self_play_masks
-    from drift.trainer.setup import Pair
+    from drift.trainer.run import Pair
 
     g = torch.Generator().manual_seed(7)
     eos = run.tokenizer.eos_token_id
@@ -115,7 +115,7 @@ def test_dam_masks_change_the_loss(tiny_model_dir, tiny_data, tmp_path):
 
 def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import compute_loss, load_model
-    from drift.trainer.setup import Pair
+    from drift.trainer.run import Pair
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method="sft").validate()
     run = _run(cfg)
@@ -301,7 +301,7 @@ def test_lora_iteration_merges_adapters(tiny_model_dir, tiny_data, tmp_path):
 
 
 def test_metrics_log_survives_a_torn_line(tmp_path):
-    from drift.trainer.io import MetricsLog
+    from drift.atomic import MetricsLog
 
     log = MetricsLog(tmp_path / "m.jsonl")
     log.append({"kind": "step", "step": 1})

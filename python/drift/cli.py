@@ -56,7 +56,7 @@ def _inference_config(args: argparse.Namespace):
     """eval/generate settings: the run's config.json when --model is (inside) a run folder, else the
     demo/defaults; then --config and the options. Returns (config, model folder)."""
     from drift.trainer import config_from_args
-    from drift.trainer.tools import find_run, run_settings
+    from drift.trainer.inference import find_run, run_settings
 
     run_dir, model = find_run(args.model)
     if run_dir is not None:
@@ -70,7 +70,7 @@ def _inference_config(args: argparse.Namespace):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from drift.trainer.tools import generate_file
+    from drift.trainer.inference import generate_file
 
     cfg, model = _inference_config(args)
     n = generate_file(cfg, model, args.output, split=args.split, prompts=args.prompts)
@@ -79,7 +79,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from drift.trainer.tools import evaluate_model
+    from drift.trainer.inference import evaluate_model
 
     cfg, model = _inference_config(args)
     if args.general:
@@ -105,7 +105,7 @@ def _eval_general(args: argparse.Namespace, cfg, model) -> int:
           + (f" (first {args.limit} questions each)" if args.limit else ""), file=sys.stderr)
     kwargs = dict(tasks=tasks, limit=args.limit, batch_size=cfg.per_device_eval_batch_size)
     from drift.trainer.layout import LINEAGE_FILE
-    from drift.trainer.setup import load_model
+    from drift.trainer.run import load_model
 
     if (Path(model) / LINEAGE_FILE).is_file():  # a LoRA adapter saved alone: rebuild the merged model
         import torch

@@ -98,7 +98,7 @@ def plot_runs(run_dirs: Sequence[Path], output: Path, metric: str = "all") -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from drift.trainer import io
+    from drift import atomic
 
     if metric not in ("all", "loss", "diagnostics") and metric not in METRICS:
         raise ValueError(f"metric: expected 'all', 'loss', 'diagnostics' or one of {list(METRICS)}, got {metric!r}")
@@ -112,7 +112,7 @@ def plot_runs(run_dirs: Sequence[Path], output: Path, metric: str = "all") -> Pa
         fig = _diagnostics_figure(plt, [Path(d) for d in run_dirs])
     else:
         fig = _rouge_figure(plt, [Path(d) for d in run_dirs], list(METRICS) if metric == "all" else [metric])
-    with io.atomic_path(output) as tmp:
+    with atomic.atomic_path(output) as tmp:
         fig.savefig(tmp, format=fmt, dpi=110)
     plt.close(fig)
     return output

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from drift.trainer.methods import method as method_traits
-from drift.trainer.setup import Pair
+from drift.trainer.run import Pair
 
 
 @dataclass

@@ -15,16 +15,16 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from drift.trainer import io
+from drift import atomic
 from drift.trainer.layout import LINEAGE_FILE, SCALER_FILE, TRAIN_INFO_FILE, RunLayout, StageFiles
-from drift.trainer.setup import Run
+from drift.trainer.run import Run
 
 
 def latest_train_state(d: Path) -> Optional[Dict[str, Any]]:
     """``{"step", "dir"}`` of the stage's last saved training state, or None."""
     pointer = StageFiles(d).train_state_pointer
     if pointer.is_file():
-        state = io.read_json(pointer)
+        state = atomic.read_json(pointer)
         if (d / state["dir"]).is_dir():
             return state
     return None
@@ -57,7 +57,7 @@ def save_train_state(run: Run, d: Path, step: int, scaler=None) -> None:
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        io.write_json(files.train_state_pointer, {"step": step, "dir": final.name})
+        atomic.write_json(files.train_state_pointer, {"step": step, "dir": final.name})
         clear_train_state(d, keep=final)
     acc.wait_for_everyone()
 
@@ -80,7 +80,7 @@ def lora_lineage(parent: Path, target: Path) -> Dict[str, Any]:
     """
     parent = Path(parent)
     if (parent / LINEAGE_FILE).is_file():
-        old = io.read_json(parent / LINEAGE_FILE)
+        old = atomic.read_json(parent / LINEAGE_FILE)
         chain = [os.path.relpath((parent / a).resolve(), target.resolve()) for a in old["adapters"]]
         base = old["base_model"]
     else:
@@ -92,12 +92,12 @@ def save_stage_model(run: Run, d: Path, model, state_dict, info: Dict[str, Any],
     """``model/``: the weights (or a LoRA adapter with its lineage), the tokenizer and drift_train.json."""
     if not run.accelerator.is_main_process:
         return
-    with io.atomic_dir(StageFiles(d).model) as tmp:
+    with atomic.atomic_dir(StageFiles(d).model) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
         if lineage is not None:
-            io.write_json(tmp / LINEAGE_FILE, lineage)
+            atomic.write_json(tmp / LINEAGE_FILE, lineage)
         run.tokenizer.save_pretrained(tmp)
-        io.write_json(tmp / TRAIN_INFO_FILE, info)
+        atomic.write_json(tmp / TRAIN_INFO_FILE, info)
 
 
 def prune_models(out: Path, indices: Sequence[int], limit: int) -> None:

@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from drift.trainer import io
+from drift import atomic
 from drift.trainer.batching import collate
-from drift.trainer.setup import Pair, Run
+from drift.trainer.run import Pair, Run
 
 
 def generate(run: Run, model, prompts: List[List[int]], *, sample: bool, seed: int, desc: str,
@@ -50,7 +50,7 @@ def generate(run: Run, model, prompts: List[List[int]], *, sample: bool, seed: i
             out = model.generate(input_ids=b.input_ids[:, :p], attention_mask=b.attention_mask[:, :p], **kwargs)
         for i, row in enumerate(out[:, p:].tolist()):
             results.append((start + i, _cut_at_eos(row, tok.eos_token_id)))
-        io.fault_point(f"{desc}:batch{start // bs + 1}")
+        atomic.fault_point(f"{desc}:batch{start // bs + 1}")
     model.train(was_training)
     return gather_ordered(acc, results, len(prompts))
 

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from drift import assets
-from drift.trainer import io, rundir
+from drift import atomic
+from drift.trainer import rundir
 from drift.trainer.batching import self_play_items
 from drift.trainer.checkpoints import clear_train_state, prune_models
 from drift.trainer.config import DriftConfig
@@ -41,7 +42,7 @@ from drift.trainer.layout import RunLayout
 from drift.trainer.methods import method as method_traits
 from drift.trainer.optimize import stage_steps, train_stage
 from drift.trainer.records import Records, format_table, record_iteration
-from drift.trainer.setup import encode, load_rows, make_accelerator, open_run, prepare_model, truncation_report
+from drift.trainer.run import encode, load_rows, make_accelerator, open_run, prepare_model, truncation_report
 from drift.trainer.stages import stage_eval, stage_generate, stage_masks, stage_reference
 
 
@@ -101,7 +102,7 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
     # the run: tokenizer, encoded examples, the policy (loaded when first needed), the metrics log
     with acc.main_process_first():
         model_path = config.model_name_or_path or str(assets.smollm2_model_dir())
-    run = open_run(config, model_path, acc, tokenizer, io.MetricsLog(layout.metrics, acc.is_main_process))
+    run = open_run(config, model_path, acc, tokenizer, atomic.MetricsLog(layout.metrics, acc.is_main_process))
     train_set = [encode(run.tokenizer, r, config, instruction) for r in train_rows]
     eval_set = [encode(run.tokenizer, r, config, instruction) for r in eval_rows]
     _check_run_dir(layout.root, config, acc, fp)  # the inputs are valid: the folder is this run's from here on
@@ -134,7 +135,7 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
                 ref = stage_reference(run, src, self_play_items(train_set, gens, masks, None, config.method))
                 items = self_play_items(train_set, gens, masks, ref, config.method)
             extra.update(gamma=masks["gamma"], lcs_mask_s=masks["seconds"], generation_s=gens["seconds"],
-                         reference_s=io.torch_load(layout.reference(stage.data_from))["seconds"],
+                         reference_s=atomic.torch_load(layout.reference(stage.data_from))["seconds"],
                          generated_tokens=sum(len(g) for g in gens["ids"]) / len(gens["ids"]))
         if not trained:
             run.policy.set(files.model, train_stage(run, stage, d, items, step_offset, eval_set))
@@ -142,7 +143,7 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
             run.policy.set(files.model, None)
             if acc.is_main_process:  # a kill between saving the model and dropping the training state
                 clear_train_state(d)
-        extra["train_s"] = io.read_json(files.trained_info)["seconds"]
+        extra["train_s"] = atomic.read_json(files.trained_info)["seconds"]
         step_offset += stage_steps(run, stage, len(train_set))
         ev = stage_eval(run, d, eval_set)
         record_iteration(run, stage.index, files.name, ev, extra, step_offset)
@@ -164,7 +165,7 @@ def _open_stage(run, layout: RunLayout, index: int) -> Path:
     d = layout.stage(index)
     if run.accelerator.is_main_process:
         d.mkdir(parents=True, exist_ok=True)
-        io.remove_stale_temporaries(d)  # leftovers of a killed run
+        atomic.remove_stale_temporaries(d)  # leftovers of a killed run
     run.accelerator.wait_for_everyone()
     return d
 
@@ -175,7 +176,7 @@ def _check_run_dir(out: Path, config: DriftConfig, acc, fp: Dict[str, Any]) -> N
     acc.wait_for_everyone()
     if acc.is_main_process:
         rundir.record(out, config, fp)
-        io.remove_stale_temporaries(out)
+        atomic.remove_stale_temporaries(out)
     acc.wait_for_everyone()
 
 

@@ -10,7 +10,7 @@ from drift import losses
 from drift.trainer import batching
 from drift.trainer.batching import Batch, Item, collate, response_logits
 from drift.trainer.methods import method as method_traits
-from drift.trainer.setup import Run
+from drift.trainer.run import Run
 
 
 def oal_target_mask(items: Sequence[Item], response_mask: torch.Tensor, eos_id: int) -> torch.Tensor:

@@ -17,12 +17,13 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from drift.trainer import checkpoints, io
+from drift import atomic
+from drift.trainer import checkpoints
 from drift.trainer.config import DriftConfig
 from drift.trainer.layout import StageFiles
 from drift.trainer.methods import method as method_traits
 from drift.trainer.objective import compute_loss
-from drift.trainer.setup import Pair, Run
+from drift.trainer.run import Pair, Run
 from drift.trainer.stages import evaluate_pairs
 
 
@@ -189,13 +190,13 @@ def train_stage(run: Run, stage: Any, d: Path, items: List[Any], step_offset: in
                       "rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"], "eval_s": ev["seconds"]})
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
             checkpoints.save_train_state(run, d, step + 1, scaler)
-        io.fault_point(f"{d.name}: train:step{step + 1}")
+        atomic.fault_point(f"{d.name}: train:step{step + 1}")
     bar.close()
 
     info = {"steps": total, "resumed_from_step": start, "seconds": time.perf_counter() - t_train}
     model = _save_model(run, d, wrapped, info)
     if acc.is_main_process:
-        io.remove_stale_temporaries(d)
+        atomic.remove_stale_temporaries(d)
         checkpoints.clear_train_state(d)
     acc.wait_for_everyone()
     acc.free_memory()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from drift.trainer.setup import Run
+from drift.trainer.run import Run
 
 
 class Records(list):

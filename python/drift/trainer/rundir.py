@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from drift import assets
-from drift.trainer import io
+from drift import atomic
 from drift.trainer.config import DriftConfig
 from drift.trainer.layout import CONFIG_FILE, FINGERPRINT_FILE
 
@@ -115,16 +115,16 @@ def check_resume(out: Path, config: DriftConfig, fp: Dict[str, Any]) -> None:
     cfg_path = out / CONFIG_FILE
     if not cfg_path.is_file():
         return
-    diff = settings_diff(io.read_json(cfg_path), config)
+    diff = settings_diff(atomic.read_json(cfg_path), config)
     if diff:
-        old = io.read_json(cfg_path)
+        old = atomic.read_json(cfg_path)
         shown = "; ".join(f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in diff)
         raise ValueError(f"output_dir: {out} holds a run with different settings ({shown}); rerun with the old "
                          "values to resume, or use another output_dir (leave it unset for a fresh folder)")
     fp_path = out / FINGERPRINT_FILE
     if not fp_path.is_file():
         return  # a run started before fingerprints: nothing to compare
-    old_fp = io.read_json(fp_path)
+    old_fp = atomic.read_json(fp_path)
     if old_fp.get("opponent_generations") != fp.get("opponent_generations"):
         raise ValueError(f"opponent_generations: the content of {config.opponent_generations} differs from the file "
                          f"the run in {out} trained on; use another output_dir")
@@ -139,5 +139,5 @@ def check_resume(out: Path, config: DriftConfig, fp: Dict[str, Any]) -> None:
 
 def record(out: Path, config: DriftConfig, fp: Dict[str, Any]) -> None:
     """Write ``config.json`` and ``fingerprint.json`` (after :func:`check_resume` passed)."""
-    io.write_json(out / CONFIG_FILE, config.to_dict())
-    io.write_json(out / FINGERPRINT_FILE, fp)
+    atomic.write_json(out / CONFIG_FILE, config.to_dict())
+    atomic.write_json(out / FINGERPRINT_FILE, fp)

@@ -17,14 +17,15 @@ import torch
 import drift
 from drift import losses
 from drift.rouge import rouge
-from drift.trainer import batching, generation, io
+from drift import atomic
+from drift.trainer import batching, generation
 from drift.trainer.batching import Item, response_logits
 from drift.trainer.layout import RunLayout, StageFiles
-from drift.trainer.setup import Pair, Run
+from drift.trainer.run import Pair, Run
 
 
-def cached(run: Run, path: Path, compute: Callable[[], Dict[str, Any]], load: Callable[[Path], Any] = io.torch_load,
-           save: Callable[[Path, Any], None] = io.torch_save) -> Dict[str, Any]:
+def cached(run: Run, path: Path, compute: Callable[[], Dict[str, Any]], load: Callable[[Path], Any] = atomic.torch_load,
+           save: Callable[[Path, Any], None] = atomic.torch_save) -> Dict[str, Any]:
     """``load(path)`` when the stage's output exists; else ``compute()``, saved (atomically, by the main
     process) before every process goes on."""
     if path.is_file():
@@ -133,4 +134,4 @@ def stage_eval(run: Run, d: Path, pairs: List[Pair]) -> Optional[Dict[str, Any]]
     # the diagnostics only where they are stored and logged: the stage's evaluation, not eval_steps'
     return cached(run, StageFiles(d).eval_json, lambda: evaluate_pairs(
         run, run.policy.get(), pairs, f"{d.name}: eval", diagnostics=run.config.eval_diagnostics),
-        load=io.read_json, save=io.write_json)
+        load=atomic.read_json, save=atomic.write_json)

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from drift import data
-from drift.trainer import io
+from drift import atomic
 from drift.trainer.config import DriftConfig
 from drift.trainer.layout import LINEAGE_FILE
 from drift.trainer.precision import Precision, check_accelerator, resolve_precision
@@ -163,7 +163,7 @@ def load_model(path: str | Path, config: DriftConfig, device: torch.device):
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
-    lineage = io.read_json(path / LINEAGE_FILE) if (path / LINEAGE_FILE).is_file() else None
+    lineage = atomic.read_json(path / LINEAGE_FILE) if (path / LINEAGE_FILE).is_file() else None
     source = lineage["base_model"] if lineage else str(path)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, config.dtype))
     if lineage:
@@ -206,7 +206,7 @@ class Run:
     accelerator: Any
     tokenizer: Any
     policy: Policy
-    log: io.MetricsLog
+    log: atomic.MetricsLog
     precision: Optional[Precision] = None  # default: resolved from config and accelerator.device
 
     def __post_init__(self) -> None:
@@ -233,7 +233,7 @@ def tracker_payload(record: Dict[str, Any]):
 
 
 def open_run(config: DriftConfig, model_path: str | Path, accelerator: Any = None, tokenizer: Any = None,
-             log: Optional[io.MetricsLog] = None) -> Run:
+             log: Optional[atomic.MetricsLog] = None) -> Run:
     """A :class:`Run` of ``config`` on the model at ``model_path`` (loaded when first used).
 
     ``accelerator`` default: :func:`make_accelerator` without trackers; ``tokenizer`` default:
@@ -241,5 +241,5 @@ def open_run(config: DriftConfig, model_path: str | Path, accelerator: Any = Non
     """
     acc = make_accelerator() if accelerator is None else accelerator
     tok = load_tokenizer(str(model_path)) if tokenizer is None else prepare_tokenizer(tokenizer, "tokenizer")
-    log = io.MetricsLog(Path(os.devnull), False) if log is None else log
+    log = atomic.MetricsLog(Path(os.devnull), False) if log is None else log
     return Run(config, acc, tok, Policy(model_path, config, acc.device), log)
