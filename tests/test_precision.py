@@ -75,7 +75,7 @@ def test_every_forward_runs_under_autocast(tiny_model_dir, tiny_data, tmp_path, 
     """Generation, the reference pass, training and evaluation all see bf16 autocast; step 1's rewards are 0."""
     import json
 
-    from drift.trainer import run as run_module, train
+    from drift.trainer import policy as run_module, train
 
     seen = []
     real = run_module.load_model
@@ -196,9 +196,11 @@ def _device_checking_losses(device: torch.device, seen: list):
 
 def test_training_tensors_follow_accelerator_device(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
     """One step's loss built on the meta device: every tensor the trainer makes must be on accelerator.device."""
-    from drift import atomic
     from drift.trainer import compute_loss, objective
-    from drift.trainer.run import Pair, Policy, Run, load_tokenizer
+    from drift.trainer.metrics_log import MetricsLog
+    from drift.trainer.examples import Example, load_tokenizer
+    from drift.trainer.policy import Policy
+    from drift.trainer.run import Run
     from test_trainer import _fixed_items
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path).validate()
@@ -207,10 +209,10 @@ def test_training_tensors_follow_accelerator_device(tiny_model_dir, tiny_data, t
     monkeypatch.setattr(objective, "losses", _device_checking_losses(meta, seen))
     tok = load_tokenizer(str(tiny_model_dir))
     run = Run(cfg, SimpleNamespace(device=meta), tok, Policy(tiny_model_dir, cfg, meta),
-              atomic.MetricsLog(Path(os.devnull), False))
+              MetricsLog(Path(os.devnull), False))
     model = _StubLM(len(tok), meta)
     items = _fixed_items(run, "drift")
-    for kind, batch in (("self_play", items), ("sft", [Pair(it.prompt_ids, it.chosen_ids, "") for it in items])):
+    for kind, batch in (("self_play", items), ("sft", [Example(it.prompt_ids, it.chosen_ids, "") for it in items])):
         parts = compute_loss(model, batch, kind, run)
         assert all(v.device == meta for v in parts.values()), {k: v.device for k, v in parts.items()}
     assert len(seen) >= 8 and set(seen) == {meta}

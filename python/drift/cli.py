@@ -105,7 +105,7 @@ def _eval_general(args: argparse.Namespace, cfg, model) -> int:
           + (f" (first {args.limit} questions each)" if args.limit else ""), file=sys.stderr)
     kwargs = dict(tasks=tasks, limit=args.limit, batch_size=cfg.per_device_eval_batch_size)
     from drift.trainer.layout import LINEAGE_FILE
-    from drift.trainer.run import load_model
+    from drift.trainer.policy import load_model
 
     if (Path(model) / LINEAGE_FILE).is_file():  # a LoRA adapter saved alone: rebuild the merged model
         import torch

@@ -4,7 +4,7 @@ from drift.trainer.config import METHODS, DriftConfig, add_config_arguments, con
 from drift.trainer.loop import plan, train
 from drift.trainer.objective import compute_loss
 from drift.trainer.records import format_table
-from drift.trainer.run import load_model
+from drift.trainer.policy import load_model
 
 __all__ = ["METHODS", "DriftConfig", "add_config_arguments", "compute_loss", "config_from_args", "format_table", "load_model",
            "plan", "train"]

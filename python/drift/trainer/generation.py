@@ -14,7 +14,8 @@ import torch
 
 from drift import atomic
 from drift.trainer.batching import collate
-from drift.trainer.run import Pair, Run
+from drift.trainer.examples import Example
+from drift.trainer.run import Run
 
 
 def generate(run: Run, model, prompts: List[List[int]], *, sample: bool, seed: int, desc: str,
@@ -55,7 +56,7 @@ def generate(run: Run, model, prompts: List[List[int]], *, sample: bool, seed: i
     return gather_ordered(acc, results, len(prompts))
 
 
-def provided_generations(path: Path, pairs: List[Pair], tokenizer) -> List[List[int]]:
+def provided_generations(path: Path, pairs: List[Example], tokenizer) -> List[List[int]]:
     """Token ids (+ EOS) of the opponent answers in ``path``, a JSONL of ``prompt`` / ``generation`` records
     (what ``drift generate --split train`` writes), matched to the training pairs by prompt text."""
     by_prompt: Dict[str, str] = {}

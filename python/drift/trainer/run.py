@@ -1,8 +1,6 @@
-"""Run setup, shared by training (loop.py) and ``drift generate`` / ``drift eval`` (tools.py).
-
-The accelerator, the tokenizer and the examples encoded with it, the model (a checkpoint or a
-LoRA lineage) behind a lazy :class:`Policy`, and :class:`Run`, which carries them through the
-stages with the metrics log. :func:`open_run` builds a ``Run`` from a config and a model folder.
+"""The run a stage works in: :class:`Run` carries the config, the accelerator, the tokenizer, the
+:class:`~drift.trainer.policy.Policy` and the metrics log through the stages; :func:`open_run` builds one
+(training, ``drift generate`` and ``drift eval`` alike).
 """
 
 from __future__ import annotations
@@ -10,203 +8,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional
 
-import torch
-
-from drift import data
-from drift import atomic
+from drift.trainer.accelerator import make_accelerator
 from drift.trainer.config import DriftConfig
-from drift.trainer.layout import LINEAGE_FILE
-from drift.trainer.precision import Precision, check_accelerator, resolve_precision
+from drift.trainer.examples import load_tokenizer, prepare_tokenizer
+from drift.trainer.metrics_log import MetricsLog
+from drift.trainer.policy import Policy
+from drift.trainer.precision import Precision, resolve_precision
 
 
-# =============================================================================================
-# the accelerator
-def make_accelerator(config: Optional[DriftConfig] = None):
-    """An ``Accelerator``; on a machine without a GPU it is told so explicitly, which makes
-    ``accelerate launch --multi_gpu --num_processes N`` (torchrun underneath) run N CPU
-    processes with the gloo backend instead of N independent copies."""
-    from accelerate import Accelerator
-
-    no_gpu = not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available())
-    kwargs: Dict[str, Any] = {"cpu": True} if no_gpu else {}
-    # accelerate maps `launch --use_fsdp` to FSDP on GPUs only; on CPUs it would silently run
-    # DDP. FSDP2 (fully_shard) works over gloo, so it is switched on by hand there.
-    fsdp_on_cpu = no_gpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    if fsdp_on_cpu:
-        from accelerate.utils import FullyShardedDataParallelPlugin
-
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin()
-    if config is not None:
-        kwargs.update(log_with=config.report_to or None, project_dir=config.output_dir)
-    acc = Accelerator(**kwargs)
-    if fsdp_on_cpu and acc.num_processes > 1:
-        from accelerate.state import PartialState
-        from accelerate.utils import DistributedType
-
-        PartialState().distributed_type = acc.state.distributed_type = DistributedType.FSDP
-        acc.state.fsdp_plugin = kwargs["fsdp_plugin"]
-    if config is not None:
-        check_accelerator(acc, resolve_precision(config, acc.device))
-    return acc
-
-
-# =============================================================================================
-# data: rows, tokenizer, encoding
-def load_rows(config: DriftConfig, train_dataset: Any, eval_dataset: Any, stats: Dict[str, int]):
-    """``(train rows, held-out rows, instruction)`` from the config's data, or from in-memory datasets."""
-    if train_dataset is None:
-        spec = data.resolve(config.data, config.eval_data, config.prompt_column, config.response_column,
-                            config.instruction)
-        tr, ev = data.load_splits(spec, config.num_train_examples, config.num_eval_examples, config.data_seed, stats,
-                                  split_ids(config))
-        return tr, ev, spec.instruction
-    cols = (config.prompt_column or "prompt", config.response_column or "response")
-    rows = data.in_memory_rows(train_dataset, *cols, "train_dataset", stats)
-    pool = None if eval_dataset is None else data.in_memory_rows(eval_dataset, *cols, "eval_dataset", stats)
-    tr, ev = data.split_rows(rows, pool, config.num_train_examples, config.num_eval_examples, config.data_seed,
-                             split_ids(config))
-    return tr, ev, config.instruction
-
-
-def split_ids(config: DriftConfig) -> Optional[data.SplitIds]:
-    """The row ids of ``config.split_file`` (None: the seeded shuffle)."""
-    return None if config.split_file is None else data.read_split_file(config.split_file)
-
-
-@dataclass
-class Pair:
-    """One training/eval example as token ids: the prompt (chat-formatted) and ground truth y (+ EOS)."""
-
-    prompt_ids: List[int]
-    response_ids: List[int]
-    response_text: str
-    prompt_truncated: bool = False
-    response_truncated: bool = False  # cut at max_response_length: no EOS appended
-    prompt_text: str = ""  # the prompt as given (before truncation and the chat template)
-
-
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as e:  # a missing folder reads as a (malformed) hub repo id to transformers
-        raise FileNotFoundError(f"model_name_or_path: {path!r} is not a model folder here and could not be "
-                                f"loaded as a hub model ({str(e).splitlines()[0]})") from e
-    return prepare_tokenizer(tok, f"the tokenizer of {path}")
-
-
-def prepare_tokenizer(tok, name: str):
-    """Pad with EOS where the tokenizer has no pad token; refuse one without EOS."""
-    if tok.eos_token_id is None:
-        raise ValueError(f"model_name_or_path: {name} has no EOS token")
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-def encode(tokenizer, example: data.Example, config: DriftConfig, instruction: Optional[str]) -> Pair:
-    """Prompt text truncated to ``max_prompt_length`` tokens, wrapped in the chat template; y + EOS.
-
-    A response longer than ``max_response_length`` tokens is cut there and gets no EOS: training
-    on ``cut + EOS`` would teach the model to stop mid-sentence. :func:`truncation_report` counts
-    the cuts (the trainer warns and logs them).
-    """
-    full = tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
-    ids = full[: config.max_prompt_length]
-    text = tokenizer.decode(ids)
-    content = f"{instruction}\n\n{text}" if instruction else text
-    turns = [{"role": "user", "content": content}]
-    if example.messages:  # a conversation: its turns, the last user turn truncated like a prompt
-        last = max(i for i, (role, _) in enumerate(example.messages) if role == "user")
-        turns = [{"role": r, "content": content if i == last else c} for i, (r, c) in enumerate(example.messages)]
-    if config.use_chat_template and getattr(tokenizer, "chat_template", None):
-        enc = tokenizer.apply_chat_template(turns, add_generation_prompt=True)
-        prompt = list(enc["input_ids"] if hasattr(enc, "keys") else enc)
-    else:
-        prompt = tokenizer("\n".join(t["content"] for t in turns) + "\n", add_special_tokens=True)["input_ids"]
-    response = tokenizer(example.response, add_special_tokens=False)["input_ids"]
-    if len(response) > config.max_response_length:
-        return Pair(prompt, response[: config.max_response_length], example.response, len(full) > len(ids), True,
-                    example.prompt)
-    return Pair(prompt, response + [tokenizer.eos_token_id], example.response, len(full) > len(ids), False,
-                example.prompt)
-
-
-def truncation_report(train_set: Sequence[Pair], eval_set: Sequence[Pair], stats: Dict[str, int], config: DriftConfig,
-                      pairs_per_step: int) -> Dict[str, Any]:
-    """The ``kind: data`` record (example counts, cuts, dropped rows) and a warning line per problem."""
-    cut_y = sum(p.response_truncated for p in train_set)
-    cut_x = sum(p.prompt_truncated for p in train_set) + sum(p.prompt_truncated for p in eval_set)
-    left_out = len(train_set) % pairs_per_step
-    rec: Dict[str, Any] = {"kind": "data", "global_step": 0, "train_examples": len(train_set),
-                           "eval_examples": len(eval_set), "responses_truncated": cut_y, "prompts_truncated": cut_x,
-                           "pairs_left_out_per_epoch": left_out, **stats}
-    warnings = []
-    if cut_y:
-        warnings.append(f"max_response_length: {cut_y} of {len(train_set)} training responses are longer than "
-                        f"{config.max_response_length} tokens and were cut (without EOS, so the model is not taught "
-                        "to stop there); raise max_response_length to keep them whole")
-    if left_out:
-        warnings.append(f"num_train_examples: {left_out} of {len(train_set)} training pairs do not fill an optimizer "
-                        f"step ({pairs_per_step} pairs) and are left out of each epoch (a different {left_out} each "
-                        "epoch)")
-    return {"record": rec, "warnings": warnings}
-
-
-# =============================================================================================
-# the model
-def load_model(path: str | Path, config: DriftConfig, device: torch.device):
-    """A stage's model: a full checkpoint, or (LoRA, adapter-only) its base with every adapter of its lineage merged."""
-    from transformers import AutoModelForCausalLM
-
-    path = Path(path)
-    lineage = atomic.read_json(path / LINEAGE_FILE) if (path / LINEAGE_FILE).is_file() else None
-    source = lineage["base_model"] if lineage else str(path)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, config.dtype))
-    if lineage:
-        from peft import PeftModel
-
-        for rel in lineage["adapters"]:
-            model = PeftModel.from_pretrained(model, str((path / rel).resolve())).merge_and_unload()
-    return prepare_model(model, config, device)
-
-
-def prepare_model(model, config: DriftConfig, device: torch.device):
-    """Move ``model`` to the accelerator's device and apply the config's memory settings."""
-    model.to(device)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-    return model
-
-
-class Policy:
-    """The current model: kept in memory between stages, loaded lazily from ``path`` when absent."""
-
-    def __init__(self, path: str | Path, config: DriftConfig, device: torch.device) -> None:
-        self.path, self.config, self.device, self.model = Path(path), config, device, None
-
-    def get(self):
-        if self.model is None:
-            self.model = load_model(self.path, self.config, self.device)
-        return self.model
-
-    def set(self, path: Path, model=None) -> None:
-        self.path, self.model = Path(path), model
-
-
-# =============================================================================================
-# the run
 @dataclass
 class Run:
     config: DriftConfig
     accelerator: Any
     tokenizer: Any
     policy: Policy
-    log: atomic.MetricsLog
+    log: MetricsLog
     precision: Optional[Precision] = None  # default: resolved from config and accelerator.device
 
     def __post_init__(self) -> None:
@@ -233,7 +51,7 @@ def tracker_payload(record: Dict[str, Any]):
 
 
 def open_run(config: DriftConfig, model_path: str | Path, accelerator: Any = None, tokenizer: Any = None,
-             log: Optional[atomic.MetricsLog] = None) -> Run:
+             log: Optional[MetricsLog] = None) -> Run:
     """A :class:`Run` of ``config`` on the model at ``model_path`` (loaded when first used).
 
     ``accelerator`` default: :func:`make_accelerator` without trackers; ``tokenizer`` default:
@@ -241,5 +59,5 @@ def open_run(config: DriftConfig, model_path: str | Path, accelerator: Any = Non
     """
     acc = make_accelerator() if accelerator is None else accelerator
     tok = load_tokenizer(str(model_path)) if tokenizer is None else prepare_tokenizer(tokenizer, "tokenizer")
-    log = atomic.MetricsLog(Path(os.devnull), False) if log is None else log
+    log = MetricsLog(Path(os.devnull), False) if log is None else log
     return Run(config, acc, tok, Policy(model_path, config, acc.device), log)
