@@ -53,7 +53,7 @@ class Manifest:
                 if p.is_file() and not p.is_symlink():
                     files[p.relative_to(self.dir).as_posix()] = atomic.file_digest(p)
         else:
-            files[name] = {**atomic.file_digest(path), **({"summary": summary} if summary is not None else {})}
+            files[name] = {**atomic.file_digest(path), **({"summary": summary} if summary else {})}
         self._write(files)
 
     def summary(self, name: str) -> Optional[Dict[str, Any]]:
