@@ -121,10 +121,11 @@ def file_digest(path: Path) -> Dict[str, Any]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, replace: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``path``; on success rename it to ``path``.
 
-    An existing ``path`` is replaced (moved aside, then deleted after the rename).
+    An existing ``path`` is replaced (moved aside, then deleted after the rename); with
+    ``replace=False`` it is kept and the new folder discarded (the first of concurrent writers wins).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +136,14 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         for p in tmp.rglob("*"):  # writers that use mkstemp (e.g. safetensors shards) leave 0600
             if not p.is_symlink():
                 os.chmod(p, _mode(directory=p.is_dir()))
+        if not replace:
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if not path.exists():
+                    raise
+            _fsync_dir(path.parent)
+            return
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old"
