@@ -54,7 +54,7 @@ from drift.trainer.batching import SelfPlayExample, self_play_examples
 from drift.trainer.checkpoints import clear_train_state, prune_models
 from drift.trainer.config import DriftConfig
 from drift.trainer.examples import Example, encode, load_rows, truncation_report
-from drift.trainer.layout import RunLayout
+from drift.trainer.layout import RunLayout, StageFiles
 from drift.trainer.metrics_log import MetricsLog
 from drift.trainer.optimize import stage_steps, train_stage
 from drift.trainer.policy import prepare_model
@@ -187,7 +187,7 @@ def _facts(gens: Dict[str, Any], masks: Dict[str, Any], ref: Dict[str, Any]) -> 
 def _resume_trained(run: Run, d: Path) -> None:
     """A stage trained already: its model is the policy from here on (loaded only if a later stage needs it);
     a training state left by a kill between saving the model and removing the state is removed."""
-    run.policy.set(d / "model", None)
+    run.policy.set(StageFiles(d).model, None)
     if run.accelerator.is_main_process:
         clear_train_state(d)
 
