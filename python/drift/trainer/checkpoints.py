@@ -146,4 +146,5 @@ def prune_models(out: Path, indices: Sequence[int], limit: int) -> None:
         if (files.model / LINEAGE_FILE).is_file():
             continue
         shutil.copyfile(files.train_info, files.pruned)
+        Manifest(files.dir).forget(MODEL_DIR)
         shutil.rmtree(files.model)
