@@ -74,7 +74,7 @@ def replay_oal(shapes, device: str) -> Callable[[], Callable[[], None]]:
 
 def run_one(method: str, args: argparse.Namespace, root: Path) -> Dict[str, float]:
     from drift.trainer import DriftConfig, train
-    from drift.trainer.io import read_json
+    from drift.atomic import read_json
     from drift.trainer.layout import RunLayout
 
     out = root / method

@@ -20,12 +20,12 @@ def no_model_loads(monkeypatch):
     """Fail the test if anything tries to load a model (errors must come first)."""
     import transformers
 
-    from drift.trainer import setup
+    from drift.trainer import policy as run_module
 
     def boom(*a, **k):
         raise AssertionError("a model was loaded before the configuration/data error")
 
-    monkeypatch.setattr(setup, "load_model", boom)
+    monkeypatch.setattr(run_module, "load_model", boom)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
     monkeypatch.setattr("drift.assets.smollm2_model_dir", boom)
 
@@ -255,7 +255,7 @@ def test_missing_column_fails_before_any_model_loads(no_model_loads, tiny_data, 
 def test_output_dir_named_from_data_and_method(tmp_path):
     """Issue 12 item 4: runs/<data stem>-<method>, never the raw path; different runs never share a folder."""
     from drift.trainer import DriftConfig
-    from drift.trainer.io import write_json
+    from drift.atomic import write_json
     from drift.trainer.rundir import resolve_output_dir
 
     root = tmp_path / "runs"
@@ -289,7 +289,7 @@ def test_two_methods_on_one_file_do_not_collide(tiny_model_dir, tiny_data, tmp_p
 
 def test_changed_settings_refuse_to_resume(tiny_data, tmp_path, no_model_loads):
     from drift.trainer import DriftConfig, train
-    from drift.trainer.io import write_json
+    from drift.atomic import write_json
 
     out = tmp_path / "out"
     old = DriftConfig(data=str(tiny_data), output_dir=str(out), num_train_examples=8, num_eval_examples=4)

@@ -90,7 +90,7 @@ def _assert_same_run(one: Path, two: Path) -> None:
 _PROBE = """
 import sys
 import torch
-from drift.trainer.setup import make_accelerator
+from drift.trainer.accelerator import make_accelerator
 from transformers import AutoModelForCausalLM
 acc = make_accelerator()
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1])

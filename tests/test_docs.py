@@ -47,3 +47,12 @@ def test_bench_outside_a_checkout_says_how(monkeypatch, tmp_path):
     monkeypatch.delenv("DRIFT_BENCHMARKS", raising=False)
     with pytest.raises(FileNotFoundError, match="ship with the source repository.*DRIFT_BENCHMARKS"):
         cli.benchmarks_dir()
+
+
+def test_the_loop_docstring_maps_every_trainer_module():
+    import drift.trainer.loop as loop
+
+    modules = {p.stem for p in (REPO / "python" / "drift" / "trainer").glob("*.py")} - {"__init__", "loop"}
+    mapped = set(re.findall(r"(\w+)\.py", loop.__doc__))
+    assert modules - mapped == set(), "modules missing from loop.py's map"
+    assert mapped - modules == set(), "loop.py's map names modules that do not exist"

@@ -141,3 +141,22 @@ def test_drift_eval_general_scores_a_model_folder(tiny_model_dir, tmp_path, caps
     summary = json.loads(out.read_text())
     assert summary["tasks"]["mmlu"]["samples"] == 2
     assert 0.0 <= summary["tasks"]["mmlu"]["score"] <= 1.0
+
+
+def test_both_entries_rebuild_an_adapter_only_lora_stage_with_the_same_options(tiny_model_dir, tiny_data, tmp_path,
+                                                                             capsys):
+    """`python -m drift.general_eval` and `drift eval --general` run the same code on a LoRA adapter saved alone."""
+    from conftest import tiny_config
+    from drift.cli import main
+    from drift.trainer import train
+    from drift.trainer.layout import LINEAGE_FILE, RunLayout
+
+    train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "lora", use_peft=True, lora_r=4, lora_alpha=8,
+                      lora_target_modules=("q_proj", "v_proj")))
+    adapter = RunLayout(tmp_path / "lora").model(1)
+    assert (adapter / LINEAGE_FILE).is_file() and not (adapter / "config.json").is_file()
+    options = ["--tasks", "mmlu", "--limit", "2", "--batch_size", "2"]
+    assert general_eval.main(["--model", str(adapter), *options, "--output", str(tmp_path / "module.json")]) == 0
+    assert main(["eval", "--general", "--model", str(adapter), *options, "--output", str(tmp_path / "cli.json")]) == 0
+    module, cli = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("module", "cli"))
+    assert module["tasks"] == cli["tasks"] and module["tasks"]["mmlu"]["samples"] == 2

@@ -75,10 +75,10 @@ def test_every_forward_runs_under_autocast(tiny_model_dir, tiny_data, tmp_path, 
     """Generation, the reference pass, training and evaluation all see bf16 autocast; step 1's rewards are 0."""
     import json
 
-    from drift.trainer import setup, train
+    from drift.trainer import policy as run_module, train
 
     seen = []
-    real = setup.load_model
+    real = run_module.load_model
 
     def recording(path, config, device):
         model = real(path, config, device)
@@ -87,7 +87,7 @@ def test_every_forward_runs_under_autocast(tiny_model_dir, tiny_data, tmp_path, 
                                       next(m.parameters()).dtype)))
         return model
 
-    monkeypatch.setattr(setup, "load_model", recording)
+    monkeypatch.setattr(run_module, "load_model", recording)
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", bf16=True, eval_base=True))
     assert len(seen) > 10
     assert all(on and dt == torch.bfloat16 and master == torch.float32 for on, dt, master in seen), set(seen)
@@ -196,8 +196,11 @@ def _device_checking_losses(device: torch.device, seen: list):
 
 def test_training_tensors_follow_accelerator_device(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
     """One step's loss built on the meta device: every tensor the trainer makes must be on accelerator.device."""
-    from drift.trainer import compute_loss, io, objective
-    from drift.trainer.setup import Pair, Policy, Run, load_tokenizer
+    from drift.trainer import compute_loss, objective
+    from drift.trainer.metrics_log import MetricsLog
+    from drift.trainer.examples import Example, load_tokenizer
+    from drift.trainer.policy import Policy
+    from drift.trainer.run import Run
     from test_trainer import _fixed_items
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path).validate()
@@ -206,10 +209,10 @@ def test_training_tensors_follow_accelerator_device(tiny_model_dir, tiny_data, t
     monkeypatch.setattr(objective, "losses", _device_checking_losses(meta, seen))
     tok = load_tokenizer(str(tiny_model_dir))
     run = Run(cfg, SimpleNamespace(device=meta), tok, Policy(tiny_model_dir, cfg, meta),
-              io.MetricsLog(Path(os.devnull), False))
+              MetricsLog(Path(os.devnull), False))
     model = _StubLM(len(tok), meta)
     items = _fixed_items(run, "drift")
-    for kind, batch in (("self_play", items), ("sft", [Pair(it.prompt_ids, it.chosen_ids, "") for it in items])):
+    for kind, batch in (("self_play", items), ("sft", [Example(it.prompt_ids, it.chosen_ids, "") for it in items])):
         parts = compute_loss(model, batch, kind, run)
         assert all(v.device == meta for v in parts.values()), {k: v.device for k, v in parts.items()}
     assert len(seen) >= 8 and set(seen) == {meta}

@@ -8,7 +8,7 @@ from drift.trainer.config import DriftConfig
 
 
 def _rows(n):
-    return [data.Example(f"p{i}", f"r{i}") for i in range(n)]
+    return [data.Row(f"p{i}", f"r{i}") for i in range(n)]
 
 
 def _split(tmp_path, obj, name="split.json"):
@@ -25,7 +25,7 @@ def test_ids_pick_rows_in_listed_order_and_counts_take_a_prefix(tmp_path):
     train, held = data.split_rows(_rows(9), None, 2, 1, seed=0, ids=ids)
     assert [r.prompt for r in train] == ["p5", "p0"] and [r.prompt for r in held] == ["p7"]
     # with separate held-out data, eval_ids index that data (and may repeat train positions)
-    pool = [data.Example(f"e{i}", "x") for i in range(8)]
+    pool = [data.Row(f"e{i}", "x") for i in range(8)]
     ids = data.SplitIds((1, 2), (1, 7))
     train, held = data.split_rows(_rows(3), pool, -1, -1, seed=0, ids=ids)
     assert [r.prompt for r in train] == ["p1", "p2"] and [r.prompt for r in held] == ["e1", "e7"]

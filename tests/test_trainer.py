@@ -27,7 +27,7 @@ SELF_PLAY_METHODS = [m for m in METHODS if method_traits(m).self_play]
 def _run(config):
     from accelerate import Accelerator
 
-    from drift.trainer.setup import open_run
+    from drift.trainer.run import open_run
 
     return open_run(config, config.model_name_or_path, Accelerator(cpu=True))
 
@@ -35,8 +35,9 @@ def _run(config):
 def _fixed_items(run, method):
     """Four hand-made pairs (prompt, y, y') with partial overlap, fixed reference sums."""
     import drift
-    from drift.trainer.batching import Item, self_play_masks
-    from drift.trainer.setup import Pair
+    from drift.trainer.batching import SelfPlayExample, self_play_masks
+    from drift.trainer.examples import Example
+    from drift.trainer.results import Masks
 
     g = torch.Generator().manual_seed(7)
     eos = run.tokenizer.eos_token_id
@@ -48,9 +49,9 @@ def _fixed_items(run, method):
         if i == 3:
             yp = list(y)  # identical pair: empty DAM masks
         m = drift.lcs_mask([torch.tensor(y)], [torch.tensor(yp)])
-        masks = {"chosen": [list(map(bool, m.y[0]))], "rejected": [list(map(bool, m.y_prime[0]))]}
-        cm, rm = self_play_masks(method, Pair(prompt, y, ""), yp, masks, 0)
-        items.append(Item(prompt, y, yp, list(cm), list(rm), -3.0 - i, -4.5 + 0.5 * i))
+        masks = Masks([list(map(bool, m.y[0]))], [list(map(bool, m.y_prime[0]))], [int(m.lcs_length[0])], 0.0, 0.0)
+        cm, rm = self_play_masks(method, Example(prompt, y, ""), yp, masks, 0)
+        items.append(SelfPlayExample(prompt, y, yp, list(cm), list(rm), -3.0 - i, -4.5 + 0.5 * i))
     return items
 
 
@@ -115,12 +116,12 @@ def test_dam_masks_change_the_loss(tiny_model_dir, tiny_data, tmp_path):
 
 def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import compute_loss, load_model
-    from drift.trainer.setup import Pair
+    from drift.trainer.examples import Example
 
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path, method="sft").validate()
     run = _run(cfg)
     model = load_model(tiny_model_dir, cfg, torch.device("cpu"))
-    pairs = [Pair(it.prompt_ids, it.chosen_ids, "") for it in _fixed_items(run, "spin")]
+    pairs = [Example(it.prompt_ids, it.chosen_ids, "") for it in _fixed_items(run, "spin")]
     got = compute_loss(model, pairs, "sft", run)["loss"]
     nll = [-_naive_token_logps(model, p.prompt_ids, p.response_ids)[0] for p in pairs]
     want = torch.cat(nll).mean()
@@ -300,17 +301,44 @@ def test_lora_iteration_merges_adapters(tiny_model_dir, tiny_data, tmp_path):
     assert changed and all("proj" in k for k in changed)  # only LoRA-adapted projections moved
 
 
-def test_metrics_log_survives_a_torn_line(tmp_path):
-    from drift.trainer.io import MetricsLog
+def test_metrics_log_cuts_a_torn_line_so_the_log_stays_json_lines(tmp_path):
+    import json
 
-    log = MetricsLog(tmp_path / "m.jsonl")
+    from drift.trainer.metrics_log import MetricsLog
+
+    path = tmp_path / "m.jsonl"
+    log = MetricsLog(path)
     log.append({"kind": "step", "step": 1})
-    with open(tmp_path / "m.jsonl", "a") as f:
+    with open(path, "a") as f:
         f.write('{"kind": "step", "st')  # killed mid-write
-    log.append({"kind": "step", "step": 2})
-    assert [r["step"] for r in log.records()] == [1, 2]
+    assert [r["step"] for r in log.records()] == [1]  # the reader skips it meanwhile
+    MetricsLog(path).append({"kind": "step", "step": 2})  # a resumed run opens the log again
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]  # every line valid
     log.drop(lambda r: r["step"] == 2)
     assert [r["step"] for r in log.records()] == [1]
+
+
+def test_metrics_log_ends_a_last_line_that_lost_only_its_newline(tmp_path):
+    import json
+
+    from drift.trainer.metrics_log import MetricsLog
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"kind": "step", "step": 1}')  # complete record, newline not written
+    MetricsLog(path).append({"kind": "step", "step": 2})
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+def test_read_metrics_last_copy_of_a_record_wins_where_the_first_stood(tmp_path):
+    from drift.trainer.metrics_log import read_metrics
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"kind": "data"}\n{"kind": "step", "iteration": 1, "step": 1, "loss": 1}\n'
+                    '{"kind": "iteration", "iteration": 1}\n{"kind": "step", "iteration": 1, "step": 1, "loss": 2}\n'
+                    '{"kind": "st\n')
+    assert [(r["kind"], r.get("loss")) for r in read_metrics(path)] == [("data", None), ("step", 2), ("iteration", None)]
+    assert [r["loss"] for r in read_metrics(path, "step")] == [2]
+    assert read_metrics(tmp_path / "missing.jsonl") == []
 
 
 @pytest.mark.parametrize("method", SELF_PLAY_METHODS)

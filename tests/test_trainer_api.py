@@ -87,7 +87,7 @@ def _chat_rows(path: Path):
 def test_messages_rows_use_the_whole_conversation(tiny_model_dir, tiny_data, tmp_path):
     from drift import data
     from drift.trainer import DriftConfig
-    from drift.trainer.setup import encode, load_tokenizer
+    from drift.trainer.examples import encode, load_tokenizer
 
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _chat_rows(tiny_data)))
@@ -126,7 +126,7 @@ def test_python_api_with_in_memory_model_tokenizer_and_dataset(tiny_model_dir, t
 
 def test_precomputed_opponent_generations(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
     from drift.trainer import generation, train
-    from drift.trainer.setup import load_tokenizer
+    from drift.trainer.examples import load_tokenizer
 
     rows = [json.loads(x) for x in tiny_data.read_text().splitlines()]
     gens = tmp_path / "gens.jsonl"

@@ -94,7 +94,7 @@ def test_demo_keeps_the_batches_its_table_was_made_with():
 # item 14: eval_steps
 def test_eval_steps_logs_eval_records_at_the_global_step(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import train
-    from drift.trainer.setup import tracker_payload
+    from drift.trainer.run import tracker_payload
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "plain", iterations=2))
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", iterations=2, eval_steps=2))
@@ -116,7 +116,8 @@ class _Killed(Exception):
 
 
 def test_eval_records_after_the_last_save_are_rewritten_on_resume(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
-    from drift.trainer import io, train
+    from drift import atomic
+    from drift.trainer import train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "ref", eval_steps=1))
     ref = run_records(tmp_path / "ref", "eval")
@@ -126,13 +127,13 @@ def test_eval_records_after_the_last_save_are_rewritten_on_resume(tiny_model_dir
         if name == "iter_1: train:step3":
             raise _Killed(name)
 
-    monkeypatch.setattr(io, "fault_point", fault)
+    monkeypatch.setattr(atomic, "fault_point", fault)
     cfg = tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", eval_steps=1)  # save_steps 2
     with pytest.raises(_Killed):
         train(cfg)
     assert [r["step"] for r in run_records(tmp_path / "run", "eval")] == [1, 2, 3]
     assert RunLayout(tmp_path / "run").files(1).train_state_pointer.is_file()
-    monkeypatch.setattr(io, "fault_point", lambda name: None)
+    monkeypatch.setattr(atomic, "fault_point", lambda name: None)
     train(cfg)  # resumes from step 2: the eval record of step 3 is dropped and written again
     assert untimed(run_records(tmp_path / "run", "eval")) == untimed(ref)
 

@@ -25,7 +25,7 @@ def test_training_progress_bar_shows_loss_lr_and_rate(tiny_model_dir, tiny_data,
 
 def test_iteration_metrics_are_logged_at_the_global_step(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import train
-    from drift.trainer.setup import tracker_payload
+    from drift.trainer.run import tracker_payload
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", iterations=2, eval_base=True))
     its, steps = run_records(tmp_path / "run", "iteration"), run_records(tmp_path / "run", "step")
@@ -41,12 +41,12 @@ def test_iteration_metrics_are_logged_at_the_global_step(tiny_model_dir, tiny_da
 def test_truncated_responses_get_no_eos_and_are_counted(tiny_model_dir, tiny_data, tmp_path, capsys):
     from drift import data
     from drift.trainer import DriftConfig, train
-    from drift.trainer.setup import encode, load_tokenizer
+    from drift.trainer.examples import encode, load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     cfg = DriftConfig(max_response_length=3, max_prompt_length=4)
-    long = encode(tok, data.Example("one two three four five six", "a b c d e f g"), cfg, None)
-    short = encode(tok, data.Example("one", "a b"), cfg, None)
+    long = encode(tok, data.Row("one two three four five six", "a b c d e f g"), cfg, None)
+    short = encode(tok, data.Row("one", "a b"), cfg, None)
     assert long.response_truncated and long.prompt_truncated and len(long.response_ids) == 3
     assert tok.eos_token_id not in long.response_ids  # no EOS after a cut
     assert not short.response_truncated and short.response_ids[-1] == tok.eos_token_id

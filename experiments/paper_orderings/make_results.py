@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from drift.trainer.layout import METRICS_FILE, RunLayout
+from drift.trainer.metrics_log import read_metrics
 from run_all import GENERAL_EVAL_FILE as GENERAL_FILE  # the file run_all writes per scored run
 
 METRICS = ("rouge1", "rouge2", "rougeL")
@@ -52,25 +53,14 @@ Seeds = Dict[str, List[dict]]  # seed dir name -> iteration records
 
 
 def read_iterations(path: Path) -> List[dict]:
-    """The ``kind == "iteration"`` records of one metrics.jsonl; the last record per stage wins (resumes)."""
-    by_stage: Dict[str, dict] = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            if rec.get("kind") == "iteration":
-                by_stage[rec["stage"]] = rec
-    return sorted(by_stage.values(), key=lambda r: r["iteration"])
+    """The ``kind == "iteration"`` records of one metrics.jsonl (read_metrics: the last copy of a record wins), by iteration."""
+    return sorted(read_metrics(path, "iteration"), key=lambda r: r["iteration"])
 
 
 def read_steps(path: Path) -> List[dict]:
-    """The self-play ``kind == "step"`` records (iteration >= 1) of one metrics.jsonl; the last per (iteration, step) wins."""
-    by_step: Dict[Tuple[int, int], dict] = {}
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            if rec.get("kind") == "step" and rec.get("iteration", 0) >= 1 and "self_play_loss" in rec:
-                by_step[(rec["iteration"], rec["step"])] = rec
-    return [by_step[k] for k in sorted(by_step)]
+    """The self-play ``kind == "step"`` records (iteration >= 1) of one metrics.jsonl (read_metrics), by (iteration, step)."""
+    steps = [r for r in read_metrics(path, "step") if r.get("iteration", 0) >= 1 and "self_play_loss" in r]
+    return sorted(steps, key=lambda r: (r["iteration"], r["step"]))
 
 
 def loss_terms(run_dir: Path) -> Optional[Tuple[float, float, float]]:

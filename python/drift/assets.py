@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict
+
+from drift.atomic import atomic_dir
 
 #: Name of the converted model directory inside the cache.
 SMOLLM2_DIR_NAME = "smollm2-135m-instruct-fp32"
@@ -94,12 +94,7 @@ def smollm2_model_dir(cache: Path | None = None) -> Path:
     gguf = smollm2_gguf_path()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_DIR_NAME}-", dir=root))
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)  # as mkdir would under the process umask (mkdtemp makes 0700)
-    try:
+    with atomic_dir(target, replace=False) as tmp:  # concurrent callers may both convert: the first wins
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
         quantizer = getattr(model, "hf_quantizer", None)
         if quantizer is not None:
@@ -107,12 +102,4 @@ def smollm2_model_dir(cache: Path | None = None) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

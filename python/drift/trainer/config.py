@@ -159,7 +159,8 @@ class DriftConfig:
     )
     oal_weight: float = _f(1.0, "lambda: weight of the occurrence-aware loss (drift, drift_no_dam).")
     # --- generation ------------------------------------------------------------------------
-    generation_backend: str = _f("transformers", f"One of {BACKENDS}; vllm only where vLLM is installed.")
+    generation_backend: str = _f("transformers", f"One of {BACKENDS}; vllm is experimental (checked only against a "
+                                 "stub of its API), only where vLLM is installed, and not with eval_steps.")
     do_sample: bool = _f(False, "Sample the opponent's responses (else greedy).")
     temperature: float = _f(1.0, "Sampling temperature (do_sample only).")
     top_p: float = _f(1.0, "Nucleus sampling mass (do_sample only).")
@@ -318,6 +319,9 @@ class DriftConfig:
             raise FileNotFoundError(f"opponent_generations: no such file {self.opponent_generations}")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError(f"save_total_limit: expected an integer >= 1 or null, got {self.save_total_limit}")
+        if self.generation_backend == "vllm" and self.eval_steps:
+            raise ValueError("eval_steps: generation_backend 'vllm' generates from the saved model folder, not the "
+                             "model in training; drop eval_steps or use generation_backend transformers")
         if self.use_peft and self.generation_backend == "vllm" and not self.lora_save_merged:
             raise ValueError("lora_save_merged: generation_backend 'vllm' loads each iteration's model folder, so "
                              "use_peft needs lora_save_merged: true")

@@ -1,8 +1,9 @@
 """The files of a run directory, named in one place (what the trainer writes, resumes from and prunes).
 
     <output_dir>/config.json, fingerprint.json     the run's settings and data (rundir.py)
-    <output_dir>/metrics.jsonl                     one record per line (io.MetricsLog)
+    <output_dir>/metrics.jsonl                     one record per line (metrics_log.py)
     <output_dir>/base/eval.json                    the starting model's evaluation
+    <output_dir>/<stage>/manifest.json             size and SHA-256 of each file the stage wrote (manifest.py)
     <output_dir>/iter_<k>/generations.pt           opponent responses y'
                           masks.pt                 LCS masks and gamma
                           reference.pt             the opponent's masked log-probs
@@ -33,6 +34,7 @@ PRUNED_FILE = "model_pruned.json"
 TRAIN_STATE_POINTER = "train_state.json"
 TRAIN_STATE_PREFIX = "train_state-"
 SCALER_FILE = "drift_grad_scaler.pt"  # in a train_state-<step>/ with fp16 loss scaling
+MANIFEST_FILE = "manifest.json"  # in a stage folder: size and SHA-256 of what the stage wrote
 
 
 def _child(folder: str, *parts: str) -> property:
@@ -58,6 +60,7 @@ class StageFiles:
     train_info = _child("dir", MODEL_DIR, TRAIN_INFO_FILE)  # trained_info: the one that survives pruning
     pruned = _child("dir", PRUNED_FILE)
     train_state_pointer = _child("dir", TRAIN_STATE_POINTER)  # names the latest train_state-<step>/
+    manifest = _child("dir", MANIFEST_FILE)
 
     @property
     def trained_info(self) -> Path:

@@ -8,12 +8,12 @@ import torch
 
 from drift import losses
 from drift.trainer import batching
-from drift.trainer.batching import Batch, Item, collate, response_logits
+from drift.trainer.batching import Batch, SelfPlayExample, collate, response_logits
 from drift.trainer.methods import method as method_traits
-from drift.trainer.setup import Run
+from drift.trainer.run import Run
 
 
-def oal_target_mask(items: Sequence[Item], response_mask: torch.Tensor, eos_id: int) -> torch.Tensor:
+def oal_target_mask(items: Sequence[SelfPlayExample], response_mask: torch.Tensor, eos_id: int) -> torch.Tensor:
     """V(y) for OAL: the tokens of y except the EOS the trainer appended (ours).
 
     EOS is not vocabulary of the summary; pushing ``max_j p(EOS | x, y'_<j)`` up raises EOS at

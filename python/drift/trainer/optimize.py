@@ -13,17 +13,22 @@ import contextlib
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from drift.trainer import checkpoints, io
+from drift import atomic
+from drift.trainer import checkpoints
 from drift.trainer.config import DriftConfig
 from drift.trainer.layout import StageFiles
 from drift.trainer.methods import method as method_traits
 from drift.trainer.objective import compute_loss
-from drift.trainer.setup import Pair, Run
-from drift.trainer.stages import evaluate_pairs
+from drift.trainer.batching import SelfPlayExample
+from drift.trainer.examples import Example
+from drift.trainer.results import TrainInfo
+from drift.trainer.run import Run
+from drift.trainer.stage_plan import Stage
+from drift.trainer.stages import evaluate_examples
 
 
 def steps_per_epoch(run: Run, n_items: int) -> int:
@@ -31,7 +36,7 @@ def steps_per_epoch(run: Run, n_items: int) -> int:
     return n_items // (cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * run.accelerator.num_processes)
 
 
-def stage_steps(run: Run, stage: Any, n_items: int) -> int:
+def stage_steps(run: Run, stage: Stage, n_items: int) -> int:
     """Optimizer steps of one training stage: ``max_steps`` when set, else its epochs over the pairs."""
     if run.config.max_steps > 0:
         return run.config.max_steps
@@ -51,7 +56,7 @@ def lr_at(config: DriftConfig, step: int, total: int, peak: float) -> float:
     return peak * max(0.0, 1.0 - progress)
 
 
-def step_chunk(run: Run, stage: Any, n_items: int, step: int, per_epoch: int) -> List[int]:
+def step_chunk(run: Run, stage: Stage, n_items: int, step: int, per_epoch: int) -> List[int]:
     """The item indices optimizer step ``step`` trains on, all processes and micro-batches together."""
     cfg = run.config
     epoch, s = divmod(step, per_epoch)
@@ -61,7 +66,7 @@ def step_chunk(run: Run, stage: Any, n_items: int, step: int, per_epoch: int) ->
     return order[s * size: (s + 1) * size]
 
 
-def _model_and_optimizer(run: Run, stage: Any):
+def _model_and_optimizer(run: Run, stage: Stage):
     """The policy (with a fresh LoRA adapter under use_peft) and AdamW, prepared by accelerate."""
     cfg, acc = run.config, run.accelerator
     model = run.policy.get()
@@ -82,7 +87,7 @@ def _model_and_optimizer(run: Run, stage: Any):
     return acc.prepare(model, optimizer)
 
 
-def optimizer_step(run: Run, wrapped, optimizer, scaler, batches: List[List[Any]], kind: str, lr: float):
+def optimizer_step(run: Run, wrapped, optimizer, scaler, batches: List[List[Any]], objective: str, lr: float):
     """One optimizer step over the micro-``batches`` of this process: ``(summed loss parts, grad norm)``."""
     acc, cfg, accum = run.accelerator, run.config, len(batches)
     for group in optimizer.param_groups:
@@ -91,7 +96,7 @@ def optimizer_step(run: Run, wrapped, optimizer, scaler, batches: List[List[Any]
     for a, mine in enumerate(batches):
         with contextlib.nullcontext() if a == accum - 1 else acc.no_sync(wrapped):
             with run.precision.autocast():
-                parts = compute_loss(wrapped, mine, kind, run)
+                parts = compute_loss(wrapped, mine, objective, run)
             loss = parts["loss"] / accum
             acc.backward(scaler.scale(loss) if scaler is not None else loss)
         for k, v in parts.items():
@@ -110,7 +115,7 @@ def optimizer_step(run: Run, wrapped, optimizer, scaler, batches: List[List[Any]
     return sums, grad_norm
 
 
-def step_record(run: Run, stage: Any, sums: Dict[str, torch.Tensor], grad_norm, step: int, per_epoch: int,
+def step_record(run: Run, stage: Stage, sums: Dict[str, torch.Tensor], grad_norm, step: int, per_epoch: int,
                 step_offset: int, lr: float, t0: float) -> Dict[str, Any]:
     """The ``kind: step`` record: the loss parts averaged over processes, throughput (since ``t0``) and position."""
     acc, cfg = run.accelerator, run.config
@@ -122,14 +127,14 @@ def step_record(run: Run, stage: Any, sums: Dict[str, torch.Tensor], grad_norm, 
     epoch, s = divmod(step, per_epoch)
     record.update(kind="step", iteration=stage.index, step=step + 1, epoch=epoch + (s + 1) / per_epoch,
                   global_step=step_offset + step + 1, lr=lr, step_s=seconds,
-                  method="sft" if stage.kind == "sft" else cfg.method,
+                  method=cfg.method if stage.self_play else "sft",
                   grad_norm=None if grad_norm is None else float(getattr(grad_norm, "full_tensor", lambda: grad_norm)()))
     if not method_traits(cfg.method).oal:
         record.pop("oal_loss", None)  # not computed by this method: absent, not 0
     return record
 
 
-def _save_model(run: Run, d: Path, wrapped, info: Dict[str, Any]):
+def _save_model(run: Run, d: Path, wrapped, info: TrainInfo):
     """Save ``d/model`` (LoRA: the adapter alone with its lineage, and/or merged); the model the next stage starts from."""
     acc, cfg = run.accelerator, run.config
     model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # drop a launcher's autocast wrapper
@@ -145,8 +150,8 @@ def _save_model(run: Run, d: Path, wrapped, info: Dict[str, Any]):
     return model
 
 
-def train_stage(run: Run, stage: Any, d: Path, items: List[Any], step_offset: int,
-                eval_set: Optional[List[Pair]] = None):
+def train_stage(run: Run, stage: Stage, d: Path, items: Sequence[Example | SelfPlayExample], step_offset: int,
+                eval_set: Optional[List[Example]] = None):
     """Train the policy for ``stage.epochs`` epochs on ``items``; save ``d/model``; return the model.
 
     Resumes from the stage's last saved training state (saved every ``save_steps``); step and
@@ -158,8 +163,7 @@ def train_stage(run: Run, stage: Any, d: Path, items: List[Any], step_offset: in
     wrapped, optimizer = _model_and_optimizer(run, stage)
     per_epoch, total = steps_per_epoch(run, len(items)), stage_steps(run, stage, len(items))
     bs, accum, world, rank = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, acc.num_processes, acc.process_index
-    warm_start = stage.index == 0 and stage.kind == "sft"
-    peak = cfg.sft_learning_rate if warm_start and cfg.sft_learning_rate is not None else cfg.learning_rate
+    peak = cfg.sft_learning_rate if stage.warm_start and cfg.sft_learning_rate is not None else cfg.learning_rate
     scaler = run.precision.grad_scaler() if getattr(acc, "scaler", None) is None else None  # fp16 loss scaling
     start = checkpoints.load_train_state(run, d, scaler)
     run.log.drop(lambda r: r.get("kind") in ("step", "eval") and r.get("iteration") == stage.index
@@ -176,26 +180,26 @@ def train_stage(run: Run, stage: Any, d: Path, items: List[Any], step_offset: in
         chunk = step_chunk(run, stage, len(items), step, per_epoch)
         batches = [[items[i] for i in chunk[(a * world + rank) * bs: (a * world + rank + 1) * bs]] for a in range(accum)]
         lr = lr_at(cfg, step, total, peak)
-        sums, grad_norm = optimizer_step(run, wrapped, optimizer, scaler, batches, stage.kind, lr)
+        sums, grad_norm = optimizer_step(run, wrapped, optimizer, scaler, batches, stage.objective, lr)
         record = step_record(run, stage, sums, grad_norm, step, per_epoch, step_offset, lr, t0)
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.4g}", lr=f"{lr:.3g}", refresh=False)
         if (step + 1) % cfg.logging_steps == 0 or step + 1 == total:
             run.emit(record)
         if eval_every and (step + 1) % eval_every == 0 and step + 1 < total:
-            ev = evaluate_pairs(run, acc.unwrap_model(wrapped), eval_set, f"{d.name}: eval@{step + 1}")
+            ev = evaluate_examples(run, acc.unwrap_model(wrapped), eval_set, f"{d.name}: eval@{step + 1}")
             run.emit({"kind": "eval", "iteration": stage.index, "step": step + 1,
                       "global_step": step_offset + step + 1, "method": record["method"], "run": cfg.label,
-                      "rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"], "eval_s": ev["seconds"]})
+                      "rouge1": ev.rouge1, "rouge2": ev.rouge2, "rougeL": ev.rougeL, "eval_s": ev.seconds})
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
             checkpoints.save_train_state(run, d, step + 1, scaler)
-        io.fault_point(f"{d.name}: train:step{step + 1}")
+        atomic.fault_point(f"{d.name}: train:step{step + 1}")
     bar.close()
 
-    info = {"steps": total, "resumed_from_step": start, "seconds": time.perf_counter() - t_train}
+    info = TrainInfo(total, start, time.perf_counter() - t_train)
     model = _save_model(run, d, wrapped, info)
     if acc.is_main_process:
-        io.remove_stale_temporaries(d)
+        atomic.remove_stale_temporaries(d)
         checkpoints.clear_train_state(d)
     acc.wait_for_everyone()
     acc.free_memory()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from drift.trainer.setup import Run
+from drift.trainer.results import Evaluation
+from drift.trainer.run import Run
 
 
 class Records(list):
@@ -14,19 +15,18 @@ class Records(list):
     output_dir: Optional[Path] = None
 
 
-def record_iteration(run: Run, index: int, name: str, ev: Optional[Dict[str, Any]], extra: Dict[str, Any],
+def iteration_logged(run: Run, index: int) -> bool:
+    """Whether stage ``index``'s iteration record is in the log already (the stage is finished and reported)."""
+    return run.log.has(lambda r: r.get("kind") == "iteration" and r.get("iteration") == index)
+
+
+def record_iteration(run: Run, index: int, name: str, ev: Optional[Evaluation], extra: Dict[str, Any],
                      global_step: int) -> None:
     """Log stage ``name``'s iteration record (scores of its evaluation ``ev``, ``extra``) unless logged already."""
-    if run.log.has(lambda r: r.get("kind") == "iteration" and r.get("iteration") == index):
+    if iteration_logged(run, index):
         return
     config = run.config
-    scores = {} if ev is None else {"rouge1": ev["rouge1"], "rouge2": ev["rouge2"], "rougeL": ev["rougeL"],
-                                    "eval_s": ev["seconds"]}  # eval_metric none: no scores
-    diag = (ev or {}).get("diagnostics") or {}
-    scores.update({f"diag_{k}": v for k, v in diag.items()
-                   if k != "seconds" and (isinstance(v, (int, float)) or v is None)})
-    if "seconds" in diag:  # the diagnostics' forward pass, not part of eval_s (generation + ROUGE)
-        scores["diag_s"] = diag["seconds"]
+    scores = {} if ev is None else ev.scores()  # eval_metric none: no scores
     rec = {"kind": "iteration", "iteration": index, "stage": name, "method": config.method, "run": config.label,
            **scores, "global_step": global_step, **extra}  # trackers plot it at the step the stage ended
     run.emit(rec)

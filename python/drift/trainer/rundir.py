@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from drift import assets
-from drift.trainer import io
+from drift import atomic
 from drift.trainer.config import DriftConfig
 from drift.trainer.layout import CONFIG_FILE, FINGERPRINT_FILE
 
@@ -43,9 +43,11 @@ def default_output_name(config: DriftConfig) -> str:
 
 def resolve_output_dir(config: DriftConfig, fp: Dict[str, Any], root: Path = Path("runs"),
                        notes: Optional[List[str]] = None) -> DriftConfig:
-    """``config`` with ``output_dir`` set: as given, else the first ``root/<name>[-k]`` that is free or
-    holds this very run (same settings and data: resume). Each folder passed over adds a line to ``notes``."""
+    """``config`` with ``output_dir`` set: as given (ValueError from :func:`check_resume` when it holds another
+    run), else the first ``root/<name>[-k]`` that is free or holds this very run (same settings and data:
+    resume). Each folder passed over adds a line to ``notes``."""
     if config.output_dir:
+        check_resume(Path(config.output_dir), config, fp)
         return config
     base = root / default_output_name(config)
     k = 1
@@ -115,16 +117,18 @@ def check_resume(out: Path, config: DriftConfig, fp: Dict[str, Any]) -> None:
     cfg_path = out / CONFIG_FILE
     if not cfg_path.is_file():
         return
-    diff = settings_diff(io.read_json(cfg_path), config)
+    old = atomic.read_json(cfg_path, "delete it to resume with the settings given now (the stored stages are still "
+                                      "checked against fingerprint.json), or restore it from a copy")
+    diff = settings_diff(old, config)
     if diff:
-        old = io.read_json(cfg_path)
         shown = "; ".join(f"{k}: {old.get(k)!r} -> {getattr(config, k)!r}" for k in diff)
         raise ValueError(f"output_dir: {out} holds a run with different settings ({shown}); rerun with the old "
                          "values to resume, or use another output_dir (leave it unset for a fresh folder)")
     fp_path = out / FINGERPRINT_FILE
     if not fp_path.is_file():
         return  # a run started before fingerprints: nothing to compare
-    old_fp = io.read_json(fp_path)
+    old_fp = atomic.read_json(fp_path, "delete it to resume without comparing the data (only if the data is the "
+                                       "run's own), or restore it from a copy")
     if old_fp.get("opponent_generations") != fp.get("opponent_generations"):
         raise ValueError(f"opponent_generations: the content of {config.opponent_generations} differs from the file "
                          f"the run in {out} trained on; use another output_dir")
@@ -139,5 +143,5 @@ def check_resume(out: Path, config: DriftConfig, fp: Dict[str, Any]) -> None:
 
 def record(out: Path, config: DriftConfig, fp: Dict[str, Any]) -> None:
     """Write ``config.json`` and ``fingerprint.json`` (after :func:`check_resume` passed)."""
-    io.write_json(out / CONFIG_FILE, config.to_dict())
-    io.write_json(out / FINGERPRINT_FILE, fp)
+    atomic.write_json(out / CONFIG_FILE, config.to_dict())
+    atomic.write_json(out / FINGERPRINT_FILE, fp)

@@ -1,4 +1,4 @@
-"""The no-grad stages of an iteration, each stored in its stage folder and skipped when stored.
+"""The no-grad stages of an iteration, each stored in its stage folder (results.py) and reused when stored.
 
     generate   y' ~ pi_{k-1}(.|x)                  -> generations.pt
     masks      drift.lcs_mask(y, y')               -> masks.pt      (gamma = mean |LCS|/|y|)
@@ -10,79 +10,64 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
 import drift
 from drift import losses
 from drift.rouge import rouge
-from drift.trainer import batching, generation, io
-from drift.trainer.batching import Item, response_logits
-from drift.trainer.layout import RunLayout, StageFiles
-from drift.trainer.setup import Pair, Run
+from drift.trainer import batching, generation
+from drift.trainer.batching import SelfPlayExample, response_logits
+from drift.trainer.examples import Example
+from drift.trainer.layout import RunLayout
+from drift.trainer.results import Evaluation, Generations, Masks, Reference, cached
+from drift.trainer.run import Run
 
 
-def cached(run: Run, path: Path, compute: Callable[[], Dict[str, Any]], load: Callable[[Path], Any] = io.torch_load,
-           save: Callable[[Path, Any], None] = io.torch_save) -> Dict[str, Any]:
-    """``load(path)`` when the stage's output exists; else ``compute()``, saved (atomically, by the main
-    process) before every process goes on."""
-    if path.is_file():
-        return load(path)
-    out = compute()
-    if run.accelerator.is_main_process:
-        save(path, out)
-    run.accelerator.wait_for_everyone()
-    return out
-
-
-def stage_generate(run: Run, d: Path, pairs: List[Pair], seed: int) -> Dict[str, Any]:
-    """``generations.pt``: ``ids`` (y' per training pair, cut after EOS) and ``seconds``."""
-    def compute() -> Dict[str, Any]:
+def stage_generate(run: Run, d: Path, examples: List[Example], seed: int) -> Generations:
+    """``generations.pt``: y' per training example (cut after EOS), sampled from the current policy."""
+    def compute() -> Generations:
         t0 = time.perf_counter()
         given = run.config.opponent_generations
         if given and d.name == RunLayout.stage_name(1):  # bring-your-own opponent answers for the first iteration
-            ids = generation.provided_generations(Path(given), pairs, run.tokenizer)
+            ids = generation.provided_generations(Path(given), examples, run.tokenizer)
         else:
-            ids = generation.generate(run, run.policy.get(), [p.prompt_ids for p in pairs],
+            ids = generation.generate(run, run.policy.get(), [p.prompt_ids for p in examples],
                                       sample=run.config.do_sample, seed=seed, desc=f"{d.name}: generate")
-        return {"ids": ids, "seconds": time.perf_counter() - t0}
+        return Generations(ids, time.perf_counter() - t0)
 
-    return cached(run, StageFiles(d).generations, compute)
+    return cached(run, d, Generations, compute)
 
 
-def stage_masks(run: Run, d: Path, pairs: List[Pair], generated: List[List[int]]) -> Dict[str, Any]:
-    """``masks.pt``: the LCS masks of y (``chosen``) and y' (``rejected``), ``lcs_length``, ``gamma``, ``seconds``."""
-    def compute() -> Dict[str, Any]:
+def stage_masks(run: Run, d: Path, examples: List[Example], generated: List[List[int]]) -> Masks:
+    """``masks.pt``: the LCS masks of y (``chosen``) and y' (``rejected``), ``lcs_length`` and ``gamma``."""
+    def compute() -> Masks:
         t0 = time.perf_counter()
-        ys = [torch.tensor(p.response_ids, dtype=torch.long) for p in pairs]
+        ys = [torch.tensor(p.response_ids, dtype=torch.long) for p in examples]
         yps = [torch.tensor(g if g else [], dtype=torch.long) for g in generated]
         m = drift.lcs_mask(ys, yps)
         lcs = [int(v) for v in m.lcs_length]
-        return {
-            "chosen": [list(map(bool, v)) for v in m.y],
-            "rejected": [list(map(bool, v)) for v in m.y_prime],
-            "lcs_length": lcs,
-            "gamma": sum(k / len(p.response_ids) for k, p in zip(lcs, pairs)) / len(pairs),
-            "seconds": time.perf_counter() - t0,
-        }
+        return Masks(chosen=[list(map(bool, v)) for v in m.y], rejected=[list(map(bool, v)) for v in m.y_prime],
+                     lcs_length=lcs, gamma=sum(k / len(p.response_ids) for k, p in zip(lcs, examples)) / len(examples),
+                     seconds=time.perf_counter() - t0)
 
-    return cached(run, StageFiles(d).masks, compute)
+    return cached(run, d, Masks, compute)
 
 
-def stage_reference(run: Run, d: Path, items: List[Item]) -> Dict[str, Any]:
+def stage_reference(run: Run, d: Path, pairs: List[SelfPlayExample]) -> Reference:
     """``reference.pt``: the current model's masked log-prob sums of y (``chosen``) and y' (``rejected``)."""
-    def compute() -> Dict[str, Any]:
+    def compute() -> Reference:
         acc, cfg = run.accelerator, run.config
         model = run.policy.get()
         model.eval()
         t0 = time.perf_counter()
         bs = cfg.precompute_ref_batch_size or cfg.per_device_eval_batch_size
-        starts = list(range(0, len(items), bs))[acc.process_index:: acc.num_processes]
+        starts = list(range(0, len(pairs), bs))[acc.process_index:: acc.num_processes]
         results = []
         with torch.no_grad(), run.precision.autocast():
             for s in starts:
-                chunk = items[s: s + bs]
+                chunk = pairs[s: s + bs]
                 b, cm, rm = batching.self_play_batch(chunk, run.tokenizer.pad_token_id, acc.device)
                 logits = response_logits(model, b)
                 n = len(chunk)
@@ -90,47 +75,44 @@ def stage_reference(run: Run, d: Path, items: List[Item]) -> Dict[str, Any]:
                 r = losses.token_logps(logits[n:], b.labels[n:], rm).sum(-1)
                 results += [(s + i, (float(c[i]), float(r[i]))) for i in range(n)]
         model.train()
-        values = generation.gather_ordered(acc, results, len(items))
-        return {"chosen": [v[0] for v in values], "rejected": [v[1] for v in values],
-                "seconds": time.perf_counter() - t0}
+        values = generation.gather_ordered(acc, results, len(pairs))
+        return Reference([v[0] for v in values], [v[1] for v in values], time.perf_counter() - t0)
 
-    return cached(run, StageFiles(d).reference, compute)
+    return cached(run, d, Reference, compute)
 
 
-def evaluate_pairs(run: Run, model, pairs: List[Pair], desc: str, diagnostics: bool = False) -> Dict[str, Any]:
-    """Greedy generations for the held-out ``pairs`` in batches of ``per_device_eval_batch_size``, scored by
-    ROUGE-1/2/L: the scores, ``seconds``, predictions, prompts and references; with ``diagnostics``, also
-    the mechanism diagnostics against those generations."""
+def evaluate_examples(run: Run, model, examples: List[Example], desc: str, diagnostics: bool = False) -> Evaluation:
+    """Greedy generations for the held-out ``examples`` in batches of ``per_device_eval_batch_size``, scored by
+    ROUGE-1/2/L: the scores, seconds, predictions, prompts and references; with ``diagnostics``, also the
+    mechanism diagnostics against those generations."""
     t0 = time.perf_counter()
-    ids = generation.generate(run, model, [p.prompt_ids for p in pairs], sample=False, seed=0, desc=desc,
+    ids = generation.generate(run, model, [p.prompt_ids for p in examples], sample=False, seed=0, desc=desc,
                               batch_size=run.config.per_device_eval_batch_size)
     predictions = [run.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
-    scores = rouge(predictions, [p.response_text for p in pairs])
-    out = {**scores, "seconds": time.perf_counter() - t0, "predictions": predictions,
-           "prompts": [p.prompt_text for p in pairs],
-           "references": [p.response_text for p in pairs]}
-    if diagnostics and pairs:
-        out["diagnostics"] = eval_diagnostics(run, model, pairs, ids)
+    scores = rouge(predictions, [p.response_text for p in examples])
+    out = Evaluation(scores["rouge1"], scores["rouge2"], scores["rougeL"], time.perf_counter() - t0, predictions,
+                     [p.prompt_text for p in examples], [p.response_text for p in examples])
+    if diagnostics and examples:
+        out.diagnostics = eval_diagnostics(run, model, examples, ids)
     return out
 
 
-def eval_diagnostics(run: Run, model, pairs: List[Pair], generated: List[List[int]]) -> Dict[str, Any]:
-    """drift.diagnostics.mechanism_diagnostics of the held-out pairs against the stage's greedy
+def eval_diagnostics(run: Run, model, examples: List[Example], generated: List[List[int]]) -> Dict[str, Any]:
+    """drift.diagnostics.mechanism_diagnostics of the held-out examples against the stage's greedy
     generations (teacher-forced, deterministic; every process computes the same numbers)."""
     from drift.diagnostics import mechanism_diagnostics
 
     eos = run.tokenizer.eos_token_id
     with torch.no_grad(), run.precision.autocast():
-        return mechanism_diagnostics(model, [p.prompt_ids for p in pairs], [p.response_ids for p in pairs],
+        return mechanism_diagnostics(model, [p.prompt_ids for p in examples], [p.response_ids for p in examples],
                                      [list(g) for g in generated], ignore_ids=[] if eos is None else [eos],
                                      batch_size=run.config.per_device_eval_batch_size)
 
 
-def stage_eval(run: Run, d: Path, pairs: List[Pair]) -> Optional[Dict[str, Any]]:
+def stage_eval(run: Run, d: Path, examples: List[Example]) -> Optional[Evaluation]:
     """``eval.json``: the stage model's held-out evaluation (None, and nothing written, with eval_metric none)."""
     if run.config.eval_metric == "none":
         return None
     # the diagnostics only where they are stored and logged: the stage's evaluation, not eval_steps'
-    return cached(run, StageFiles(d).eval_json, lambda: evaluate_pairs(
-        run, run.policy.get(), pairs, f"{d.name}: eval", diagnostics=run.config.eval_diagnostics),
-        load=io.read_json, save=io.write_json)
+    return cached(run, d, Evaluation, lambda: evaluate_examples(
+        run, run.policy.get(), examples, f"{d.name}: eval", diagnostics=run.config.eval_diagnostics))

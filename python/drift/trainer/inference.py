@@ -14,11 +14,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from drift import assets, data
 from drift.rouge import rouge
-from drift.trainer import io
+from drift import atomic
 from drift.trainer.config import DriftConfig
 from drift.trainer.generation import generate
 from drift.trainer.layout import CONFIG_FILE, METRICS_FILE, TRAIN_INFO_FILE, RunLayout, StageFiles
-from drift.trainer.setup import encode, open_run, split_ids
+from drift.trainer.examples import encode, split_ids
+from drift.trainer.run import open_run
 
 
 def _is_run(d: Path) -> bool:
@@ -54,12 +55,12 @@ def run_settings(run_dir: Optional[Path]) -> Dict[str, Any]:
     """The run's stored settings (its config.json), minus the fields that are about training output."""
     if run_dir is None:
         return {}
-    values = io.read_json(RunLayout(run_dir).config_json)
+    values = atomic.read_json(RunLayout(run_dir).config_json)
     known = set(DriftConfig.field_names())
     return {k: v for k, v in values.items() if k in known and k != "output_dir"}
 
 
-def _setup(config: DriftConfig, model: Optional[str], rows: List[data.Example], instruction: Optional[str],
+def _setup(config: DriftConfig, model: Optional[str], rows: List[data.Row], instruction: Optional[str],
            command: str, what: str):
     path = model or config.model_name_or_path or str(assets.smollm2_model_dir())
     run = open_run(config, path)
@@ -92,7 +93,7 @@ def generate_file(config: DriftConfig, model: Optional[str], output: str, split:
         if not path.is_file():
             raise FileNotFoundError(f"--prompts: no such file {prompts}")
         texts = data.read_prompts(path, config.prompt_column or "prompt", "--prompts")
-        rows = [data.Example(t, "") for t in texts]
+        rows = [data.Row(t, "") for t in texts]
         instruction, what = config.instruction, f"prompts {path}: {len(rows)} prompts"
     else:
         rows, instruction, what = _split_rows(config, split)
@@ -100,7 +101,7 @@ def generate_file(config: DriftConfig, model: Optional[str], output: str, split:
     ids = generate(run, run.policy.get(), [p.prompt_ids for p in pairs], sample=config.do_sample, seed=config.seed,
                    desc="generate")
     if run.accelerator.is_main_process:
-        with io.atomic_path(Path(output)) as tmp:
+        with atomic.atomic_path(Path(output)) as tmp:
             with open(tmp, "w") as f:
                 for r, g in zip(rows, ids):
                     text = run.tokenizer.decode(g, skip_special_tokens=True).strip()

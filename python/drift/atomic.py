@@ -1,22 +1,22 @@
-"""Atomic files for the trainer: every stage output appears whole or not at all.
+"""Atomic files: every file drift writes appears whole or not at all; every JSON file it reads is named in its error.
 
 A file is written to a temporary name in the same directory and renamed with ``os.replace``
 (atomic on POSIX); a directory is filled under a temporary name and renamed the same way.
 A killed run therefore leaves either the previous state or the new one, never half of it.
+Used by the trainer, ``drift eval`` / ``python -m drift.general_eval`` and the asset cache.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List
-
-import torch
+from typing import Any, Dict, Iterator
 
 
 def _fsync_dir(path: Path) -> None:
@@ -68,25 +68,64 @@ def write_json(path: Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+class DamagedFile(ValueError):
+    """A file drift reads is unreadable or not what was written; the message is one line naming ``path``."""
+
+    def __init__(self, path: Path, problem: str, remedy: str = "") -> None:
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}" + (f"; {remedy}" if remedy else ""))
+
+
+def read_json(path: Path, remedy: str = "delete it or restore it from a copy") -> Any:
+    """The JSON value in ``path``; :class:`DamagedFile` (a ValueError) naming the file, what is wrong and
+    ``remedy`` when it is not valid JSON; FileNotFoundError when it is missing."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DamagedFile(path, f"not valid JSON (not UTF-8 text at byte {e.start})", remedy) from None
+    except json.JSONDecodeError as e:
+        raise DamagedFile(path, f"not valid JSON ({e})", remedy) from None
 
 
 def torch_save(path: Path, obj: Any) -> None:
     """``torch.save`` to ``path`` atomically."""
+    import torch
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
 
 def torch_load(path: Path) -> Any:
+    """``torch.load`` of ``path`` on the CPU (drift's own files: pickled lists and dicts)."""
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def file_digest(path: Path) -> Dict[str, Any]:
+    """``{"size": bytes, "sha256": hex}`` of the file at ``path``."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return {"size": size, "sha256": h.hexdigest()}
+
+
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, replace: bool = True) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``path``; on success rename it to ``path``.
 
-    An existing ``path`` is replaced (moved aside, then deleted after the rename).
+    An existing ``path`` is replaced (moved aside, then deleted after the rename); with
+    ``replace=False`` it is kept and the new folder discarded (the first of concurrent writers wins).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +136,14 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         for p in tmp.rglob("*"):  # writers that use mkstemp (e.g. safetensors shards) leave 0600
             if not p.is_symlink():
                 os.chmod(p, _mode(directory=p.is_dir()))
+        if not replace:
+            try:
+                os.replace(tmp, path)
+            except OSError:
+                if not path.exists():
+                    raise
+            _fsync_dir(path.parent)
+            return
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old"
@@ -122,57 +169,6 @@ def remove_stale_temporaries(directory: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
         else:
             p.unlink(missing_ok=True)
-
-
-class MetricsLog:
-    """``metrics.jsonl``: one JSON record per line, appended by the main process.
-
-    ``drop`` rewrites the file atomically without the records a resumed stage will write again,
-    so a resumed run's log equals an uninterrupted run's (nothing lost or duplicated).
-    """
-
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path = Path(path)
-        self.enabled = enabled
-
-    def records(self) -> List[Dict[str, Any]]:
-        if not self.path.is_file():
-            return []
-        out = []
-        for line in self.path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill during append: dropped by the next rewrite
-        return out
-
-    def append(self, record: Dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        torn = False
-        if self.path.is_file() and self.path.stat().st_size:
-            with open(self.path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b"\n"  # a kill mid-append: start a fresh line
-        with open(self.path, "a") as f:
-            f.write(("\n" if torn else "") + json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def drop(self, predicate: Callable[[Dict[str, Any]], bool]) -> None:
-        """Remove the records for which ``predicate`` is true (and any torn line)."""
-        if not self.enabled or not self.path.is_file():
-            return
-        keep = [r for r in self.records() if not predicate(r)]
-        with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
-
-    def has(self, predicate: Callable[[Dict[str, Any]], bool]) -> bool:
-        return any(predicate(r) for r in self.records())
 
 
 def fault_point(name: str) -> None:

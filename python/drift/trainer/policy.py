@@ -1,0 +1,96 @@
+"""The model being trained: loading a stage's model (a checkpoint or a LoRA lineage), and :class:`Policy`,
+the current model, kept in memory between stages and loaded lazily from its folder when absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from drift import atomic
+from drift.trainer.config import DriftConfig
+from drift.trainer.layout import LINEAGE_FILE, MODEL_DIR, TRAIN_INFO_FILE
+from drift.trainer.manifest import Manifest
+from drift.trainer.results import retrain_hint
+
+
+def load_model(path: str | Path, config: DriftConfig, device: torch.device):
+    """A stage's model: a full checkpoint, or (LoRA, adapter-only) its base with every adapter of its lineage merged.
+
+    A stage model of a run folder is first checked against its stage's manifest, and one that does
+    not load is refused: :class:`drift.atomic.DamagedFile` names the file and how to train it again.
+    """
+    path = Path(path)
+    with stage_model_errors(path):
+        from transformers import AutoModelForCausalLM
+
+        check_stage_model(path)
+        lineage = atomic.read_json(path / LINEAGE_FILE) if (path / LINEAGE_FILE).is_file() else None
+        source = lineage["base_model"] if lineage else str(path)
+        for rel in lineage["adapters"] if lineage else []:
+            check_stage_model((path / rel).resolve())
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, config.dtype))
+        if lineage:
+            from peft import PeftModel
+
+            for rel in lineage["adapters"]:
+                model = PeftModel.from_pretrained(model, str((path / rel).resolve())).merge_and_unload()
+    return prepare_model(model, config, device)
+
+
+def is_stage_model(path: Path) -> bool:
+    """Whether ``path`` is the ``model/`` of a trained stage (it holds ``drift_train.json``)."""
+    return Path(path).name == MODEL_DIR and (Path(path) / TRAIN_INFO_FILE).is_file()
+
+
+def check_stage_model(path: Path) -> None:
+    """Raise :class:`drift.atomic.DamagedFile` when a file of the stage model at ``path`` differs from what its
+    stage's manifest recorded (nothing to check for other folders, or stages saved before manifests)."""
+    path = Path(path)
+    if path.name != MODEL_DIR:
+        return
+    problem = Manifest(path.parent).problem(MODEL_DIR)
+    if problem is not None:
+        raise atomic.DamagedFile(problem.path, problem.problem, retrain_hint(path.parent))
+
+
+@contextlib.contextmanager
+def stage_model_errors(path: Path) -> Iterator[None]:
+    """Turn a stage model's load failure (a cut or changed file) into a one-line :class:`drift.atomic.DamagedFile`."""
+    try:
+        yield
+    except atomic.DamagedFile:
+        raise
+    except Exception as e:
+        if not is_stage_model(path):
+            raise
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise atomic.DamagedFile(path, f"cannot be loaded ({type(e).__name__}: {first})",
+                                 retrain_hint(path.parent)) from None
+
+
+def prepare_model(model, config: DriftConfig, device: torch.device):
+    """Move ``model`` to the accelerator's device and apply the config's memory settings."""
+    model.to(device)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model
+
+
+class Policy:
+    """The current model: kept in memory between stages, loaded lazily from ``path`` when absent."""
+
+    def __init__(self, path: str | Path, config: DriftConfig, device: torch.device) -> None:
+        self.path, self.config, self.device, self.model = Path(path), config, device, None
+
+    def get(self):
+        if self.model is None:
+            self.model = load_model(self.path, self.config, self.device)
+        return self.model
+
+    def set(self, path: Path, model=None) -> None:
+        self.path, self.model = Path(path), model
