@@ -163,14 +163,11 @@ def load_model(path: str | Path, config: DriftConfig, device: torch.device):
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
-    lineage = io.read_json(path / LINEAGE_FILE) if (path / LINEAGE_FILE).is_file() else None
-    source = lineage["base_model"] if lineage else str(path)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, config.dtype))
-    if lineage:
-        from peft import PeftModel
+    if (path / LINEAGE_FILE).is_file():
+        from drift.trainer.lora import load_lineage
 
-        for rel in lineage["adapters"]:
-            model = PeftModel.from_pretrained(model, str((path / rel).resolve())).merge_and_unload()
+        return prepare_model(load_lineage(path, getattr(torch, config.dtype)), config, device)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, config.dtype))
     return prepare_model(model, config, device)
 
 
