@@ -64,6 +64,9 @@ def test_peft_loader_builds_the_model_drift_trained_from_any_folder(lora_run, tm
     config, _ = _adapter(run.model(2))
     assert config["base_model_name_or_path"] == str((work / "my-model").resolve())
     assert (config["r"], config["lora_alpha"]) == (2 * R, 2 * ALPHA)  # two stacked pieces, the same scaling
+    card = (run.model(2) / "README.md").read_text()  # the model card's metadata names the same base
+    base = config["base_model_name_or_path"]
+    assert f"base_model: {base}\n" in card and "my-model\n" not in card.replace(base, "")
     for k in (1, 2):
         drift_logits = _logits(load_model(run.model(k), cfg, torch.device("cpu")))
         peft_logits = _logits(AutoPeftModelForCausalLM.from_pretrained(str(run.model(k))))

@@ -105,7 +105,23 @@ def write_stacked(folder: Path, parent: str | Path) -> Dict[str, Any]:
     cfg.update(r=sum(info["r"] for info, _ in chain), lora_alpha=sum(info["lora_alpha"] for info, _ in chain),
                base_model_name_or_path=base)
     io.write_json(folder / ADAPTER_CONFIG, cfg)
+    _name_base_in_card(folder / "README.md", base)
     return {"base_model": base, "pieces": [info for info, _ in chain]}
+
+
+def _name_base_in_card(card: Path, base: str) -> None:
+    """Name ``base`` in the metadata of the model card PEFT wrote (it names the path as given)."""
+    if not card.is_file():
+        return
+    lines = card.read_text(encoding="utf-8").split("\n")
+    if not lines or lines[0] != "---" or "---" not in lines[1:]:
+        return
+    for i in range(1, lines.index("---", 1)):
+        if lines[i].startswith("base_model: "):
+            lines[i] = f"base_model: {base}"
+        elif lines[i].startswith("- base_model:adapter:"):
+            lines[i] = f"- base_model:adapter:{base}"
+    card.write_text("\n".join(lines), encoding="utf-8")
 
 
 def load_lineage(folder: str | Path, dtype: torch.dtype):
