@@ -89,9 +89,9 @@ def test_lora_saves_the_adapter_alone_and_rebuilds_each_stage(tiny_model_dir, ti
     assert any(not torch.equal(rebuilt[k], base[k]) for k in base)
     for k in merged:
         assert torch.allclose(rebuilt[k], merged[k], atol=1e-6), k
-    # the folder can move: the lineage is relative
+    # the run folder can move: each stage holds its whole lineage, against the absolute base path
     os.rename(tmp_path / "a", tmp_path / "moved")
     moved = load_model(RunLayout(tmp_path / "moved").model(2), cfg, torch.device("cpu")).state_dict()
     assert all(torch.equal(moved[k], rebuilt[k]) for k in moved)
     lineage = json.loads((RunLayout(tmp_path / "moved").model(2) / LINEAGE_FILE).read_text())
-    assert lineage["adapters"] == ["../../iter_1/model", "."]
+    assert [(p["r"], p["lora_alpha"]) for p in lineage["pieces"]] == [(4, 8), (4, 8)]  # iterations 1 and 2, stacked

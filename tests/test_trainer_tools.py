@@ -45,7 +45,7 @@ def test_generate_from_a_prompts_only_file(tiny_run, tmp_path, capsys):
     assert main(["generate", "--model", str(tiny_run), "--prompts", str(prompts), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["the cat sat on a mat", "news team won the game today"]
-    assert all(set(r) == {"prompt", "generation"} for r in rows)
+    assert all(set(r) == {"prompt", "generation", "ended", "generation_ids"} for r in rows)  # no reference
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text(json.dumps({"prompt": "rain in the city"}) + "\n")
     assert main(["generate", "--model", str(tiny_run), "--prompts", str(jsonl), "--output", str(out)]) == 0

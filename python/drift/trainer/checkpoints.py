@@ -2,13 +2,12 @@
 
 - ``train_state-<step>/`` (accelerate's state, + the fp16 loss scaler) and ``train_state.json``
   naming the latest: saved every ``save_steps``, resumed from, removed once ``model/`` is saved.
-- ``model/``: the weights (or a LoRA adapter and its lineage), the tokenizer and
+- ``model/``: the weights (or a LoRA adapter stacked with its lineage's), the tokenizer and
   ``drift_train.json``; :func:`prune_models` keeps only the last ``save_total_limit`` of them.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -16,6 +15,7 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 
 from drift import atomic
+from drift.trainer import lora
 from drift.trainer.layout import LINEAGE_FILE, MODEL_DIR, SCALER_FILE, TRAIN_INFO_FILE, RunLayout, StageFiles
 from drift.trainer.manifest import Manifest
 from drift.trainer.results import TrainInfo, warn
@@ -103,23 +103,16 @@ def clear_train_state(d: Path, keep: Optional[Path] = None) -> None:
 
 
 def lora_lineage(parent: Path, target: Path) -> Dict[str, Any]:
-    """How to rebuild the model of an adapter-only stage saved at ``target`` whose training started from ``parent``.
+    """Where an adapter-only stage saved at ``target`` started: ``{"parent"}``, the model its training started from.
 
-    ``base_model``: the full model at the root (resolved path or hub name); ``adapters``: the
-    adapter folders to merge onto it in order, relative to ``target`` (the run folder can move).
+    :func:`save_stage_model` stacks the parent's adapters and the stage's own into one adapter
+    against the original base (drift.trainer.lora) and stores the resulting lineage.
     """
-    parent = Path(parent)
-    if (parent / LINEAGE_FILE).is_file():
-        old = atomic.read_json(parent / LINEAGE_FILE)
-        chain = [os.path.relpath((parent / a).resolve(), target.resolve()) for a in old["adapters"]]
-        base = old["base_model"]
-    else:
-        chain, base = [], str(parent.resolve()) if parent.exists() else str(parent)
-    return {"base_model": base, "adapters": chain + ["."]}
+    return {"parent": lora.resolved_base(parent)}
 
 
 def save_stage_model(run: Run, d: Path, model, state_dict, info: TrainInfo, lineage) -> None:
-    """``model/``: the weights (or a LoRA adapter with its lineage), the tokenizer and drift_train.json."""
+    """``model/``: the weights (or a LoRA adapter stacked with its lineage's), the tokenizer and drift_train.json."""
     if not run.accelerator.is_main_process:
         return
     manifest = Manifest(d)
@@ -127,7 +120,7 @@ def save_stage_model(run: Run, d: Path, model, state_dict, info: TrainInfo, line
     with atomic.atomic_dir(StageFiles(d).model) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
         if lineage is not None:
-            atomic.write_json(tmp / LINEAGE_FILE, lineage)
+            atomic.write_json(tmp / LINEAGE_FILE, lora.write_stacked(tmp, lineage["parent"]))
         run.tokenizer.save_pretrained(tmp)
         info.save(tmp / TRAIN_INFO_FILE)
     manifest.record(MODEL_DIR)
@@ -137,13 +130,14 @@ def prune_models(out: Path, indices: Sequence[int], limit: int) -> None:
     """Keep the ``model/`` of only the last ``limit`` trained stages among ``indices`` (save_total_limit).
 
     A removed model leaves its ``drift_train.json`` as ``model_pruned.json``, so a rerun knows the
-    stage was trained; LoRA adapters are kept whole (later adapter-only stages are rebuilt from them).
+    stage was trained. A stacked LoRA adapter holds its whole lineage and goes like a full model;
+    adapters of run folders written before stacking are kept (later stages of theirs merge them).
     """
     layout = RunLayout(out)
     with_model = [i for i in indices if layout.train_info(i).is_file()]
     for i in with_model[:-limit]:
         files = layout.files(i)
-        if (files.model / LINEAGE_FILE).is_file():
+        if (files.model / LINEAGE_FILE).is_file() and "adapters" in atomic.read_json(files.model / LINEAGE_FILE):
             continue
         shutil.copyfile(files.train_info, files.pruned)
         Manifest(files.dir).forget(MODEL_DIR)

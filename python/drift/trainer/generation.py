@@ -58,10 +58,33 @@ def generate(run: Run, model, prompts: List[List[int]], *, sample: bool, seed: i
     return gather_ordered(acc, results, len(prompts))
 
 
+def answer_record(ids: List[int], tokenizer) -> Dict[str, Any]:
+    """The fields ``drift generate`` writes for one answer (token ids as :func:`generate` returns them).
+
+    ``generation``: the text (special tokens, EOS among them, left out; stripped); ``ended``:
+    whether the answer stopped with EOS (False: cut at ``max_new_tokens``); ``generation_ids``:
+    its token ids without that EOS, so :func:`provided_generations` gets back exactly ``ids``
+    (re-tokenizing the text need not: a model's tokens are not always the tokenizer's split of
+    their text, and special tokens are not in the text).
+    """
+    if not isinstance(ids, (list, tuple)) or not all(isinstance(t, int) for t in ids):
+        raise TypeError(f"ids: expected a list of int token ids, got {type(ids).__name__}")
+    ended = bool(ids) and ids[-1] == tokenizer.eos_token_id
+    return {"generation": tokenizer.decode(ids, skip_special_tokens=True).strip(), "ended": ended,
+            "generation_ids": list(ids[:-1] if ended else ids)}
+
+
 def provided_generations(path: Path, pairs: List[Example], tokenizer) -> List[List[int]]:
-    """Token ids (+ EOS) of the opponent answers in ``path``, a JSONL of ``prompt`` / ``generation`` records
-    (what ``drift generate --split train`` writes), matched to the training pairs by prompt text."""
-    by_prompt: Dict[str, str] = {}
+    """Token ids of the opponent answers in ``path``, a JSONL of ``prompt`` / ``generation`` records
+    (what ``drift generate --split train`` writes), matched to the training pairs by prompt text.
+
+    A record's ids are its ``generation_ids`` where given (they must decode to its ``generation``),
+    else its text tokenized; EOS is appended unless ``"ended": false`` (an answer cut at
+    ``max_new_tokens``). Without ``ended`` every answer is taken as finished, as for answers of
+    another model written as text. So drift's own answers, written by ``drift generate``, come
+    back as the very ids it generated.
+    """
+    by_prompt: Dict[str, List[int]] = {}
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -72,13 +95,34 @@ def provided_generations(path: Path, pairs: List[Example], tokenizer) -> List[Li
         if not (isinstance(rec, dict) and isinstance(rec.get("prompt"), str) and isinstance(rec.get("generation"), str)):
             raise ValueError(f"opponent_generations: {path}, line {i}: expected an object with string 'prompt' "
                              "and 'generation'")
-        by_prompt[rec["prompt"].strip()] = rec["generation"].strip()
+        by_prompt[rec["prompt"].strip()] = _answer_ids(rec, tokenizer, f"opponent_generations: {path}, line {i}")
     missing = [p.prompt_text for p in pairs if p.prompt_text not in by_prompt]
     if missing:
         raise ValueError(f"opponent_generations: {path} has no generation for {len(missing)} of {len(pairs)} "
                          f"training prompts (first: {missing[0][:60]!r})")
-    eos = tokenizer.eos_token_id
-    return [tokenizer(by_prompt[p.prompt_text], add_special_tokens=False)["input_ids"] + [eos] for p in pairs]
+    return [list(by_prompt[p.prompt_text]) for p in pairs]
+
+
+def _answer_ids(rec: Dict[str, Any], tokenizer, where: str) -> List[int]:
+    """One record's answer as token ids (+ EOS unless ``ended`` is false); ValueError naming ``where``."""
+    eos, text = tokenizer.eos_token_id, rec["generation"].strip()
+    ended = rec.get("ended", True)
+    if not isinstance(ended, bool):
+        raise ValueError(f"{where}: 'ended' must be true or false, got {ended!r}")
+    ids = rec.get("generation_ids")
+    if ids is None:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    else:
+        n = len(tokenizer)
+        if not (isinstance(ids, list) and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < n
+                                              for t in ids)):
+            raise ValueError(f"{where}: 'generation_ids' must be a list of token ids in [0, {n})")
+        if eos in ids:
+            raise ValueError(f"{where}: 'generation_ids' holds EOS (id {eos}); leave it out and say \"ended\": true")
+        if tokenizer.decode(ids, skip_special_tokens=True).strip() != text:
+            raise ValueError(f"{where}: 'generation_ids' do not decode to 'generation' (text edited, or ids of another "
+                             "tokenizer); drop 'generation_ids' to train on the text")
+    return list(ids) + ([eos] if ended else [])
 
 
 def _cut_at_eos(ids: List[int], eos: int) -> List[int]:

@@ -16,7 +16,7 @@ from drift import assets, data
 from drift.rouge import rouge
 from drift import atomic
 from drift.trainer.config import DriftConfig
-from drift.trainer.generation import generate
+from drift.trainer.generation import answer_record, generate
 from drift.trainer.layout import CONFIG_FILE, METRICS_FILE, TRAIN_INFO_FILE, RunLayout, StageFiles
 from drift.trainer.examples import encode, split_ids
 from drift.trainer.run import open_run
@@ -86,7 +86,8 @@ def generate_file(config: DriftConfig, model: Optional[str], output: str, split:
                   prompts: Optional[str] = None) -> int:
     """Generate for the ``split`` prompts (or every prompt of a ``prompts`` file) and write JSONL records.
 
-    Records: ``prompt``, ``reference`` (omitted for a prompts-only file) and ``generation``.
+    Records: ``prompt``, ``generation``, ``ended``, ``generation_ids`` (generation.answer_record)
+    and ``reference`` (omitted for a prompts-only file).
     """
     if prompts is not None:
         path = Path(prompts).expanduser()
@@ -104,8 +105,7 @@ def generate_file(config: DriftConfig, model: Optional[str], output: str, split:
         with atomic.atomic_path(Path(output)) as tmp:
             with open(tmp, "w") as f:
                 for r, g in zip(rows, ids):
-                    text = run.tokenizer.decode(g, skip_special_tokens=True).strip()
-                    rec = {"prompt": r.prompt, "generation": text}
+                    rec = {"prompt": r.prompt, **answer_record(g, run.tokenizer)}
                     if prompts is None:
                         rec["reference"] = r.response
                     f.write(json.dumps(rec) + "\n")

@@ -18,7 +18,8 @@ from drift.trainer.results import retrain_hint
 
 
 def load_model(path: str | Path, config: DriftConfig, device: torch.device):
-    """A stage's model: a full checkpoint, or (LoRA, adapter-only) its base with every adapter of its lineage merged.
+    """A stage's model: a full checkpoint, or (LoRA, adapter-only) its base with every piece of its lineage merged
+    in order (:func:`drift.trainer.lora.load_lineage`).
 
     A stage model of a run folder is first checked against its stage's manifest, and one that does
     not load is refused: :class:`drift.atomic.DamagedFile` names the file and how to train it again.
@@ -28,16 +29,15 @@ def load_model(path: str | Path, config: DriftConfig, device: torch.device):
         from transformers import AutoModelForCausalLM
 
         check_stage_model(path)
-        lineage = atomic.read_json(path / LINEAGE_FILE) if (path / LINEAGE_FILE).is_file() else None
-        source = lineage["base_model"] if lineage else str(path)
-        for rel in lineage["adapters"] if lineage else []:
-            check_stage_model((path / rel).resolve())
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, config.dtype))
-        if lineage:
-            from peft import PeftModel
+        if (path / LINEAGE_FILE).is_file():
+            from drift.trainer.lora import load_lineage
 
-            for rel in lineage["adapters"]:
-                model = PeftModel.from_pretrained(model, str((path / rel).resolve())).merge_and_unload()
+            lineage = atomic.read_json(path / LINEAGE_FILE)
+            for rel in lineage.get("adapters", []):  # folders written before stacked adapters
+                check_stage_model((path / rel).resolve())
+            model = load_lineage(path, getattr(torch, config.dtype))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, config.dtype))
     return prepare_model(model, config, device)
 
 
