@@ -29,7 +29,7 @@ def test_own_generations_fed_back_reproduce_the_iteration(case, tiny_model_dir, 
     ended: after an SFT warm-up every answer ends with EOS; sampled: iteration 1 samples with seed + 1."""
     from drift.cli import main
     from drift.trainer import train
-    from drift.trainer.setup import load_tokenizer
+    from drift.trainer.examples import load_tokenizer
 
     kw = dict(method="spin", eval_metric="none")
     gen_args = ["--model", str(tiny_model_dir), "--config", str(tmp_path / "a" / "config.json")]
@@ -59,18 +59,18 @@ def test_own_generations_fed_back_reproduce_the_iteration(case, tiny_model_dir, 
 
 @pytest.fixture
 def tok(tiny_model_dir):
-    from drift.trainer.setup import load_tokenizer
+    from drift.trainer.examples import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
 
 
 def _read(tmp_path, records, tok):
     from drift.trainer.generation import provided_generations
-    from drift.trainer.setup import Pair
+    from drift.trainer.examples import Example
 
     path = tmp_path / "gens.jsonl"
     path.write_text("".join(json.dumps({"prompt": f"p{i}", **r}) + "\n" for i, r in enumerate(records)))
-    pairs = [Pair([], [], "", prompt_text=f"p{i}") for i in range(len(records))]
+    pairs = [Example([], [], "", prompt_text=f"p{i}") for i in range(len(records))]
     return provided_generations(path, pairs, tok)
 
 

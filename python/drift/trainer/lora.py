@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-from drift import atomic as io
+from drift import atomic
 from drift.trainer.layout import LINEAGE_FILE
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -48,7 +48,7 @@ def _rank_dim(key: str) -> int:
 def _read_adapter(folder: Path) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     from safetensors.torch import load_file
 
-    return io.read_json(folder / ADAPTER_CONFIG), load_file(str(folder / ADAPTER_WEIGHTS))
+    return atomic.read_json(folder / ADAPTER_CONFIG), load_file(str(folder / ADAPTER_WEIGHTS))
 
 
 def pieces(folder: str | Path) -> Tuple[str, List[Piece]]:
@@ -60,7 +60,7 @@ def pieces(folder: str | Path) -> Tuple[str, List[Piece]]:
     folder = Path(folder)
     if not (folder / LINEAGE_FILE).is_file():
         return resolved_base(folder), []
-    lineage = io.read_json(folder / LINEAGE_FILE)
+    lineage = atomic.read_json(folder / LINEAGE_FILE)
     if "adapters" in lineage:  # a folder written before stacking: one own adapter per folder of the chain
         out = []
         for rel in lineage["adapters"]:
@@ -104,7 +104,7 @@ def write_stacked(folder: Path, parent: str | Path) -> Dict[str, Any]:
     save_file(stacked, str(folder / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     cfg.update(r=sum(info["r"] for info, _ in chain), lora_alpha=sum(info["lora_alpha"] for info, _ in chain),
                base_model_name_or_path=base)
-    io.write_json(folder / ADAPTER_CONFIG, cfg)
+    atomic.write_json(folder / ADAPTER_CONFIG, cfg)
     _name_base_in_card(folder / "README.md", base)
     return {"base_model": base, "pieces": [info for info, _ in chain]}
 
@@ -135,7 +135,7 @@ def load_lineage(folder: str | Path, dtype: torch.dtype):
 
     folder = Path(folder)
     base, chain = pieces(folder)
-    cfg = io.read_json(folder / ADAPTER_CONFIG)
+    cfg = atomic.read_json(folder / ADAPTER_CONFIG)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     known = set(LoraConfig.__dataclass_fields__) - {"peft_type", "base_model_name_or_path"}
     for info, tensors in chain:
