@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from drift import assets
-from drift.trainer import io, rundir
+from drift.trainer import io, preemption, rundir, runlock
 from drift.trainer.batching import self_play_items
 from drift.trainer.checkpoints import clear_train_state, prune_models
 from drift.trainer.config import DriftConfig
@@ -68,6 +68,8 @@ def plan(config: DriftConfig) -> List[Stage]:
     return stages
 
 
+@runlock.releasing  # the run folder's lock is given back when train returns or raises
+@preemption.handled  # SIGTERM/SIGUSR1: save the training state at the step's end, raise Preempted
 def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer: Any = None, train_dataset: Any = None,
           eval_dataset: Any = None) -> List[Dict[str, Any]]:
     """Run (or resume) a DRIFT run; returns the per-iteration records (``.output_dir``: the run folder).
@@ -90,6 +92,8 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
     notes: List[str] = []
     config = rundir.resolve_output_dir(config, fp, notes=notes)
     acc = make_accelerator(config)
+    if acc.is_main_process:
+        runlock.acquire(config.output_dir)  # one writer per run folder: a second one fails here, naming this pid
     per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * acc.num_processes
     if len(train_rows) < per_step:
         raise ValueError(f"num_train_examples: {len(train_rows)} pairs is less than one optimizer step ({per_step} = "

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from drift.trainer import checkpoints, io
+from drift.trainer import checkpoints, io, preemption
 from drift.trainer.config import DriftConfig
 from drift.trainer.layout import StageFiles
 from drift.trainer.methods import method as method_traits
@@ -171,6 +171,7 @@ def train_stage(run: Run, stage: Any, d: Path, items: List[Any], step_offset: in
 
     t_train = time.perf_counter()
     bar = _progress(acc, d.name, start, total)
+    preemption.defer(True)  # SIGTERM/SIGUSR1 from here: finish the optimizer step, save, stop (below)
     for step in range(start, total):
         t0 = time.perf_counter()
         chunk = step_chunk(run, stage, len(items), step, per_epoch)
@@ -190,6 +191,11 @@ def train_stage(run: Run, stage: Any, d: Path, items: List[Any], step_offset: in
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
             checkpoints.save_train_state(run, d, step + 1, scaler)
         io.fault_point(f"{d.name}: train:step{step + 1}")
+        signum = preemption.requested(acc)
+        if signum:  # preempted: this step's training state, then Preempted (the rerun resumes from it)
+            checkpoints.save_train_state(run, d, step + 1, scaler)
+            preemption.stop(signum, f"{d.name} step {step + 1} of {total}")
+    preemption.defer(False)
     bar.close()
 
     info = {"steps": total, "resumed_from_step": start, "seconds": time.perf_counter() - t_train}
