@@ -9,6 +9,7 @@ Any other run starts from DriftConfig's defaults, which ``drift train --help`` p
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import subprocess
@@ -292,14 +293,39 @@ def _os_error(e: BaseException) -> Optional[tuple]:
     return None
 
 
-def _environment_line(command: str, e: BaseException, output: Optional[str]) -> Optional[str]:
-    """The one line for a failure of the environment (disk full, read-only, permissions, folder in use), or None."""
-    import errno as E
+def _free_mib(where: Optional[str]) -> Optional[float]:
+    import shutil
 
+    if where is None:
+        return None
+    p = Path(where)
+    while not p.is_dir() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free / 2**20
+    except OSError:
+        return None
+
+
+#: errno -> (what failed, what to do before rerunning)
+_ENV_ERRORS = {
+    errno.ENOSPC: ("no space left on device", "free some space (or choose another output_dir), then "),
+    errno.EDQUOT: ("disk quota exceeded", "free some space (or choose another output_dir), then "),
+    errno.EROFS: ("read-only file system", "make it writable (or choose another output_dir), then "),
+    errno.EACCES: ("permission denied", "fix the permissions (or choose another output_dir), then "),
+    errno.EPERM: ("operation not permitted", "fix the permissions (or choose another output_dir), then "),
+    errno.ENOENT: ("no such file or folder (removed during the run?)", ""),
+}
+
+
+def _environment_line(command: str, e: BaseException, output: Optional[str]) -> Optional[str]:
+    """The one line for a failure of the environment (disk full, read-only, permissions, folder in use), or None.
+
+    It names the path (the file when the error does, else the run folder or ``output``), what failed, and
+    that the same command resumes.
+    """
     from drift.trainer.runlock import RunFolderBusy, last_folder
 
-    resume = ("rerun the same command to resume (finished stages are kept)" if command == "train"
-              else "then rerun the same command")
     if isinstance(e, RunFolderBusy):
         return str(e)
     found = _os_error(e)
@@ -308,23 +334,31 @@ def _environment_line(command: str, e: BaseException, output: Optional[str]) -> 
     code, path, what = found
     folder = last_folder() if command == "train" else None
     where = path or folder or output
-    if code == -1 and where is not None:
-        import shutil
+    if code == -1:  # torch.save hides the errno; a (nearly) full disk there is the likely cause
+        free = _free_mib(where)
+        what += "" if free is None else f", {free:.1f} MiB free there"
+        if free is not None and free < 16:
+            code, what = errno.ENOSPC, f"no space left on device ({what})"
+    cause, fix = _ENV_ERRORS.get(code, (what, ""))
+    if code == errno.ENOSPC and found[0] == -1:
+        cause = what
+    resume = ("rerun the same command to resume (finished stages are kept)" if command == "train"
+              else "rerun the same command")
+    inside = f" (run folder {folder})" if folder and path else ""
+    return f"{cause}: {where or 'a file'}{inside}; {fix}{resume}"
 
-        try:
-            free = shutil.disk_usage(Path(where) if Path(where).is_dir() else Path(where).parent).free
-            what += f"; {free / 2**20:.1f} MiB free there: the disk is probably full"
-        except OSError:
-            pass
-    cause = {E.ENOSPC: "no space left on device", E.EDQUOT: "disk quota exceeded", E.EROFS: "read-only file system",
-             E.EACCES: "permission denied", E.EPERM: "operation not permitted",
-             E.ENOENT: "no such file or folder (was it removed during the run?)"}.get(code, what)
-    fix = {E.ENOSPC: "free some space (or choose another output_dir) and ",
-           E.EDQUOT: "free some space (or choose another output_dir) and ",
-           E.EROFS: "choose a writable output_dir, or make it writable, and ",
-           E.EACCES: "fix the permissions (or choose another output_dir) and ",
-           E.EPERM: "fix the permissions (or choose another output_dir) and "}.get(code, "fix that and ")
-    return f"{cause}: {where or 'a file'}" + (f" (in run folder {folder})" if folder and path else "") + f"; {fix}{resume}"
+
+def _fresh_line() -> str:
+    """Close the progress bars an error left open (so none is redrawn after the message); a newline on a
+    terminal, where a bar may hold the current line, nothing in a log file."""
+    try:
+        from tqdm.std import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
+    except Exception:  # a broken progress bar must not hide the error line
+        pass
+    return "\n" if sys.stderr.isatty() else ""
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -342,21 +376,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Preempted as e:
-        print(f"{name}: {e}", file=sys.stderr)
+        print(f"{_fresh_line()}{name}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         if debug:
             raise
         again = ("rerun the same command to resume (finished stages and the last saved training state are kept)"
                  if args.command == "train" else "rerun the same command to start it again")
-        print(f"\n{name}: interrupted (Ctrl-C); {again}", file=sys.stderr)
+        print(f"{_fresh_line()}{name}: interrupted (Ctrl-C); {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:
         if debug:
             raise
         line = _environment_line(args.command, e, getattr(args, "output_dir", None) or getattr(args, "output", None))
         if line is not None:
-            print(f"{name}: error: {' '.join(line.split())}", file=sys.stderr)
+            print(f"{_fresh_line()}{name}: error: {' '.join(line.split())}", file=sys.stderr)
             return EXIT_ENVIRONMENT
         if not isinstance(e, (ValueError, TypeError, FileNotFoundError)):
             raise  # a bug: the traceback is the report
