@@ -27,9 +27,10 @@ from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
-#: SFT warm start + 2 DRIFT iterations, 4 optimizer steps each, training state saved every 2 steps.
-RUN = dict(sft_warmup_epochs=1, iterations=2, eval_base=True)
-STAGES = (0, 1, 2)
+#: The base model's evaluation, an SFT warm start and one DRIFT iteration (every kind of stage and fault point),
+#: 4 optimizer steps each, training state saved every 2 steps.
+RUN = dict(sft_warmup_epochs=1, iterations=1, eval_base=True)
+STAGES = (0, 1)
 
 
 def _config(tiny_model_dir, tiny_data, root: Path, **overrides) -> Path:
@@ -118,10 +119,10 @@ def test_kill_9_at_every_fault_point_resumes_to_the_uninterrupted_run(tiny_model
 #: step with its state saved (steps 3 and 1 are not save_steps multiples: only the preemption saves them);
 #: outside training they stop at once; Ctrl-C keeps what was saved before.
 SIGNAL_CHAIN = [
-    ("iter_1: train:step3", "TERM", 143, "stopped by SIGTERM; the training state was saved after iter_1 step 3 of 4"),
-    ("iter_2: generate:batch1", "USR1", 138, "stopped by SIGUSR1; every finished stage is saved"),
-    ("iter_2: train:step1", "USR1", 138, "stopped by SIGUSR1; the training state was saved after iter_2 step 1 of 4"),
-    ("iter_2: train:step3", "INT", 130, "interrupted (Ctrl-C); rerun the same command to resume"),
+    ("iter_0: train:step3", "TERM", 143, "stopped by SIGTERM; the training state was saved after iter_0 step 3 of 4"),
+    ("iter_1: generate:batch1", "USR1", 138, "stopped by SIGUSR1; every finished stage is saved"),
+    ("iter_1: train:step1", "USR1", 138, "stopped by SIGUSR1; the training state was saved after iter_1 step 1 of 4"),
+    ("iter_1: train:step3", "INT", 130, "interrupted (Ctrl-C); rerun the same command to resume"),
 ]
 
 
@@ -150,14 +151,14 @@ def test_sigterm_sigusr1_and_ctrl_c_stop_in_one_line_and_resume_to_the_uninterru
 @pytest.mark.slow
 def test_sigterm_from_outside_stops_and_resumes_to_the_uninterrupted_run(tiny_model_dir, tiny_data, tmp_path,
                                                                           uninterrupted):
-    """A real SIGTERM from another process, once iteration 1 trains (wherever the run is by then)."""
+    """A real SIGTERM from another process, once the SFT warm start trains (wherever the run is by then)."""
     reference, _ = uninterrupted
     cfg = _config(tiny_model_dir, tiny_data, tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "drift.cli", "train", "--config", str(cfg)], env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics, deadline = RunLayout(tmp_path / "run").metrics, time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.is_file() and '"iteration": 1' in metrics.read_text():
+        if metrics.is_file() and '"kind": "step"' in metrics.read_text():
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
@@ -177,7 +178,7 @@ def test_sigterm_from_outside_stops_and_resumes_to_the_uninterrupted_run(tiny_mo
 @pytest.mark.slow
 def test_second_writer_on_one_folder_fails_in_one_line_naming_folder_and_pid(tiny_model_dir, tiny_data, tmp_path,
                                                                              uninterrupted):
-    """The first run stops itself (SIGSTOP) in iteration 1's training, holding the folder; a second run on it fails
+    """The first run stops itself (SIGSTOP) in iteration 1's training, holding the folder: a second run on it fails
     at once naming the first's pid; the first, continued, finishes alone (no duplicated records)."""
     reference, _ = uninterrupted
     cfg = _config(tiny_model_dir, tiny_data, tmp_path)

@@ -57,7 +57,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.chmod(tmp, _mode(directory=False))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-        fault_point(f"{path.parent.name}/{path.name}: written")
+        if not path.parent.name.endswith(".tmp"):  # not a file of a directory still being filled (atomic_dir)
+            fault_point(f"{path.parent.name}/{path.name}: written")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

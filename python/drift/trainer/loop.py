@@ -92,8 +92,6 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
     notes: List[str] = []
     config = rundir.resolve_output_dir(config, fp, notes=notes)
     acc = make_accelerator(config)
-    if acc.is_main_process:
-        runlock.acquire(config.output_dir)  # one writer per run folder: a second one fails here, naming this pid
     per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * acc.num_processes
     if len(train_rows) < per_step:
         raise ValueError(f"num_train_examples: {len(train_rows)} pairs is less than one optimizer step ({per_step} = "
@@ -108,6 +106,8 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
     run = open_run(config, model_path, acc, tokenizer, io.MetricsLog(layout.metrics, acc.is_main_process))
     train_set = [encode(run.tokenizer, r, config, instruction) for r in train_rows]
     eval_set = [encode(run.tokenizer, r, config, instruction) for r in eval_rows]
+    if acc.is_main_process:  # one writer per run folder (runlock.py): a second one fails here, naming this pid
+        runlock.acquire(layout.root)
     _check_run_dir(layout.root, config, acc, fp)  # the inputs are valid: the folder is this run's from here on
     report = truncation_report(train_set, eval_set, stats, config, per_step)
     if acc.is_main_process:
