@@ -259,17 +259,21 @@ def _subparser(parser: argparse.ArgumentParser, command: Optional[str]) -> argpa
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]] = None) -> argparse.Namespace:
     """``parser.parse_args(argv)``, but an unknown option is answered with the option meant ("did you mean
-    --learning_rate?"), as an unknown YAML key is (exit status 2)."""
+    --learning_rate?"), as an unknown YAML key is (exit status 2), before any other complaint."""
     from drift.trainer.config import suggest_field
 
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        p = _subparser(parser, getattr(args, "command", None))
-        options = [o[2:] for a in p._actions for o in a.option_strings if o.startswith("--")]
-        hints = [f"{o.split('=')[0]}: {suggest_field(o.split('=')[0][2:], options, prefix='--')}"
-                 for o in extra if o.startswith("--")]
-        p.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(hints)})" if hints else ""))
-    return args
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    p = _subparser(parser, command)
+    if command != "bench":  # bench passes its options on to the script
+        known = {o for q in {parser, p} for a in q._actions for o in a.option_strings}
+        unknown = [a for a in argv if a.startswith("--") and a != "--" and a.split("=")[0] not in known]
+        if unknown:
+            options = sorted({o[2:] for o in known if o.startswith("--")})
+            hints = "; ".join(f"{o.split('=')[0]}: {suggest_field(o.split('=')[0][2:], options, prefix='--')}"
+                              for o in unknown)
+            p.error(f"unrecognized arguments: {' '.join(unknown)} ({hints})")
+    return parser.parse_args(argv)
 
 
 def _os_error(e: BaseException) -> Optional[tuple]:
