@@ -4,7 +4,7 @@ Faults: kill -9 at every fault point a run passes (each point of the trainer's `
 hook, found by tracing an uninterrupted run), SIGTERM / SIGUSR1 (preemption: the training state
 saved at the end of the optimizer step) and Ctrl-C, a second writer on the same folder, a full
 disk (a 12 MiB tmpfs where this process may mount one, and a stub of the libraries' write errors
-everywhere). Each is checked for: the same final weights and metrics.jsonl (timings aside) as the
+everywhere), SIGTERM to one of two processes under ``accelerate launch``. Each is checked for: the same final weights and metrics.jsonl (timings aside) as the
 uninterrupted run, or a one-line error naming the folder; nothing finished is lost.
 """
 
@@ -313,3 +313,36 @@ def test_full_disk_stub_fails_in_one_line_naming_the_run_folder(kind, tiny_model
                                                                        "stages are kept)"), err[-1]
     if kind == "torch":
         assert "(writing a file failed (torch.save), 0.5 MiB free there)" in err[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (Path(sys.executable).parent / "accelerate").exists(), reason="needs the accelerate launcher")
+def test_sigterm_to_one_process_of_two_saves_the_state_on_both_and_resumes(tiny_model_dir, tiny_data, tmp_path):
+    """Under ``accelerate launch`` (2 CPU processes), SIGTERM to one worker only: both agree at the step's end, save
+    the training state together (save_steps 100: only the preemption saves) and stop; the rerun finishes with every
+    step logged once."""
+    cfg = _config(tiny_model_dir, tiny_data, tmp_path, save_steps=100, gradient_accumulation_steps=1, max_steps=30,
+                  eval_base=False)  # long training: the signal lands in it
+    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
+    env = cli_env({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(launcher + ["drift.cli", "train", "--config", str(cfg)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics, deadline = RunLayout(tmp_path / "run").metrics, time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.is_file() and '"kind": "step"' in metrics.read_text():
+            break
+        time.sleep(0.05)
+    workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert len(workers) == 2, workers
+    os.kill(workers[-1], signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    if "stopped by SIGTERM" not in err and proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert err.count("stopped by SIGTERM") == 2, err[-3000:]  # both processes stopped
+    saved = [p for k in STAGES for p in RunLayout(tmp_path / "run").files(k).train_states()]
+    assert len(saved) == 1 and "the training state was saved after iter_0 step" in err, (saved, err[-2000:])
+    resumed = train_cli(cfg, {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}, launcher=launcher)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = [(r["iteration"], r["step"]) for r in run_records(tmp_path / "run", "step")]
+    assert steps == [(k, s) for k in STAGES for s in range(1, 31)], steps
