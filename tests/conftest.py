@@ -114,3 +114,38 @@ def native_program(tmp_path):
         return result.stdout.strip()
 
     return run
+
+
+def write_config(path: Path, cfg) -> Path:
+    """Write DriftConfig ``cfg`` as the YAML file ``path`` (for ``drift train --config``); returns ``path``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    return path
+
+
+def cli_env(env_extra=None) -> dict:
+    """The environment for a ``drift`` subprocess: this one, with the drift this test imported first on PYTHONPATH."""
+    import drift
+
+    env = dict(os.environ)
+    pkg_root = str(Path(drift.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(env_extra or {})
+    return env
+
+
+def train_cli(config_path: Path, env_extra=None, launcher=None, timeout=600, args=()):
+    """``drift train --config config_path [args]`` in a subprocess (optionally under ``launcher``, e.g.
+    ``accelerate launch``); ``env_extra`` adds environment variables (``DRIFT_FAULT_INJECT``, ...)."""
+    import sys
+
+    cmd = (launcher or [sys.executable, "-m"]) + ["drift.cli", "train", "--config", str(config_path), *args]
+    return subprocess.run(cmd, env=cli_env(env_extra), capture_output=True, text=True, timeout=timeout)
+
+
+def model_weights(model_dir: Path) -> dict:
+    """The tensors of ``model_dir/model.safetensors``."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))

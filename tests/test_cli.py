@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -336,4 +338,137 @@ def test_eval_and_generate_commands(tiny_model_dir, tiny_data, tmp_path, capsys)
     out = tmp_path / "gen.jsonl"
     assert main(["generate", *common, "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 3 and set(rows[0]) == {"prompt", "reference", "generation", "ended", "generation_ids"}
+        assert len(rows) == 3 and set(rows[0]) == {"prompt", "reference", "generation", "ended", "generation_ids"}
+
+
+# --- options: no abbreviations, "did you mean" as for YAML keys ---------------------------------
+
+@pytest.mark.parametrize("argv, hint", [
+    (["train", "--lr", "1e-5"], "(--lr: did you mean --learning_rate?)"),  # was taken as --lr_scheduler_type
+    (["train", "--batch_size", "2"], "(--batch_size: did you mean --per_device_train_batch_size?)"),
+    (["eval", "--batch_size", "2"], "(--batch_size: did you mean --per_device_eval_batch_size?)"),
+    (["train", "--learning_rat=1e-5"], "(--learning_rat: did you mean --learning_rate?)"),
+    (["train", "--lr_sched", "constant"], "(--lr_sched: did you mean --lr_scheduler_type?)"),
+    (["generate", "--outpt", "x.jsonl"], "(--outpt: did you mean --output?)"),
+    (["train", "--max_length", "64"], "(--max_length: did you mean --max_prompt_length and --max_response_length? "
+                                      "(TRL's max_length caps prompt + completion together;"),
+    (["train", "--zzz", "1"], "(--zzz: no option of that name)"),
+])
+def test_unknown_or_abbreviated_options_fail_with_the_option_meant(argv, hint, capsys, no_model_loads):
+    from drift.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith(f"drift {argv[0]}: error: unrecognized arguments: "), err
+    assert hint in err[-1], err[-1]
+
+
+def test_every_parser_refuses_abbreviations():
+    import argparse
+
+    from drift.cli import build_parser
+
+    parsers = [build_parser()]
+    parsers += [c for a in parsers[0]._actions if isinstance(a, argparse._SubParsersAction) for c in a.choices.values()]
+    assert len(parsers) == 6 and all(p.allow_abbrev is False for p in parsers)
+
+
+def test_max_length_yaml_key_names_both_limits(tmp_path, capsys, no_model_loads):
+    """TRL's max_length caps prompt + completion: pointing at max_response_length alone would mislead."""
+    from drift.cli import main
+
+    y = tmp_path / "c.yaml"
+    y.write_text("max_length: 512\n")
+    assert main(["train", "--config", str(y)]) == 2
+    err = capsys.readouterr().err
+    assert "'max_length': did you mean max_prompt_length and max_response_length? (TRL's max_length caps prompt + " \
+           "completion together" in err, err
+
+
+# --- errors of the environment, interrupts, exit statuses -------------------------------------
+
+def _failing(monkeypatch, exc):
+    """Make `drift train` raise ``exc`` (built by the parser at each main() call, so the patch takes)."""
+    import drift.cli
+
+    def cmd(args):
+        raise exc
+
+    monkeypatch.setattr(drift.cli, "cmd_train", cmd)
+
+
+@pytest.mark.parametrize("code, says", [
+    (errno.ENOSPC, "no space left on device: /runs/r5/iter_1/generations.pt (run folder /runs/r5); free some space"),
+    (errno.EDQUOT, "disk quota exceeded: /runs/r5/iter_1/generations.pt (run folder /runs/r5); free some space"),
+    (errno.EROFS, "read-only file system: /runs/r5/iter_1/generations.pt (run folder /runs/r5); make it writable"),
+    (errno.EACCES, "permission denied: /runs/r5/iter_1/generations.pt (run folder /runs/r5); fix the permissions"),
+    (errno.EPERM, "operation not permitted: /runs/r5/iter_1/generations.pt (run folder /runs/r5); fix the"),
+    (errno.ENOENT, "no such file or folder (removed during the run?): /runs/r5/iter_1/generations.pt (run folder"),
+])
+def test_environment_errors_end_in_one_line_with_exit_status_1(code, says, monkeypatch, capsys):
+    from drift.cli import main
+    from drift.trainer import runlock
+
+    monkeypatch.setattr(runlock, "_last", [Path("/runs/r5")])
+    _failing(monkeypatch, OSError(code, os.strerror(code), "/runs/r5/iter_1/generations.pt"))
+    assert main(["train", "--output_dir", "/runs/r5"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"drift train: error: {says}"), err
+    assert err[0].endswith("rerun the same command to resume (finished stages are kept)"), err
+
+
+def test_output_dir_under_a_file_fails_in_one_line(tiny_model_dir, tiny_data, tmp_path, capsys):
+    from drift.cli import main
+
+    (tmp_path / "a_file").write_text("")
+    rc = main(["train", "--model_name_or_path", str(tiny_model_dir), "--data", str(tiny_data), "--num_train_examples",
+               "8", "--num_eval_examples", "4", "--output_dir", str(tmp_path / "a_file" / "run")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("drift train: error:")]
+    assert rc == 1 and len(err) == 1 and f"{tmp_path / 'a_file' / 'run'}" in err[0], err
+
+
+def test_debug_shows_the_traceback(monkeypatch, capsys):
+    from drift.cli import main
+
+    _failing(monkeypatch, OSError(errno.ENOSPC, "No space left on device", "/x"))
+    with pytest.raises(OSError):
+        main(["train", "--debug"])
+    with pytest.raises(OSError):
+        main(["--debug", "train"])
+    monkeypatch.setenv("DRIFT_DEBUG", "1")
+    with pytest.raises(OSError):
+        main(["train"])
+    monkeypatch.setenv("DRIFT_DEBUG", "0")
+    assert main(["train"]) == 1
+
+
+def test_interrupts_and_busy_folder_end_in_one_line(monkeypatch, capsys, tmp_path):
+    import signal
+
+    from drift.cli import main
+    from drift.trainer.preemption import Preempted
+    from drift.trainer.runlock import RunFolderBusy
+
+    cases = [
+        (KeyboardInterrupt(), 130, "drift train: interrupted (Ctrl-C); rerun the same command to resume"),
+        (Preempted(signal.SIGTERM, "iter_1 step 3 of 4"), 143,
+         "drift train: stopped by SIGTERM; the training state was saved after iter_1 step 3 of 4; rerun the same "
+         "command to resume"),
+        (Preempted(signal.SIGUSR1), 138, "drift train: stopped by SIGUSR1; every finished stage is saved; rerun"),
+        (RunFolderBusy(tmp_path, 4242, "node7"), 1, f"drift train: error: output_dir: {tmp_path} is in use by process "
+                                                     "4242 on node7"),
+    ]
+    for exc, status, says in cases:
+        _failing(monkeypatch, exc)
+        assert main(["train"]) == status
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(says), err
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch):
+    from drift.cli import main
+
+    _failing(monkeypatch, AttributeError("a bug"))
+    with pytest.raises(AttributeError):
+        main(["train"])

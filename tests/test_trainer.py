@@ -7,8 +7,6 @@ end-to-end test runs the real SmolLM2-135M-Instruct on a few XSum articles.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 import torch
 
 from conftest import TRAIN_DEPS, run_records, tiny_config, untimed
+from conftest import train_cli as _cli, write_config as _write_yaml
 from drift.trainer.layout import RunLayout
 from drift.trainer.methods import METHODS, method as method_traits
 
@@ -187,56 +186,6 @@ def test_extra_epochs_on_fixed_data_reuses_iteration_one(tiny_model_dir, tiny_da
     assert [r["iteration"] for r in records] == [1, 2, 3]
     assert not RunLayout(tmp_path).generations(2).exists()
     assert records[1]["gamma"] == records[0]["gamma"] == records[2]["gamma"]
-
-
-def _write_yaml(path: Path, cfg) -> Path:
-    import yaml
-
-    path.write_text(yaml.safe_dump(cfg.to_dict()))
-    return path
-
-
-def _cli(config_path: Path, env_extra=None, launcher=None, timeout=600):
-    env = dict(os.environ)
-    import drift
-
-    pkg_root = str(Path(drift.__file__).resolve().parents[1])  # the drift this test imported
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.update(env_extra or {})
-    cmd = (launcher or [sys.executable, "-m"]) + ["drift.cli", "train", "--config", str(config_path)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-KILL_RUN = dict(sft_warmup_epochs=1, iterations=2, eval_base=True)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tiny_model_dir, tiny_data, tmp_path_factory) -> Path:
-    """One uninterrupted run (SFT warm start + 2 iterations) that the killed runs must reproduce."""
-    root = tmp_path_factory.mktemp("uninterrupted")
-    cfg = _write_yaml(root / "ref.yaml", tiny_config(tiny_model_dir, tiny_data, root / "ref", **KILL_RUN))
-    done = _cli(cfg)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root / "ref"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("fault", ["iter_1: generate:batch1", "iter_1: train:step3", "iter_0: train:step1"])
-def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tiny_data, tmp_path, uninterrupted, fault):
-    cfg = _write_yaml(tmp_path / "run.yaml", tiny_config(tiny_model_dir, tiny_data, tmp_path / "run", **KILL_RUN))
-    killed = _cli(cfg, {"DRIFT_FAULT_INJECT": fault})
-    assert killed.returncode == -9, killed.stderr[-3000:]
-    if "train:step3" in fault:
-        assert RunLayout(tmp_path / "run").files(1).train_state_pointer.is_file()  # resumes mid-training
-    if "generate" in fault:
-        assert not RunLayout(tmp_path / "run").generations(1).exists()
-    resumed = _cli(cfg)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    for k in (0, 1, 2):
-        a, b = _weights(RunLayout(uninterrupted).model(k)), _weights(RunLayout(tmp_path / "run").model(k))
-        assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), f"iter_{k}"
-    assert untimed(run_records(uninterrupted)) == untimed(run_records(tmp_path / "run"))
-    assert not list((tmp_path / "run").rglob("train_state*")), "training state left behind"
 
 
 def _accelerate_available() -> bool:

@@ -57,6 +57,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.chmod(tmp, _mode(directory=False))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        if not path.parent.name.endswith(".tmp"):  # not a file of a directory still being filled (atomic_dir)
+            fault_point(f"{path.parent.name}/{path.name}: written")
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -152,6 +154,7 @@ def atomic_dir(path: Path, replace: bool = True) -> Iterator[Path]:
             os.replace(path, old)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        fault_point(f"{path.parent.name}/{path.name}: written")
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
@@ -172,7 +175,12 @@ def remove_stale_temporaries(directory: Path) -> None:
 
 
 def fault_point(name: str) -> None:
-    """Test hook: SIGKILL this process at the named point (``DRIFT_FAULT_INJECT=<name>``), to check that
-    a kill there leaves a run that resumes."""
-    if os.environ.get("DRIFT_FAULT_INJECT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Test hook: at a named point (``DRIFT_FAULT_INJECT=<name>[|<name>...]``: the first of them reached) send this
+    process ``DRIFT_FAULT_SIGNAL`` (default KILL; e.g. TERM, USR1, INT), to check that a kill or a preemption there
+    leaves a run that resumes. ``DRIFT_FAULT_TRACE=<file>`` appends each point's name to ``file`` as it is reached."""
+    trace = os.environ.get("DRIFT_FAULT_TRACE")
+    if trace:
+        with open(trace, "a") as f:
+            f.write(name + "\n")
+    if name in os.environ.get("DRIFT_FAULT_INJECT", "").split("|"):
+        os.kill(os.getpid(), getattr(signal, "SIG" + os.environ.get("DRIFT_FAULT_SIGNAL", "KILL")))

@@ -357,7 +357,7 @@ _ALIASES = {
     "lr": "learning_rate", "model": "model_name_or_path", "model_name": "model_name_or_path",
     "batch_size": "per_device_train_batch_size", "train_batch_size": "per_device_train_batch_size",
     "eval_batch_size": "per_device_eval_batch_size", "metric": "eval_metric", "metrics": "eval_metric",
-    "eval_strategy": "eval_steps", "evaluation_strategy": "eval_steps", "ref_batch_size": "precompute_ref_batch_size", "epochs": "num_train_epochs", "max_length": "max_response_length",
+    "eval_strategy": "eval_steps", "evaluation_strategy": "eval_steps", "ref_batch_size": "precompute_ref_batch_size", "epochs": "num_train_epochs",
     "max_completion_length": "max_new_tokens", "torch_dtype": "dtype", "peft": "use_peft", "lora": "use_peft",
     "dataset": "data", "dataset_name": "data", "train_file": "data", "eval_file": "eval_data",
     "warmup_steps": "warmup_ratio", "lr_scheduler": "lr_scheduler_type", "output": "output_dir",
@@ -366,13 +366,46 @@ _ALIASES = {
 }
 
 
-def suggest_field(name: str) -> str:
-    """'did you mean X?' for an unknown config key (close spellings and transformers/TRL names)."""
+#: unknown keys whose nearest field needs a word of explanation: "did you mean" alone would mislead
+_ALIAS_NOTES = {
+    "max_length": ("max_prompt_length and max_response_length? (TRL's max_length caps prompt + completion "
+                   "together; drift caps each part: the prompt text at max_prompt_length tokens, the response at "
+                   "max_response_length, and generations at max_new_tokens)"),
+}
+
+
+def closest_field(name: str, candidates: Optional[Sequence[str]] = None) -> Optional[str]:
+    """The name among ``candidates`` (default: DriftConfig's fields) that a user writing ``name`` probably meant.
+
+    A transformers/TRL name maps to drift's field (``lr`` -> ``learning_rate``); else the closest
+    spelling; else the one candidate that starts with ``name`` (an abbreviation: ``lr_sch``) or ends in
+    ``_<name>`` (``batch_size`` -> ``per_device_eval_batch_size`` where only that one is offered). None: nothing
+    close.
+    """
     import difflib
 
-    fields = DriftConfig.field_names()
-    guess = [_ALIASES[name]] if name in _ALIASES else difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
-    return f"did you mean {guess[0]}?" if guess else "no field of that name"
+    pool = list(DriftConfig.field_names() if candidates is None else candidates)
+    if name in _ALIASES and _ALIASES[name] in pool:
+        return _ALIASES[name]
+    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    for part in ([c for c in pool if c.startswith(name)], [c for c in pool if c.endswith(f"_{name}")]):
+        if len(part) == 1:
+            return part[0]
+    return None
+
+
+def suggest_field(name: str, candidates: Optional[Sequence[str]] = None, prefix: str = "") -> str:
+    """'did you mean X?' for an unknown config key or option ``name`` (``prefix``: ``"--"`` for options)."""
+    if name in _ALIAS_NOTES and (candidates is None or all(f in candidates for f in ("max_prompt_length",
+                                                                                         "max_response_length"))):
+        note = _ALIAS_NOTES[name]
+        return "did you mean " + (note.replace("max_", f"{prefix}max_", 2) if prefix else note)
+    guess = closest_field(name, candidates)
+    if guess:
+        return f"did you mean {prefix}{guess}?"
+    return "no option of that name" if prefix else "no field of that name"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from drift import assets, atomic
-from drift.trainer import rundir
+from drift.trainer import preemption, rundir, runlock
 from drift.trainer.accelerator import make_accelerator
 from drift.trainer.batching import SelfPlayExample, self_play_examples
 from drift.trainer.checkpoints import clear_train_state, prune_models
@@ -67,6 +67,8 @@ from drift.trainer.stages import stage_eval, stage_generate, stage_masks, stage_
 __all__ = ["Stage", "plan", "train"]
 
 
+@runlock.releasing  # the run folder's lock is given back when train returns or raises
+@preemption.handled  # SIGTERM/SIGUSR1: save the training state at the step's end, raise Preempted
 def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer: Any = None, train_dataset: Any = None,
           eval_dataset: Any = None) -> List[Dict[str, Any]]:
     """Run (or resume) a DRIFT run; returns the per-iteration records (``.output_dir``: the run folder).
@@ -103,6 +105,8 @@ def train(config: Optional[DriftConfig] = None, *, model: Any = None, tokenizer:
     run = open_run(config, model_path, acc, tokenizer, MetricsLog(layout.metrics, acc.is_main_process))
     train_set = [encode(run.tokenizer, r, config, instruction) for r in train_rows]
     eval_set = [encode(run.tokenizer, r, config, instruction) for r in eval_rows]
+    if acc.is_main_process:  # one writer per run folder (runlock.py): a second one fails here, naming this pid
+        runlock.acquire(layout.root)
     _record_run_dir(layout.root, config, acc, fp)  # the inputs are valid: the folder is this run's from here on
     report = truncation_report(train_set, eval_set, stats, config, per_step)
     if acc.is_main_process:

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from drift import atomic
-from drift.trainer import checkpoints
+from drift.trainer import checkpoints, preemption
 from drift.trainer.config import DriftConfig
 from drift.trainer.layout import StageFiles
 from drift.trainer.methods import method as method_traits
@@ -175,6 +175,7 @@ def train_stage(run: Run, stage: Stage, d: Path, items: Sequence[Example | SelfP
 
     t_train = time.perf_counter()
     bar = _progress(acc, d.name, start, total)
+    preemption.defer(True)  # SIGTERM/SIGUSR1 from here: finish the optimizer step, save, stop (below)
     for step in range(start, total):
         t0 = time.perf_counter()
         chunk = step_chunk(run, stage, len(items), step, per_epoch)
@@ -194,6 +195,11 @@ def train_stage(run: Run, stage: Stage, d: Path, items: Sequence[Example | SelfP
         if (step + 1) % cfg.save_steps == 0 and step + 1 < total:
             checkpoints.save_train_state(run, d, step + 1, scaler)
         atomic.fault_point(f"{d.name}: train:step{step + 1}")
+        signum = preemption.requested(acc)
+        if signum:  # preempted: this step's training state, then Preempted (the rerun resumes from it)
+            checkpoints.save_train_state(run, d, step + 1, scaler)
+            preemption.stop(signum, f"{d.name} step {step + 1} of {total}")
+    preemption.defer(False)
     bar.close()
 
     info = TrainInfo(total, start, time.perf_counter() - t_train)
