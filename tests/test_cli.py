@@ -338,7 +338,7 @@ def test_eval_and_generate_commands(tiny_model_dir, tiny_data, tmp_path, capsys)
     out = tmp_path / "gen.jsonl"
     assert main(["generate", *common, "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-        assert len(rows) == 3 and set(rows[0]) == {"prompt", "reference", "generation", "ended", "generation_ids"}
+    assert len(rows) == 3 and set(rows[0]) == {"prompt", "reference", "generation", "ended", "generation_ids"}
 
 
 # --- options: no abbreviations, "did you mean" as for YAML keys ---------------------------------
