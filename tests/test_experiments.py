@@ -353,3 +353,70 @@ def test_page_names_the_study_commit_and_the_tasks_left_off(tmp_path):
     assert "Git commit of the code that ran the study: `29dbd4e66f52`" in text
     assert "Left off this page: mtsdialog, whose runs are incomplete here (1 finished runs" in text
     assert "## mtsdialog" not in text and "## xsum" in text
+
+
+def _fake_scheduler(run_all, tmp_path, monkeypatch, seeds=(42, 43), fail=(), budget=None, expected=None, jobs=1):
+    """A Scheduler whose units 'run' instantly on a fake clock that advances by each arm's expected seconds."""
+    arms = list(run_all.ARMS)
+    units = run_all.plan(["xsum"], arms, list(seeds))
+    if expected is not None:
+        monkeypatch.setitem(run_all.EXPECTED_S, "gpu", expected)
+    sched = run_all.Scheduler(tmp_path, "gpu", units, jobs, 1, False, "cpu", budget)
+    clock, started = [0.0], []
+
+    def fake_run(unit):
+        started.append(unit)
+        for need in run_all.needs(unit.arm, arms):
+            assert sched.state[run_all.Unit(unit.task, need, unit.seed)] == "done", (unit, need)
+        if unit.name in fail:
+            raise RuntimeError("boom")
+        clock[0] += (expected or {}).get(unit.arm, 1.0)
+        return (expected or {}).get(unit.arm, 1.0)
+
+    monkeypatch.setattr(sched, "_run", fake_run)
+    monkeypatch.setattr(sched, "elapsed", lambda: clock[0])
+    return sched, started
+
+
+def test_units_start_in_run_order_once_their_shared_stages_are_done(tmp_path, monkeypatch):
+    run_all = _load("run_all")
+    sched, started = _fake_scheduler(run_all, tmp_path, monkeypatch)
+    state = sched.run()
+    assert set(state.values()) == {"done"} and len(started) == 14
+    assert [u.arm for u in started[:6]] == ["sft_epoch1", "sft_epoch1", "drift", "drift", "spin", "spin"]
+    assert [u.arm for u in started[-2:]] == ["drift_extra_epochs", "drift_extra_epochs"]
+    assert run_all.needs("spin", list(run_all.ARMS)) == ("sft_epoch1", "drift")
+    assert run_all.needs("sft_epoch2", list(run_all.ARMS)) == ("sft_epoch1",)
+    assert run_all.needs("spin", ["spin", "drift"]) == ()  # no SFT source: the arm computes its own stages
+
+
+def test_budget_starts_no_unit_expected_to_end_past_it(tmp_path, monkeypatch):
+    run_all = _load("run_all")
+    expected = {"sft_epoch1": 10, "drift": 30, "spin": 25, "drift_no_dam": 25, "drift_no_oal": 25, "sft_epoch2": 10,
+                "drift_extra_epochs": 20}
+    # 2 x (10 + 30 + 25) = 130 s for the main comparison; no_dam (25) fits twice more, then nothing does
+    sched, started = _fake_scheduler(run_all, tmp_path, monkeypatch, budget=185, expected=expected)
+    state = sched.run()
+    done = sorted({u.arm for u, s in state.items() if s == "done"})
+    assert done == ["drift", "drift_no_dam", "sft_epoch1", "spin"]
+    skipped = [e for e in json.loads((tmp_path / "schedule.json").read_text())["events"] if e["status"] == "skipped"]
+    assert {e["reason"] for e in skipped} == {"budget"} and len(skipped) == 6
+
+
+def test_a_failed_unit_skips_what_needs_it_and_the_rest_goes_on(tmp_path, monkeypatch):
+    run_all = _load("run_all")
+    sched, started = _fake_scheduler(run_all, tmp_path, monkeypatch, fail=("xsum/drift/seed42",))
+    state = {u.name: s for u, s in sched.run().items()}
+    assert state["xsum/drift/seed42"] == "failed"
+    assert all(state[f"xsum/{a}/seed42"] == "skipped" for a in ("spin", "drift_no_dam", "drift_no_oal", "drift_extra_epochs"))
+    assert state["xsum/sft_epoch2/seed42"] == "done"
+    assert all(state[f"xsum/{a}/seed43"] == "done" for a in run_all.ARMS)
+
+
+def test_gpu_scale_runs_several_units_at_once_and_skips_general_ability():
+    run_all = _load("run_all")
+    assert run_all.DEFAULT_JOBS["gpu"] > 1 and run_all.GENERAL_EVAL["gpu"]["tasks"] == ()
+    assert set(run_all.EXPECTED_S["gpu"]) == set(run_all.ARMS) and set(run_all.RUN_ORDER) == set(run_all.ARMS)
+    assert run_all.RUN_ORDER[:3] == ("sft_epoch1", "drift", "spin") and run_all.RUN_ORDER[-1] == "drift_extra_epochs"
+    opts = run_all.overrides("gpu", "xsum", "drift", 42, Path("o"), model="/m")
+    assert opts[opts.index("--model_name_or_path") + 1] == "/m"
