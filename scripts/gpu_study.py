@@ -71,7 +71,8 @@ TASKS = ("sweep", "throughput", "xsum", "mtsdialog")
 #: files of a run folder that come back (small; no weights, generations or training states)
 RESULT_FILES = frozenset({"config.json", "fingerprint.json", "metrics.jsonl", "wall_s.txt", "eval.json",
                           "drift_train.json", "model_pruned.json", "general_eval.json", "commands.txt",
-                          "summary.json", "schedule.json", "throughput.json", "grad_norms.json"})
+                          "summary.json", "schedule.json", "throughput.json", "grad_norms.json", "chosen.yaml",
+                          "validation_split.json"})
 RESULT_SUFFIXES = (".png",)
 
 
@@ -363,7 +364,7 @@ def task_command(task: str, stage: Path, budget_s: float, jobs: Optional[int], p
         cmd = [python, str(exp / "run_all.py"), "--scale", scale, "--tasks", task, "--out", str(runs),
                "--budget-s", f"{budget_s:.0f}"]
     elif task == "sweep":
-        cmd = [python, str(exp / "sweep.py"), "--scale", scale, "--validation", "--out", str(runs / "sweep_root"),
+        cmd = [python, str(exp / "sweep.py"), "--scale", scale, "--validation", "--out", str(runs),
                "--budget-s", f"{budget_s:.0f}"]
     elif task == "throughput":
         cmd = [python, str(exp / "throughput.py"), "--scale", scale, "--output", str(runs / "throughput.json")]
@@ -430,9 +431,10 @@ def run_task(task: str, stage: Path, out: Path, deadline_s: float, jobs: Optiona
     return rc
 
 
-def collect(archive: Path, into: Path) -> List[str]:
-    """Unpack a ``run`` archive into ``into``, merging: returns the run folders added. Refuses members with
-    absolute or parent paths and files that are not results."""
+def collect(archive: Path, into: Path, chosen_to: Optional[Path] = None) -> List[str]:
+    """Unpack a ``run`` archive into ``into``, merging: returns the run folders added; a sweep's
+    ``sweep/chosen.yaml`` is copied to ``chosen_to`` (run_all's ``chosen_hparams_gpu.yaml``) when given. Refuses
+    members with absolute or parent paths and files that are not results."""
     added = []
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar.getmembers():
@@ -451,6 +453,10 @@ def collect(archive: Path, into: Path) -> List[str]:
             dest.write_bytes(tar.extractfile(member).read())
             if dest.name == "wall_s.txt":
                 added.append(str(dest.parent.relative_to(into)))
+    chosen = into / "sweep" / "chosen.yaml"
+    if chosen_to is not None and chosen.is_file():  # the sweep's choice: run_all passes it to the gpu runs
+        shutil.copyfile(chosen, chosen_to)
+        print(f"gpu_study: the sweep's choice copied to {chosen_to}")
     return sorted(added)
 
 
@@ -491,6 +497,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("collect", help="here: unpack a run archive into the committed results")
     p.add_argument("archive")
     p.add_argument("--into", default=str(DEFAULT_RESULTS))
+    p.add_argument("--no-chosen", action="store_true", help="do not copy a sweep's choice into chosen_hparams_gpu.yaml")
     args = ap.parse_args(argv)
     t0 = time.monotonic()
     try:
@@ -518,7 +525,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return run_task(args.task, Path(args.stage), Path(args.out), args.deadline_s, args.jobs,
                             build=not args.no_build, scale=args.scale, extra=args.extra, t0=t0)
         elif args.cmd == "collect":
-            added = collect(Path(args.archive), Path(args.into))
+            added = collect(Path(args.archive), Path(args.into),
+                            ROOT / "experiments" / "paper_orderings" / "chosen_hparams_gpu.yaml" if not args.no_chosen else None)
             print(f"gpu_study: {len(added)} finished runs into {args.into}")
             for a in added:
                 print(f"  {a}")

@@ -420,3 +420,43 @@ def test_gpu_scale_runs_several_units_at_once_and_skips_general_ability():
     assert run_all.RUN_ORDER[:3] == ("sft_epoch1", "drift", "spin") and run_all.RUN_ORDER[-1] == "drift_extra_epochs"
     opts = run_all.overrides("gpu", "xsum", "drift", 42, Path("o"), model="/m")
     assert opts[opts.index("--model_name_or_path") + 1] == "/m"
+
+
+@pytest.mark.parametrize("scale", ["smoke", "gpu"])
+def test_validation_split_is_cut_from_training_rows_only(tmp_path, scale):
+    sweep, run_all = _load("sweep"), _load("run_all")
+    src = json.loads(run_all.split_file(scale, "xsum").read_text())
+    val = json.loads(sweep.validation_split(scale, "xsum", tmp_path / "v.json").read_text())
+    assert val["train_ids"] + val["eval_ids"] == src["train_ids"]
+    assert not set(val["eval_ids"]) & set(src["eval_ids"])  # the held-out rows are never read
+    assert len(val["eval_ids"]) == max(1, len(src["train_ids"]) // 5)
+    opts = sweep.with_split(run_all.overrides(scale, "xsum", "drift", 42, tmp_path), tmp_path / "v.json")
+    assert opts[opts.index("--split_file") + 1] == str(tmp_path / "v.json")
+    assert int(opts[opts.index("--num_eval_examples") + 1]) == len(val["eval_ids"])
+    assert int(opts[opts.index("--num_train_examples") + 1]) == len(val["train_ids"])
+
+
+def test_gpu_runs_take_the_gpu_sweeps_choice_for_self_play_arms(tmp_path, monkeypatch):
+    run_all = _load("run_all")
+    chosen = tmp_path / "chosen_hparams_gpu.yaml"
+    monkeypatch.setattr(run_all, "chosen_file", lambda scale: chosen)
+    assert "--oal_weight" not in run_all.overrides("gpu", "xsum", "drift", 42, tmp_path)  # no sweep yet
+    chosen.write_text("scale: gpu\nlearning_rate: 3.0e-06\nbeta: 0.1\noal_weight: 0.01\ntemperature: 0.7\n")
+    opts = run_all.overrides("gpu", "xsum", "drift", 42, tmp_path)
+    assert opts[opts.index("--oal_weight") + 1] == "0.01" and opts[opts.index("--temperature") + 1] == "0.7"
+    assert "--oal_weight" not in run_all.overrides("gpu", "xsum", "sft_epoch1", 42, tmp_path)
+    assert "--oal_weight" not in run_all.overrides("gpu", "xsum", "drift", 42, tmp_path, chosen=False)
+    assert "--oal_weight" not in run_all.overrides("cpu", "xsum", "drift", 42, tmp_path)  # cpu: in the configs
+
+
+def test_gpu_sweep_spec_spans_small_lambdas_and_keeps_its_points_valid():
+    import yaml
+    sweep = _load("sweep")
+    spec = yaml.safe_load((EXP / "sweep_xsum_gpu.yaml").read_text())
+    lambdas = spec["axes"]["oal_weight"]
+    assert min(lambdas) <= spec["center"]["oal_weight"] / 30 and {"learning_rate", "beta"} <= set(spec["axes"])
+    names = [n for n, _ in sweep.points(spec)]
+    assert names[0] == "center" and len(names) == len(set(names))
+    chosen = sweep.choose(spec, {"center": {"rougeL": 1.0}, "oal_weight=0.01": {"rougeL": 2.0}})
+    assert chosen["oal_weight"] == 0.01 and chosen["beta"] == spec["center"]["beta"]
+    assert chosen["temperature"] == spec["center"]["temperature"]  # not swept: the center's

@@ -88,9 +88,26 @@ def split_file(scale: str, task: str) -> Path:
     return HERE / "splits" / f"{task}_{scale}.json"
 
 
-def overrides(scale: str, task: str, arm: str, seed: int, out_dir: Path, model: Optional[str] = None) -> list[str]:
+def settings_opts(s: Dict[str, object]) -> List[str]:
+    """``--field value`` options of swept settings (learning_rate, beta, oal_weight, temperature: 'greedy' or a number)."""
+    opts: Dict[str, object] = {k: s[k] for k in ("learning_rate", "beta", "oal_weight") if k in s}
+    if s.get("temperature") == "greedy":
+        opts["do_sample"] = "false"
+    elif "temperature" in s:
+        opts.update(do_sample="true", temperature=s["temperature"])
+    return [x for k, v in opts.items() for x in (f"--{k}", str(v))]
+
+
+def chosen_file(scale: str) -> Path:
+    """The sweep's choice for ``scale`` when it is not folded into the configs (cpu's is: chosen_hparams.yaml)."""
+    return HERE / f"chosen_hparams_{scale}.yaml"
+
+
+def overrides(scale: str, task: str, arm: str, seed: int, out_dir: Path, model: Optional[str] = None,
+              chosen: bool = True) -> list[str]:
     """The ``--field value`` options of one run at ``scale``; ``iterations`` only for multi-iteration arms;
-    ``model``: another model folder than the default SmolLM2 (the tests' fixture model)."""
+    ``model``: another model folder than the default SmolLM2 (the tests' fixture model); with ``chosen``, the
+    scale's own sweep choice (:func:`chosen_file`, when it exists) for the self-play arms."""
     opts = dict(SCALES[scale])
     opts.pop("seeds")
     opts["num_train_examples"], opts["num_eval_examples"] = counts(scale, task)
@@ -99,7 +116,12 @@ def overrides(scale: str, task: str, arm: str, seed: int, out_dir: Path, model: 
     opts.update(seed=seed, output_dir=str(out_dir), split_file=str(split_file(scale, task)))
     if model is not None:
         opts["model_name_or_path"] = model
-    return [x for k, v in opts.items() for x in (f"--{k}", str(v))]
+    out = [x for k, v in opts.items() for x in (f"--{k}", str(v))]
+    if chosen and scale != "cpu" and chosen_file(scale).is_file() and not arm.startswith("sft"):
+        import yaml
+
+        out += settings_opts(yaml.safe_load(chosen_file(scale).read_text()))
+    return out
 
 
 def needs(arm: str, arms: List[str]) -> Tuple[str, ...]:
@@ -348,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="start no unit expected to end later than this many seconds from now (finished runs come back whole)")
     p.add_argument("--model", default=None, help="model folder instead of SmolLM2 (a stand-in for rehearsals)")
     p.add_argument("--keep-weights", action="store_true", help="keep every stage's model weights")
+    p.add_argument("--no-general-eval", action="store_true", help="skip general ability (lm-evaluation-harness)")
     p.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = p.parse_args(argv)
     jobs = args.jobs if args.jobs is not None else DEFAULT_JOBS[args.scale]
@@ -367,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     root.mkdir(parents=True, exist_ok=True)
     record(root / "commands.txt", f"# {shown([sys.executable, *sys.argv])}   (commit {git_commit()})")
+    if args.no_general_eval:
+        GENERAL_EVAL[args.scale] = {**GENERAL_EVAL[args.scale], "tasks": ()}
     if any(general_eval_enabled(args.scale, t, list(args.arms)) for t in args.tasks):
         from drift import assets  # the untrained model, scored once for the study
 
