@@ -460,3 +460,50 @@ def test_gpu_sweep_spec_spans_small_lambdas_and_keeps_its_points_valid():
     chosen = sweep.choose(spec, {"center": {"rougeL": 1.0}, "oal_weight=0.01": {"rougeL": 2.0}})
     assert chosen["oal_weight"] == 0.01 and chosen["beta"] == spec["center"]["beta"]
     assert chosen["temperature"] == spec["center"]["temperature"]  # not swept: the center's
+
+
+def test_gpu_section_says_not_run_yet_without_gpu_results(tmp_path):
+    mr = _load("make_results")
+    _fixture(tmp_path / "cpu")
+    text = mr.render(tmp_path / "cpu", gpu_root=tmp_path / "gpu")  # no such folder
+    assert "## GPU scale" in text and "Not run yet" in text and "scripts/gpu_study.sh" in text
+    (tmp_path / "gpu").mkdir()
+    assert "Not run yet" in mr.render(tmp_path / "cpu", gpu_root=tmp_path / "gpu")  # empty folder
+
+
+def test_gpu_section_renders_the_same_verdicts_from_gpu_results(tmp_path):
+    mr = _load("make_results")
+    _fixture(tmp_path / "cpu")
+    gpu = tmp_path / "gpu"
+    _fixture(gpu)  # the same hand-made numbers: the same verdicts, now under the GPU heading
+    (gpu / "commands.txt").write_text("# python run_all.py --scale gpu   (commit 0123abcd4567)\n")
+    (gpu / "xsum_timing.json").write_text(json.dumps({"task": "xsum", "seconds": 431.2, "budget_s": 480, "rc": 0}))
+    (gpu / "schedule.json").write_text(json.dumps({"events": [
+        {"unit": "xsum/drift_extra_epochs/seed44", "status": "skipped", "reason": "budget"},
+        {"unit": "xsum/spin/seed44", "status": "running"}]}))
+    (gpu / "xsum_rouge.png").write_bytes(b"gpu-png")
+    page = tmp_path / "page"
+    text = mr.render(tmp_path / "cpu", page_dir=page, gpu_root=gpu)
+    cpu_part, gpu_part = text.split("## GPU scale", 1)
+    assert "Not run yet" not in gpu_part
+    assert "Git commit of the code that ran the study: `0123abcd4567`" in gpu_part
+    assert "### The paper's claims" in gpu_part and "#### ROUGE on the held-out split" in gpu_part
+    assert "**DRIFT > SPIN (same number of iterations)** — at this scale: holds in every comparison below." in gpu_part
+    assert "needs" in gpu_part and "#### Time per arm" in gpu_part and "#### Loss terms" in gpu_part
+    assert "`xsum`: 431 s of GPU time" in gpu_part
+    assert "xsum/drift_extra_epochs/seed44 (budget)" in gpu_part and "xsum/spin/seed44" in gpu_part
+    assert (page / "results" / "gpu_xsum_rouge.png").read_bytes() == b"gpu-png"
+    assert (page / "results" / "gpu_xsum_mean_std.png").is_file() and "](results/gpu_xsum_rouge.png)" in gpu_part
+    assert (page / "results" / "xsum_mean_std.png").is_file()  # the CPU plot is not overwritten by the GPU one
+    assert "Held-out size" not in gpu_part  # the 250-example cost note is for the smaller scales
+
+
+def test_grad_norm_table_from_the_sweep(tmp_path):
+    mr = _load("make_results")
+    g = {"pairs": 32, "stage": 1, "batches": 8, "beta": {"0.5": {
+        "dam_grad_norm": 5.0, "oal_grad_norm": 16.0, "cosine": 0.04, "dam_loss": 0.69, "oal_loss": 160.0,
+        "ratio": {"0.01": 0.032, "0.3": 0.96}, "value_ratio": {"0.01": 2.3, "0.3": 69.6}}}}
+    (tmp_path / "g.json").write_text(json.dumps(g))
+    lines = mr.grad_norm_lines(tmp_path / "g.json")
+    assert "| 0.5 | 5 | 16 | 0.040 | 0.032 (2.3) | 0.96 (69.6) |" in lines
+    assert mr.grad_norm_lines(tmp_path / "missing.json") == []
