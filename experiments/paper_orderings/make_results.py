@@ -125,14 +125,14 @@ def stage_stats(seeds: Seeds, key: str) -> Dict[str, Tuple[float, float, int]]:
     vals: Dict[str, List[float]] = {}
     for recs in seeds.values():
         for r in recs:
-            if key in r:
+            if r.get(key) is not None:  # a diagnostic is None where it has nothing to count (no such tokens)
                 vals.setdefault(r["stage"], []).append(float(r[key]))
     return {s: (*mean_std(vals[s]), len(vals[s])) for s in sorted(vals, key=stage_key)}
 
 
 def value(recs: List[dict], key: str, stage: Optional[str] = None) -> Optional[float]:
     """``key`` of one seed at ``stage`` (None: its last stage that has ``key``)."""
-    pick = [r for r in recs if key in r and (stage is None or r["stage"] == stage)]
+    pick = [r for r in recs if r.get(key) is not None and (stage is None or r["stage"] == stage)]
     return float(pick[-1][key]) if pick else None
 
 
