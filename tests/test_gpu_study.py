@@ -157,6 +157,11 @@ def _fake_runs(root):
     (done / "iter_1" / "generations.pt").write_bytes(b"gen")
     (done / "iter_1" / "model" / "model.safetensors").write_bytes(b"w")
     (done / "iter_1" / "model" / "drift_train.json").write_text("{}")
+    linked = root / "xsum" / "sft_epoch2" / "seed42"  # a shared stage: hard links between run folders
+    (linked / "iter_1").mkdir(parents=True)
+    for name in ("config.json", "metrics.jsonl", "wall_s.txt"):
+        (linked / name).write_text((done / name).read_text())
+    os.link(done / "iter_1" / "eval.json", linked / "iter_1" / "eval.json")
     half = root / "xsum" / "spin" / "seed42"  # unfinished: no wall_s.txt
     half.mkdir(parents=True)
     (half / "config.json").write_text("{}")
@@ -173,10 +178,14 @@ def test_results_archive_holds_finished_runs_without_weights(tmp_path):
     assert n == len(names)
     assert names == ["commands.txt", "xsum/drift/seed42/config.json", "xsum/drift/seed42/iter_1/eval.json",
                      "xsum/drift/seed42/iter_1/model/drift_train.json", "xsum/drift/seed42/metrics.jsonl",
-                     "xsum/drift/seed42/wall_s.txt", "xsum_rouge.png"]
+                     "xsum/drift/seed42/wall_s.txt", "xsum/sft_epoch2/seed42/config.json",
+                     "xsum/sft_epoch2/seed42/iter_1/eval.json", "xsum/sft_epoch2/seed42/metrics.jsonl",
+                     "xsum/sft_epoch2/seed42/wall_s.txt", "xsum_rouge.png"]
     into = tmp_path / "results"
-    assert gs.collect(tmp_path / "out" / "xsum.tar.gz", into) == ["xsum/drift/seed42"]
-    assert gs.collect(tmp_path / "out" / "xsum.tar.gz", into) == ["xsum/drift/seed42"]  # a second visit appends
+    runs = ["xsum/drift/seed42", "xsum/sft_epoch2/seed42"]
+    assert gs.collect(tmp_path / "out" / "xsum.tar.gz", into) == runs
+    assert (into / runs[1] / "iter_1" / "eval.json").read_text() == "{}"  # the link's content, as a file
+    assert gs.collect(tmp_path / "out" / "xsum.tar.gz", into) == runs  # a second visit appends
     assert (into / "commands.txt").read_text().count("commit abc1234") == 2
 
 
