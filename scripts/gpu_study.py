@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import io
 import json
 import math
 import os
@@ -367,7 +368,7 @@ def task_command(task: str, stage: Path, budget_s: float, jobs: Optional[int], p
         cmd = [python, str(exp / "sweep.py"), "--scale", scale, "--validation", "--out", str(runs),
                "--budget-s", f"{budget_s:.0f}"]
     elif task == "throughput":
-        cmd = [python, str(exp / "throughput.py"), "--scale", scale, "--output", str(runs / "throughput.json")]
+        cmd = [python, str(exp / "throughput.py"), "measure", "--scale", scale, "--output", str(runs / "throughput.json")]
     else:
         raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
     if jobs is not None and task != "throughput":
@@ -377,7 +378,7 @@ def task_command(task: str, stage: Path, budget_s: float, jobs: Optional[int], p
 
 def is_result(name: str) -> bool:
     """Whether a file of this name comes back from the GPU machine (results, plots, a task's timing)."""
-    return name in RESULT_FILES or name.endswith(RESULT_SUFFIXES) or name.endswith("_timing.json")
+    return name in RESULT_FILES or name.endswith(RESULT_SUFFIXES) or name.endswith(("_timing.json", "_schedule.json"))
 
 
 def result_members(runs: Path) -> List[Path]:
@@ -395,15 +396,36 @@ def result_members(runs: Path) -> List[Path]:
     return keep
 
 
+#: keys of an eval.json left out of the archive: the held-out prompts and references are the data set's rows
+#: (the split file names them); at 250 XSum documents per stage they would make the committed results ~10x larger
+EVAL_DROPPED = ("prompts", "references")
+
+
+def result_bytes(p: Path) -> bytes:
+    """The file's content as it comes back: an eval.json without :data:`EVAL_DROPPED`."""
+    data = p.read_bytes()
+    if p.name != "eval.json":
+        return data
+    rec = json.loads(data)
+    dropped = [k for k in EVAL_DROPPED if k in rec]
+    for k in dropped:
+        del rec[k]
+    if dropped:
+        rec["dropped"] = dropped
+    return (json.dumps(rec) + "\n").encode()
+
+
 def write_archive(runs: Path, archive: Path) -> int:
+    """``archive`` (tar.gz) of :func:`result_members` of ``runs``, every member a plain file (shared stages are
+    hard links between run folders); returns the member count."""
     members = result_members(runs)
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w:gz") as tar:
-        for p in members:  # every member a regular file: shared stages are hard links between run folders
+        for p in members:
+            data = result_bytes(p)
             info = tarfile.TarInfo(p.relative_to(runs).as_posix())
-            info.size, info.mtime, info.mode = p.stat().st_size, int(p.stat().st_mtime), 0o644
-            with open(p, "rb") as f:
-                tar.addfile(info, f)
+            info.size, info.mtime, info.mode = len(data), int(p.stat().st_mtime), 0o644
+            tar.addfile(info, io.BytesIO(data))
     return len(members)
 
 
@@ -433,6 +455,8 @@ def run_task(task: str, stage: Path, out: Path, deadline_s: float, jobs: Optiona
         print(f"gpu_study: {task} stopped at its deadline; unfinished runs do not come back", flush=True)
     runs = stage / "runs"
     runs.mkdir(parents=True, exist_ok=True)
+    if (runs / "schedule.json").is_file():  # one per task: a later visit's task does not replace this one's
+        os.replace(runs / "schedule.json", runs / f"{task}_schedule.json")
     (runs / f"{task}_timing.json").write_text(json.dumps({"task": task, "seconds": round(time.monotonic() - t1, 1),
                                                            "budget_s": round(left), "rc": rc}) + "\n")
     n = write_archive(runs, Path(out) / f"{task}.tar.gz")
@@ -442,11 +466,14 @@ def run_task(task: str, stage: Path, out: Path, deadline_s: float, jobs: Optiona
     return rc
 
 
-def collect(archive: Path, into: Path, chosen_to: Optional[Path] = None) -> List[str]:
-    """Unpack a ``run`` archive into ``into``, merging: returns the run folders added; a sweep's
+def collect(archive: Path, into: Path, chosen_to: Optional[Path] = None, replace: bool = False) -> List[str]:
+    """Unpack a ``run`` archive into ``into``, merging: returns the run folders added. A run folder that is
+    already finished in ``into`` is kept as it is (``replace``: overwritten), so a later visit that recomputed
+    a source arm for a missing one does not replace the committed run the others were paired with. A sweep's
     ``sweep/chosen.yaml`` is copied to ``chosen_to`` (run_all's ``chosen_hparams_gpu.yaml``) when given. Refuses
     members with absolute or parent paths and files that are not results."""
     added = []
+    kept = set()
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar.getmembers():
             name = Path(member.name)
@@ -454,8 +481,13 @@ def collect(archive: Path, into: Path, chosen_to: Optional[Path] = None) -> List
                 raise StudyError(f"collect: refusing {member.name!r}")
             if not is_result(name.name):
                 raise StudyError(f"collect: {member.name!r} is not a result file")
+        runs = {str(Path(m.name).parent) for m in tar.getmembers() if Path(m.name).name == "wall_s.txt"}
         for member in tar.getmembers():
             dest = into / member.name
+            run = next((r for r in runs if member.name.startswith(r + "/")), None)
+            if run is not None and not replace and (into / run / "wall_s.txt").is_file() and run not in added:
+                kept.add(run)
+                continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             if dest.name == "commands.txt" and dest.is_file():  # visits append: keep every visit's commands
                 with dest.open("ab") as f:
@@ -464,6 +496,8 @@ def collect(archive: Path, into: Path, chosen_to: Optional[Path] = None) -> List
             dest.write_bytes(tar.extractfile(member).read())
             if dest.name == "wall_s.txt":
                 added.append(str(dest.parent.relative_to(into)))
+    for run in sorted(kept):
+        print(f"gpu_study: kept the committed {run} (finished before; --replace overwrites)")
     chosen = into / "sweep" / "chosen.yaml"
     if chosen_to is not None and chosen.is_file():  # the sweep's choice: run_all passes it to the gpu runs
         shutil.copyfile(chosen, chosen_to)
@@ -500,7 +534,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("task", choices=TASKS)
     p.add_argument("--stage", default=str(DEFAULT_STAGE))
     p.add_argument("--out", default=os.environ.get("OUT", "build/gpu-study-out"))
-    p.add_argument("--deadline-s", type=float, default=570.0, help="seconds from this command's start to the archive")
+    p.add_argument("--deadline-s", type=float, default=570.0, help="seconds from --since to the archive's end")
+    p.add_argument("--since", type=float, default=None,
+                   help="the device command's start as Unix seconds (T0=$(date +%%s)); default: this process's start")
     p.add_argument("--jobs", type=int, default=None, help="runs at once on the GPU (default: the script's)")
     p.add_argument("--scale", default="gpu", help="run_all's scale (smoke: the CPU rehearsal)")
     p.add_argument("--no-build", action="store_true", help="use this checkout's python/ (a CPU rehearsal)")
@@ -509,6 +545,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("archive")
     p.add_argument("--into", default=str(DEFAULT_RESULTS))
     p.add_argument("--no-chosen", action="store_true", help="do not copy a sweep's choice into chosen_hparams_gpu.yaml")
+    p.add_argument("--replace", action="store_true", help="overwrite run folders that are already finished there")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []  # run: more options for the task's script
     args = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -536,10 +573,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             prepare(Path(args.stage), build=not args.no_build)
         elif args.cmd == "run":
             return run_task(args.task, Path(args.stage), Path(args.out), args.deadline_s, args.jobs,
-                            build=not args.no_build, scale=args.scale, extra=extra, t0=t0, model=args.model)
+                            build=not args.no_build, scale=args.scale, extra=extra, model=args.model,
+                            t0=t0 if args.since is None else t0 - max(0.0, time.time() - args.since))
         elif args.cmd == "collect":
             added = collect(Path(args.archive), Path(args.into),
-                            ROOT / "experiments" / "paper_orderings" / "chosen_hparams_gpu.yaml" if not args.no_chosen else None)
+                            ROOT / "experiments" / "paper_orderings" / "chosen_hparams_gpu.yaml" if not args.no_chosen else None,
+                            replace=args.replace)
             print(f"gpu_study: {len(added)} finished runs into {args.into}")
             for a in added:
                 print(f"  {a}")

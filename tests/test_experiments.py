@@ -478,9 +478,10 @@ def test_gpu_section_renders_the_same_verdicts_from_gpu_results(tmp_path):
     _fixture(gpu)  # the same hand-made numbers: the same verdicts, now under the GPU heading
     (gpu / "commands.txt").write_text("# python run_all.py --scale gpu   (commit 0123abcd4567)\n")
     (gpu / "xsum_timing.json").write_text(json.dumps({"task": "xsum", "seconds": 431.2, "budget_s": 480, "rc": 0}))
-    (gpu / "schedule.json").write_text(json.dumps({"events": [
-        {"unit": "xsum/drift_extra_epochs/seed44", "status": "skipped", "reason": "budget"},
-        {"unit": "xsum/spin/seed44", "status": "running"}]}))
+    (gpu / "xsum_schedule.json").write_text(json.dumps({"events": [
+        {"unit": "xsum/drift_extra_epochs/seed45", "status": "skipped", "reason": "budget"},
+        {"unit": "xsum/spin/seed45", "status": "running"},
+        {"unit": "xsum/drift/seed44", "status": "skipped", "reason": "budget"}]}))  # drift finished on a later visit
     (gpu / "xsum_rouge.png").write_bytes(b"gpu-png")
     page = tmp_path / "page"
     text = mr.render(tmp_path / "cpu", page_dir=page, gpu_root=gpu)
@@ -491,7 +492,8 @@ def test_gpu_section_renders_the_same_verdicts_from_gpu_results(tmp_path):
     assert "**DRIFT > SPIN (same number of iterations)** — at this scale: holds in every comparison below." in gpu_part
     assert "needs" in gpu_part and "#### Time per arm" in gpu_part and "#### Loss terms" in gpu_part
     assert "`xsum`: 431 s of GPU time" in gpu_part
-    assert "xsum/drift_extra_epochs/seed44 (budget)" in gpu_part and "xsum/spin/seed44" in gpu_part
+    assert "xsum/drift_extra_epochs/seed45 (budget)" in gpu_part and "xsum/spin/seed45" in gpu_part
+    assert "xsum/drift/seed44" not in gpu_part
     assert (page / "results" / "gpu_xsum_rouge.png").read_bytes() == b"gpu-png"
     assert (page / "results" / "gpu_xsum_mean_std.png").is_file() and "](results/gpu_xsum_rouge.png)" in gpu_part
     assert (page / "results" / "xsum_mean_std.png").is_file()  # the CPU plot is not overwritten by the GPU one

@@ -153,7 +153,8 @@ def _fake_runs(root):
     (done / "iter_1" / "model").mkdir(parents=True)
     for name, text in (("config.json", "{}"), ("metrics.jsonl", "{}\n"), ("wall_s.txt", "5.0\n")):
         (done / name).write_text(text)
-    (done / "iter_1" / "eval.json").write_text("{}")
+    (done / "iter_1" / "eval.json").write_text(json.dumps({"rouge1": 1.0, "predictions": ["a"], "prompts": ["long"],
+                                                           "references": ["r"]}))
     (done / "iter_1" / "generations.pt").write_bytes(b"gen")
     (done / "iter_1" / "model" / "model.safetensors").write_bytes(b"w")
     (done / "iter_1" / "model" / "drift_train.json").write_text("{}")
@@ -184,9 +185,15 @@ def test_results_archive_holds_finished_runs_without_weights(tmp_path):
     into = tmp_path / "results"
     runs = ["xsum/drift/seed42", "xsum/sft_epoch2/seed42"]
     assert gs.collect(tmp_path / "out" / "xsum.tar.gz", into) == runs
-    assert (into / runs[1] / "iter_1" / "eval.json").read_text() == "{}"  # the link's content, as a file
-    assert gs.collect(tmp_path / "out" / "xsum.tar.gz", into) == runs  # a second visit appends
-    assert (into / "commands.txt").read_text().count("commit abc1234") == 2
+    # the link's content, as a file, without the held-out prompts and references (the data set's rows)
+    assert json.loads((into / runs[1] / "iter_1" / "eval.json").read_text()) == {
+        "rouge1": 1.0, "predictions": ["a"], "dropped": ["prompts", "references"]}
+    (into / runs[0] / "metrics.jsonl").write_text("committed\n")
+    assert gs.collect(tmp_path / "out" / "xsum.tar.gz", into) == []  # finished runs stay as committed
+    assert (into / runs[0] / "metrics.jsonl").read_text() == "committed\n"
+    assert (into / "commands.txt").read_text().count("commit abc1234") == 2  # a second visit appends its commands
+    assert gs.collect(tmp_path / "out" / "xsum.tar.gz", into, replace=True) == runs
+    assert (into / runs[0] / "metrics.jsonl").read_text() == "{}\n"
 
 
 def test_collect_refuses_paths_outside_and_non_result_files(tmp_path):
@@ -214,3 +221,70 @@ def test_task_commands_carry_the_budget_and_jobs(tmp_path):
 def test_cli_reports_a_refusal_with_exit_status_1(tmp_path, capsys):
     assert gs.main(["part", "1", "--from", str(tmp_path), "--stage", str(tmp_path / "s")]) == 1
     assert "no manifest.json" in capsys.readouterr().err
+
+
+def _throughput():
+    sys.path.insert(0, str(ROOT / "experiments" / "paper_orderings"))
+    try:
+        spec = importlib.util.spec_from_file_location("po_throughput", ROOT / "experiments" / "paper_orderings" / "throughput.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(ROOT / "experiments" / "paper_orderings"))
+
+
+_RESULT = {"device": "NVIDIA H100", "torch": "2.11", "git_commit": "abcdef123456", "model": "SmolLM2-135M-Instruct",
+           "wall_s": 80.0, "settings": {"max_prompt_length": 512, "max_new_tokens": 64, "per_device_train_batch_size": 4,
+                                        "generation_batch_size": 128, "bf16": True},
+           "stages": {"generation_s": 20.0, "reference_s": 5.0, "lcs_mask_s": 0.5, "train_s": 15.0, "eval_s": 8.0,
+                      "diag_s": 1.0},
+           "tokens": {"pairs": 749, "generated_tokens": 40000, "pair_tokens": 800000, "eval_tokens": 12000,
+                      "eval_examples": 250}}
+
+
+def test_throughput_table_rates_and_the_trl_ratio():
+    tp = _throughput()
+    lines = tp.table({**_RESULT, "trl_dpo": {"trl": "1.16.0", "seconds": 50.0, "steps": 188, "pairs": 749}})
+    assert "| generation | 20.00 | 40,000 | 2,000 |" in lines
+    assert "| training (1 epoch) | 15.00 | 800,000 | 53,333 |" in lines
+    assert "| drift (reference pass + training) | 20.00 | 40,000 | 1.00 |" in lines  # 800000 / (5 + 15)
+    assert "| TRL 1.16.0 DPOTrainer (188 steps, reference inside the steps) | 50.00 | 16,000 | 2.50 |" in lines
+    skipped = tp.table({**_RESULT, "trl_dpo": {"skipped": "TRL is not importable"}})
+    assert "TRL's DPOTrainer: skipped (TRL is not importable)." in skipped
+
+
+def test_throughput_render_between_markers_and_check(tmp_path):
+    tp = _throughput()
+    doc = tmp_path / "GPU.md"
+    doc.write_text(f"intro\n{tp.BEGIN}\nold\n{tp.END}\noutro\n")
+    res = {**_RESULT, "trl_dpo": {"skipped": "--no-trl"}}
+    assert not tp.render_doc(doc, res, check=True)
+    tp.render_doc(doc, res)
+    text = doc.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert tp.render_doc(doc, res, check=True)
+    (tmp_path / "r.json").write_text(json.dumps(res))
+    assert tp.main(["render", "--input", str(tmp_path / "r.json"), "--doc", str(doc), "--check"]) == 0
+    (tmp_path / "bare.md").write_text("no markers\n")
+    with pytest.raises(ValueError, match="no <!-- study-throughput:begin -->"):
+        tp.render_doc(tmp_path / "bare.md", res)
+
+
+def test_docs_gpu_md_throughput_block_is_generated_or_says_not_measured():
+    tp = _throughput()
+    text = (ROOT / "docs" / "GPU.md").read_text()
+    block = text.split(tp.BEGIN, 1)[1].split(tp.END, 1)[0]
+    measured = ROOT / "experiments" / "paper_orderings" / "results" / "gpu" / "throughput.json"
+    if measured.is_file():
+        assert tp.render_doc(ROOT / "docs" / "GPU.md", json.loads(measured.read_text()), check=True)
+    else:
+        assert "Not measured yet" in block
+
+
+def test_throughput_iteration_is_one_drift_iteration_from_the_model(tmp_path):
+    tp = _throughput()
+    opts = tp.iteration_options("gpu", None, tmp_path)
+    assert opts[opts.index("--iterations") + 1] == "1"
+    assert opts[opts.index("--sft_warmup_epochs") + 1] == "0" and opts[opts.index("--eval_base") + 1] == "false"
+    assert opts[opts.index("--num_train_examples") + 1] == "749"

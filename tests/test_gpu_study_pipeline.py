@@ -79,3 +79,20 @@ def test_pipeline_end_to_end_on_the_cpu(tmp_path, tiny_model_dir):
     # at the warm start the policy is its own reference (margins 0): the DAM gradient scales with beta
     assert b05["dam_grad_norm"] == pytest.approx(5 * b01["dam_grad_norm"], rel=1e-3)
     assert b01["ratio"]["0.3"] == pytest.approx(30 * b01["ratio"]["0.01"])
+
+
+def test_throughput_measures_at_smoke_scale_and_says_why_trl_is_skipped(tmp_path, tiny_model_dir):
+    import importlib.util
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    proc = subprocess.run([sys.executable, str(EXP / "throughput.py"), "measure", "--scale", "smoke", "--model",
+                           str(tiny_model_dir), "--output", str(tmp_path / "t.json")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((tmp_path / "t.json").read_text())
+    assert res["tokens"]["pairs"] == 4 and res["stages"]["train_s"] > 0 and res["stages"]["generation_s"] > 0
+    if importlib.util.find_spec("trl") is None:
+        assert "TRL is not importable" in res["trl_dpo"]["skipped"]
+        assert "TRL's DPOTrainer: skipped (TRL is not importable" in proc.stdout
+    else:
+        assert res["trl_dpo"].get("seconds", 0) > 0 or "skipped" in res["trl_dpo"]

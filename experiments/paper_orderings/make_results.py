@@ -727,12 +727,12 @@ def gpu_schedule_lines(root: Path) -> List[str]:
         rec = json.loads(t.read_text())
         lines.append(f"- `{rec['task']}`: {rec['seconds']:.0f} s of GPU time in its command (budget {rec['budget_s']} s, "
                      f"exit status {rec['rc']}).")
-    sched = Path(root) / "schedule.json"
-    if sched.is_file():
-        events = json.loads(sched.read_text())["events"]
-        last = {}
-        for e in events:
+    last = {}
+    for sched in sorted(Path(root).glob("*schedule.json")):  # <task>_schedule.json per visit's task
+        for e in json.loads(sched.read_text())["events"]:
             last[e["unit"]] = e
+    last = {u: e for u, e in last.items() if not (Path(root) / u / "wall_s.txt").is_file()}  # finished later: on the page
+    if last:
         skipped = [f"{u} ({e['reason']})" for u, e in last.items() if e["status"] == "skipped"]
         unfinished = [u for u, e in last.items() if e["status"] in ("running", "failed")]
         if skipped:
