@@ -48,7 +48,7 @@ def test_pipeline_end_to_end_on_the_cpu(tmp_path, tiny_model_dir):
         assets.demo_data_path("xsum").read_bytes()
     with tarfile.open(out / "xsum.tar.gz") as t:
         names = t.getnames()
-    assert "xsum/drift/seed42/metrics.jsonl" in names and "schedule.json" in names
+    assert "xsum/drift/seed42/metrics.jsonl" in names and "xsum_schedule.json" in names and "xsum_timing.json" in names
     assert not [n for n in names if n.endswith((".safetensors", ".pt"))]  # no weights, generations or states
     timing = json.loads((out / "xsum_timing.json").read_text())
     assert timing["rc"] == 0 and timing["budget_s"] < 560
