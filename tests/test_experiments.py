@@ -509,3 +509,21 @@ def test_grad_norm_table_from_the_sweep(tmp_path):
     lines = mr.grad_norm_lines(tmp_path / "g.json")
     assert "| 0.5 | 5 | 16 | 0.040 | 0.032 (2.3) | 0.96 (69.6) |" in lines
     assert mr.grad_norm_lines(tmp_path / "missing.json") == []
+
+
+def test_a_less_valuable_arm_waits_until_every_seed_of_a_more_valuable_one_started(tmp_path):
+    run_all = _load("run_all")
+    U = run_all.Unit
+    units = run_all.plan(["xsum"], list(run_all.ARMS), [42, 43])
+    sched = run_all.Scheduler(tmp_path, "gpu", units, 6, 1, True, "cpu")
+    sched.state.update({U("xsum", "sft_epoch1", 42): "done", U("xsum", "sft_epoch1", 43): "done",
+                        U("xsum", "drift", 42): "done", U("xsum", "drift", 43): "running"})
+    assert sched._startable(U("xsum", "spin", 42)) == "start"
+    # spin43 waits for drift43 and needs no more than drift_extra_epochs42: extra waits, so a budget that
+    # runs out drops whole arms, not seeds of several
+    assert sched._startable(U("xsum", "drift_extra_epochs", 42)) is None
+    assert sched._startable(U("xsum", "drift_no_dam", 42)) is None
+    # sft_epoch2 needs only sft_epoch1: it fills a slot while the drift runs go on
+    assert sched._startable(U("xsum", "sft_epoch2", 42)) == "start"
+    sched.state.update({U("xsum", "spin", 42): "running", U("xsum", "spin", 43): "skipped"})
+    assert sched._startable(U("xsum", "drift_no_dam", 42)) == "start"
