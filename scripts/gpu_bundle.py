@@ -117,12 +117,16 @@ def missing_requirements(wheels: Sequence[Path], present: frozenset = GPU_IMAGE)
     return out
 
 
-def download_wheels(dest: Path, python: str = sys.executable) -> List[Path]:
+def download_wheels(dest: Path, python: str = sys.executable, wheels: Sequence[str] = WHEELS,
+                    sdists: Sequence[str] = SDIST_WHEELS) -> List[Path]:
+    """Download ``wheels`` (binary, CPython 3.12 manylinux x86_64) and build ``sdists`` into ``dest``; every
+    ``Requires-Dist`` checked against the image (:data:`GPU_IMAGE`) and the downloaded set."""
     dest.mkdir(parents=True, exist_ok=True)
     pip = [python, "-m", "pip", "--disable-pip-version-check", "--retries", "2", "--timeout", "20"]
     subprocess.run([*pip, "download", "--quiet", "--no-deps", "--only-binary=:all:", *PLATFORM_ARGS, "-d", str(dest),
-                    *WHEELS], check=True)
-    subprocess.run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(dest), *SDIST_WHEELS], check=True)
+                    *wheels], check=True)
+    if sdists:
+        subprocess.run([*pip, "wheel", "--quiet", "--no-deps", "-w", str(dest), *sdists], check=True)
     wheels = sorted(dest.glob("*.whl"))
     bad = [w.name for w in wheels if not (w.name.endswith("-none-any.whl") or "cp312" in w.name or "py312" in w.name)]
     if bad:

@@ -353,3 +353,177 @@ def test_page_names_the_study_commit_and_the_tasks_left_off(tmp_path):
     assert "Git commit of the code that ran the study: `29dbd4e66f52`" in text
     assert "Left off this page: mtsdialog, whose runs are incomplete here (1 finished runs" in text
     assert "## mtsdialog" not in text and "## xsum" in text
+
+
+def _fake_scheduler(run_all, tmp_path, monkeypatch, seeds=(42, 43), fail=(), budget=None, expected=None, jobs=1):
+    """A Scheduler whose units 'run' instantly on a fake clock that advances by each arm's expected seconds."""
+    arms = list(run_all.ARMS)
+    units = run_all.plan(["xsum"], arms, list(seeds))
+    if expected is not None:
+        monkeypatch.setitem(run_all.EXPECTED_S, "gpu", expected)
+    sched = run_all.Scheduler(tmp_path, "gpu", units, jobs, 1, False, "cpu", budget)
+    clock, started = [0.0], []
+
+    def fake_run(unit):
+        started.append(unit)
+        for need in run_all.needs(unit.arm, arms):
+            assert sched.state[run_all.Unit(unit.task, need, unit.seed)] == "done", (unit, need)
+        if unit.name in fail:
+            raise RuntimeError("boom")
+        clock[0] += (expected or {}).get(unit.arm, 1.0)
+        return (expected or {}).get(unit.arm, 1.0)
+
+    monkeypatch.setattr(sched, "_run", fake_run)
+    monkeypatch.setattr(sched, "elapsed", lambda: clock[0])
+    return sched, started
+
+
+def test_units_start_in_run_order_once_their_shared_stages_are_done(tmp_path, monkeypatch):
+    run_all = _load("run_all")
+    sched, started = _fake_scheduler(run_all, tmp_path, monkeypatch)
+    state = sched.run()
+    assert set(state.values()) == {"done"} and len(started) == 14
+    assert [u.arm for u in started[:6]] == ["sft_epoch1", "sft_epoch1", "drift", "drift", "spin", "spin"]
+    assert [u.arm for u in started[-2:]] == ["drift_extra_epochs", "drift_extra_epochs"]
+    assert run_all.needs("spin", list(run_all.ARMS)) == ("sft_epoch1", "drift")
+    assert run_all.needs("sft_epoch2", list(run_all.ARMS)) == ("sft_epoch1",)
+    assert run_all.needs("spin", ["spin", "drift"]) == ()  # no SFT source: the arm computes its own stages
+
+
+def test_budget_starts_no_unit_expected_to_end_past_it(tmp_path, monkeypatch):
+    run_all = _load("run_all")
+    expected = {"sft_epoch1": 10, "drift": 30, "spin": 25, "drift_no_dam": 25, "drift_no_oal": 25, "sft_epoch2": 10,
+                "drift_extra_epochs": 20}
+    # 2 x (10 + 30 + 25) = 130 s for the main comparison; no_dam (25) fits twice more, then nothing does
+    sched, started = _fake_scheduler(run_all, tmp_path, monkeypatch, budget=185, expected=expected)
+    state = sched.run()
+    done = sorted({u.arm for u, s in state.items() if s == "done"})
+    assert done == ["drift", "drift_no_dam", "sft_epoch1", "spin"]
+    skipped = [e for e in json.loads((tmp_path / "schedule.json").read_text())["events"] if e["status"] == "skipped"]
+    assert {e["reason"] for e in skipped} == {"budget"} and len(skipped) == 6
+
+
+def test_a_failed_unit_skips_what_needs_it_and_the_rest_goes_on(tmp_path, monkeypatch):
+    run_all = _load("run_all")
+    sched, started = _fake_scheduler(run_all, tmp_path, monkeypatch, fail=("xsum/drift/seed42",))
+    state = {u.name: s for u, s in sched.run().items()}
+    assert state["xsum/drift/seed42"] == "failed"
+    assert all(state[f"xsum/{a}/seed42"] == "skipped" for a in ("spin", "drift_no_dam", "drift_no_oal", "drift_extra_epochs"))
+    assert state["xsum/sft_epoch2/seed42"] == "done"
+    assert all(state[f"xsum/{a}/seed43"] == "done" for a in run_all.ARMS)
+
+
+def test_gpu_scale_runs_several_units_at_once_and_skips_general_ability():
+    run_all = _load("run_all")
+    assert run_all.DEFAULT_JOBS["gpu"] > 1 and run_all.GENERAL_EVAL["gpu"]["tasks"] == ()
+    assert set(run_all.EXPECTED_S["gpu"]) == set(run_all.ARMS) and set(run_all.RUN_ORDER) == set(run_all.ARMS)
+    assert run_all.RUN_ORDER[:3] == ("sft_epoch1", "drift", "spin") and run_all.RUN_ORDER[-1] == "drift_extra_epochs"
+    opts = run_all.overrides("gpu", "xsum", "drift", 42, Path("o"), model="/m")
+    assert opts[opts.index("--model_name_or_path") + 1] == "/m"
+
+
+@pytest.mark.parametrize("scale", ["smoke", "gpu"])
+def test_validation_split_is_cut_from_training_rows_only(tmp_path, scale):
+    sweep, run_all = _load("sweep"), _load("run_all")
+    src = json.loads(run_all.split_file(scale, "xsum").read_text())
+    val = json.loads(sweep.validation_split(scale, "xsum", tmp_path / "v.json").read_text())
+    assert val["train_ids"] + val["eval_ids"] == src["train_ids"]
+    assert not set(val["eval_ids"]) & set(src["eval_ids"])  # the held-out rows are never read
+    assert len(val["eval_ids"]) == max(1, len(src["train_ids"]) // 5)
+    opts = sweep.with_split(run_all.overrides(scale, "xsum", "drift", 42, tmp_path), tmp_path / "v.json")
+    assert opts[opts.index("--split_file") + 1] == str(tmp_path / "v.json")
+    assert int(opts[opts.index("--num_eval_examples") + 1]) == len(val["eval_ids"])
+    assert int(opts[opts.index("--num_train_examples") + 1]) == len(val["train_ids"])
+
+
+def test_gpu_runs_take_the_gpu_sweeps_choice_for_self_play_arms(tmp_path, monkeypatch):
+    run_all = _load("run_all")
+    chosen = tmp_path / "chosen_hparams_gpu.yaml"
+    monkeypatch.setattr(run_all, "chosen_file", lambda scale: chosen)
+    assert "--oal_weight" not in run_all.overrides("gpu", "xsum", "drift", 42, tmp_path)  # no sweep yet
+    chosen.write_text("scale: gpu\nlearning_rate: 3.0e-06\nbeta: 0.1\noal_weight: 0.01\ntemperature: 0.7\n")
+    opts = run_all.overrides("gpu", "xsum", "drift", 42, tmp_path)
+    assert opts[opts.index("--oal_weight") + 1] == "0.01" and opts[opts.index("--temperature") + 1] == "0.7"
+    assert "--oal_weight" not in run_all.overrides("gpu", "xsum", "sft_epoch1", 42, tmp_path)
+    assert "--oal_weight" not in run_all.overrides("gpu", "xsum", "drift", 42, tmp_path, chosen=False)
+    assert "--oal_weight" not in run_all.overrides("cpu", "xsum", "drift", 42, tmp_path)  # cpu: in the configs
+
+
+def test_gpu_sweep_spec_spans_small_lambdas_and_keeps_its_points_valid():
+    import yaml
+    sweep = _load("sweep")
+    spec = yaml.safe_load((EXP / "sweep_xsum_gpu.yaml").read_text())
+    lambdas = spec["axes"]["oal_weight"]
+    assert min(lambdas) <= spec["center"]["oal_weight"] / 30 and {"learning_rate", "beta"} <= set(spec["axes"])
+    names = [n for n, _ in sweep.points(spec)]
+    assert names[0] == "center" and len(names) == len(set(names))
+    chosen = sweep.choose(spec, {"center": {"rougeL": 1.0}, "oal_weight=0.01": {"rougeL": 2.0}})
+    assert chosen["oal_weight"] == 0.01 and chosen["beta"] == spec["center"]["beta"]
+    assert chosen["temperature"] == spec["center"]["temperature"]  # not swept: the center's
+
+
+def test_gpu_section_says_not_run_yet_without_gpu_results(tmp_path):
+    mr = _load("make_results")
+    _fixture(tmp_path / "cpu")
+    text = mr.render(tmp_path / "cpu", gpu_root=tmp_path / "gpu")  # no such folder
+    assert "## GPU scale" in text and "Not run yet" in text and "scripts/gpu_study.sh" in text
+    (tmp_path / "gpu").mkdir()
+    assert "Not run yet" in mr.render(tmp_path / "cpu", gpu_root=tmp_path / "gpu")  # empty folder
+
+
+def test_gpu_section_renders_the_same_verdicts_from_gpu_results(tmp_path):
+    mr = _load("make_results")
+    _fixture(tmp_path / "cpu")
+    gpu = tmp_path / "gpu"
+    _fixture(gpu)  # the same hand-made numbers: the same verdicts, now under the GPU heading
+    (gpu / "commands.txt").write_text("# python run_all.py --scale gpu   (commit 0123abcd4567)\n")
+    (gpu / "xsum_timing.json").write_text(json.dumps({"task": "xsum", "seconds": 431.2, "budget_s": 480, "rc": 0}))
+    (gpu / "xsum_schedule.json").write_text(json.dumps({"events": [
+        {"unit": "xsum/drift_extra_epochs/seed45", "status": "skipped", "reason": "budget"},
+        {"unit": "xsum/spin/seed45", "status": "running"},
+        {"unit": "xsum/drift/seed44", "status": "skipped", "reason": "budget"}]}))  # drift finished on a later visit
+    (gpu / "xsum_rouge.png").write_bytes(b"gpu-png")
+    page = tmp_path / "page"
+    text = mr.render(tmp_path / "cpu", page_dir=page, gpu_root=gpu)
+    cpu_part, gpu_part = text.split("## GPU scale", 1)
+    assert "Not run yet" not in gpu_part
+    assert "Git commit of the code that ran the study: `0123abcd4567`" in gpu_part
+    assert "### The paper's claims" in gpu_part and "#### ROUGE on the held-out split" in gpu_part
+    assert "**DRIFT > SPIN (same number of iterations)** — at this scale: holds in every comparison below." in gpu_part
+    assert "needs" in gpu_part and "#### Time per arm" in gpu_part and "#### Loss terms" in gpu_part
+    assert "`xsum`: 431 s of GPU time" in gpu_part
+    assert "xsum/drift_extra_epochs/seed45 (budget)" in gpu_part and "xsum/spin/seed45" in gpu_part
+    assert "xsum/drift/seed44" not in gpu_part
+    assert (page / "results" / "gpu_xsum_rouge.png").read_bytes() == b"gpu-png"
+    assert (page / "results" / "gpu_xsum_mean_std.png").is_file() and "](results/gpu_xsum_rouge.png)" in gpu_part
+    assert (page / "results" / "xsum_mean_std.png").is_file()  # the CPU plot is not overwritten by the GPU one
+    assert "Held-out size" not in gpu_part  # the 250-example cost note is for the smaller scales
+
+
+def test_grad_norm_table_from_the_sweep(tmp_path):
+    mr = _load("make_results")
+    g = {"pairs": 32, "stage": 1, "batches": 8, "beta": {"0.5": {
+        "dam_grad_norm": 5.0, "oal_grad_norm": 16.0, "cosine": 0.04, "dam_loss": 0.69, "oal_loss": 160.0,
+        "ratio": {"0.01": 0.032, "0.3": 0.96}, "value_ratio": {"0.01": 2.3, "0.3": 69.6}}}}
+    (tmp_path / "g.json").write_text(json.dumps(g))
+    lines = mr.grad_norm_lines(tmp_path / "g.json")
+    assert "| 0.5 | 5 | 16 | 0.040 | 0.032 (2.3) | 0.96 (69.6) |" in lines
+    assert mr.grad_norm_lines(tmp_path / "missing.json") == []
+
+
+def test_a_less_valuable_arm_waits_until_every_seed_of_a_more_valuable_one_started(tmp_path):
+    run_all = _load("run_all")
+    U = run_all.Unit
+    units = run_all.plan(["xsum"], list(run_all.ARMS), [42, 43])
+    sched = run_all.Scheduler(tmp_path, "gpu", units, 6, 1, True, "cpu")
+    sched.state.update({U("xsum", "sft_epoch1", 42): "done", U("xsum", "sft_epoch1", 43): "done",
+                        U("xsum", "drift", 42): "done", U("xsum", "drift", 43): "running"})
+    assert sched._startable(U("xsum", "spin", 42)) == "start"
+    # spin43 waits for drift43 and needs no more than drift_extra_epochs42: extra waits, so a budget that
+    # runs out drops whole arms, not seeds of several
+    assert sched._startable(U("xsum", "drift_extra_epochs", 42)) is None
+    assert sched._startable(U("xsum", "drift_no_dam", 42)) is None
+    # sft_epoch2 needs only sft_epoch1: it fills a slot while the drift runs go on
+    assert sched._startable(U("xsum", "sft_epoch2", 42)) == "start"
+    sched.state.update({U("xsum", "spin", 42): "running", U("xsum", "spin", 43): "skipped"})
+    assert sched._startable(U("xsum", "drift_no_dam", 42)) == "start"

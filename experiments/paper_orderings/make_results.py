@@ -115,14 +115,14 @@ def stage_stats(seeds: Seeds, key: str) -> Dict[str, Tuple[float, float, int]]:
     vals: Dict[str, List[float]] = {}
     for recs in seeds.values():
         for r in recs:
-            if key in r:
+            if r.get(key) is not None:  # a diagnostic is None where it has nothing to count (no such tokens)
                 vals.setdefault(r["stage"], []).append(float(r[key]))
     return {s: (*mean_std(vals[s]), len(vals[s])) for s in sorted(vals, key=stage_key)}
 
 
 def value(recs: List[dict], key: str, stage: Optional[str] = None) -> Optional[float]:
     """``key`` of one seed at ``stage`` (None: its last stage that has ``key``)."""
-    pick = [r for r in recs if key in r and (stage is None or r["stage"] == stage)]
+    pick = [r for r in recs if r.get(key) is not None and (stage is None or r["stage"] == stage)]
     return float(pick[-1][key]) if pick else None
 
 
@@ -352,7 +352,8 @@ def sweep_lines(root: Path) -> List[str]:
         return []
     s = json.loads(summary.read_text())
     spec, results, chosen = s["spec"], s["results"], s["chosen"]
-    lines = ["## Hyper-parameter sweep (XSum held-out split only)", "",
+    split = s.get("split", "held-out")
+    lines = [f"## Hyper-parameter sweep (XSum {split} split only)", "",
              f"One factor at a time around the center {spec['center']}, arm `drift`, seed {spec['seed']}, "
              f"{spec['iterations']} self-play iteration(s) after the shared SFT warm start; selected on "
              f"{METRIC_NAMES.get(spec['select_on'], spec['select_on'])} at the last stage. MTS-Dialog reuses the "
@@ -366,7 +367,26 @@ def sweep_lines(root: Path) -> List[str]:
                      f"{r['stage']} | {r['rouge1']:.2f} | {r['rouge2']:.2f} | {r['rougeL']:.2f} | {gamma} | "
                      f"{same_predictions(Path(root) / 'sweep', name, 'center', r['stage'])} |")
     lines += ["", "Chosen: " + ", ".join(f"{k} = {v}" for k, v in chosen.items()) + ".", ""]
-    return lines
+    return lines + grad_norm_lines(Path(root) / "sweep" / "grad_norms.json")
+
+
+def grad_norm_lines(path: Path) -> List[str]:
+    """The table of grad_norms.py's output: how strongly each term pulls at the warm start (empty if absent)."""
+    if not Path(path).is_file():
+        return []
+    g = json.loads(Path(path).read_text())
+    lams = sorted({lam for b in g["beta"].values() for lam in b["ratio"]}, key=float)
+    lines = ["### Gradient norms of the two DRIFT terms at the warm start", "",
+             f"`grad_norms.py` on {g['pairs']} training pairs of iteration {g['stage']} (their opponent responses and "
+             "masks), at the model that iteration trains from: ||grad L_DAM|| per beta, ||grad L_OAL|| per unit lambda, "
+             "the cosine between the two, and lambda x ||grad L_OAL|| / ||grad L_DAM|| per lambda (above 1: the OAL "
+             "term steers the update; the value ratio lambda x L_OAL / L_DAM beside it).", "",
+             "| beta | norm DAM | norm OAL | cosine | " + " | ".join(f"ratio at lambda {lam} (values)" for lam in lams) + " |",
+             "|---|---|---|---|" + "---|" * len(lams)]
+    for beta, r in sorted(g["beta"].items(), key=lambda kv: float(kv[0])):
+        lines.append(f"| {beta} | {r['dam_grad_norm']:.4g} | {r['oal_grad_norm']:.4g} | {r['cosine']:.3f} | "
+                     + " | ".join(f"{r['ratio'][lam]:.3g} ({r['value_ratio'][lam]:.3g})" for lam in lams) + " |")
+    return lines + [""]
 
 
 def wall(seeds: Seeds, task_root: Path, arm: str) -> List[float]:
@@ -539,7 +559,7 @@ def eval_cost_lines(data: Dict[str, Dict[str, Seeds]], root: Path) -> List[str]:
         return []
     n = int(json.loads(cfgs[0].read_text()).get("num_eval_examples", 0))
     share = sum(evals) / total
-    if n <= 0:
+    if n <= 0 or n >= 250:
         return []
     factor = 1 + share * (250 / n - 1)
     return [f"- Held-out size: ROUGE and the diagnostics use {n} held-out examples per task. One evaluated stage "
@@ -576,9 +596,10 @@ def study_commits(root: Path) -> List[str]:
 
 
 def render(root: Path, title: str = "Paper orderings: results", page_dir: Optional[Path] = None,
-           tasks: Optional[List[str]] = None) -> str:
+           tasks: Optional[List[str]] = None, gpu_root: Optional[Path] = None, png_prefix: str = "") -> str:
     """The markdown page for the runs under ``root`` (``tasks``: only these; None: all); PNGs copied to
-    ``<page_dir>/results/`` (page_dir None: linked in place)."""
+    ``<page_dir>/results/`` as ``<png_prefix><name>`` (page_dir None: linked in place); with ``gpu_root``, the
+    GPU-scale section (:func:`gpu_section`) before the commands."""
     root = Path(root)
     data = collect(root)
     left_off = {t: arms for t, arms in data.items() if tasks is not None and t not in tasks}
@@ -658,20 +679,22 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
             w = wall(seeds, root / task, arm)
             lines.append(f"| {arm} | {len(seeds)} | {_fmt(mean_std(w), 0) if w else '-'} | {_fmt(mean_std(tot), 0)} |")
         if page_dir is not None:
-            mean_png = plot_mean_std(task, arms, Path(page_dir) / "results" / f"{task}_mean_std.png")
+            mean_png = plot_mean_std(task, arms, Path(page_dir) / "results" / f"{png_prefix}{task}_mean_std.png")
             lines += ["", f"![{task}: ROUGE mean ± std over seeds per arm and stage](results/{mean_png.name})"]
         png = root / f"{task}_rouge.png"
         if png.is_file():
             if page_dir is not None:
-                dest = Path(page_dir) / "results" / png.name
+                dest = Path(page_dir) / "results" / f"{png_prefix}{png.name}"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(png, dest)
-                rel = f"results/{png.name}"
+                rel = f"results/{dest.name}"
             else:
                 rel = Path(os.path.relpath(png.resolve(), Path.cwd())).as_posix()
             lines += ["", f"![{task}: ROUGE and gamma per iteration, seed 42 of each arm ({'`drift plot`'})]({rel})"]
         lines.append("")
-    lines += sweep_lines(root) or sweep_not_rerun()
+    lines += sweep_lines(root) or sweep_not_rerun(png_prefix.rstrip("_") or "cpu")
+    if gpu_root is not None:
+        lines += gpu_section(Path(gpu_root), page_dir)
     cmds = root / "commands.txt"
     if cmds.is_file():
         lines += ["## Commands (in the order they ran; `#` lines are the study scripts, the others the runs they started)",
@@ -681,14 +704,61 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
     return "\n".join(lines)
 
 
+GPU_HOWTO = ("Run it with `scripts/gpu_study.sh` in short GPU visits (docs/GPU.md, \"The study on a GPU\"): `pack` here, "
+             "then on the GPU machine `part 1`, `part 2`, `run xsum` (or `sweep`, `mtsdialog`), and `collect` here; "
+             "then render this page again.")
+
+
+def gpu_schedule_lines(root: Path) -> List[str]:
+    """What each GPU visit ran and left out: the tasks' seconds (``*_timing.json``) and the units a budget or a
+    failure skipped (``schedule.json``)."""
+    lines = []
+    for t in sorted(Path(root).glob("*_timing.json")):
+        rec = json.loads(t.read_text())
+        lines.append(f"- `{rec['task']}`: {rec['seconds']:.0f} s of GPU time in its command (budget {rec['budget_s']} s, "
+                     f"exit status {rec['rc']}).")
+    last = {}
+    for sched in sorted(Path(root).glob("*schedule.json")):  # <task>_schedule.json per visit's task
+        for e in json.loads(sched.read_text())["events"]:
+            last[e["unit"]] = e
+    last = {u: e for u, e in last.items() if not (Path(root) / u / "wall_s.txt").is_file()}  # finished later: on the page
+    if last:
+        skipped = [f"{u} ({e['reason']})" for u, e in last.items() if e["status"] == "skipped"]
+        unfinished = [u for u, e in last.items() if e["status"] in ("running", "failed")]
+        if skipped:
+            lines.append("- Not run (dropped to fit or for a missing source): " + ", ".join(skipped) + ".")
+        if unfinished:
+            lines.append("- Stopped or failed, not on this page (they rerun on the next visit): " + ", ".join(unfinished) + ".")
+    return lines + ([""] if lines else [])
+
+
+def gpu_section(root: Path, page_dir: Optional[Path] = None) -> List[str]:
+    """The GPU-scale section: the same page machinery on the committed GPU runs under ``root`` (headings one level
+    down, PNGs prefixed ``gpu_``), or 'not run yet' and how to run it."""
+    head = ["## GPU scale (749 / 250 XSum pairs, 70 / 30 MTS-Dialog, 512-token prompts, bf16)", ""]
+    if not (Path(root).is_dir() and collect(root)):
+        return head + ["Not run yet: no GPU-scale results are committed (`experiments/paper_orderings/results/gpu/` is "
+                       "empty). " + GPU_HOWTO, ""]
+    body = render(root, title="GPU scale", page_dir=page_dir, png_prefix="gpu_").splitlines()
+    start = next(i for i, line in enumerate(body) if line.startswith("Git commit of the code that ran") or line.startswith("## "))
+    cut = next((i for i, line in enumerate(body) if line.startswith("## Commands")), len(body))
+    kept = [("#" + line) if line.startswith("#") else line for line in body[start:cut]]
+    return head + ["The same machinery on the GPU-scale runs committed under `experiments/paper_orderings/results/gpu/` "
+                   "(collected from the GPU visits; no weights)." , ""] + gpu_schedule_lines(root) + kept + [""]
+
+
 def shown_command(line: str) -> str:
     """A commands.txt line without machine paths: absolute paths become ``<name>`` of their last part."""
     return " ".join(f"<{Path(w).name}>" if w.startswith("/") else w for w in line.split(" "))
 
 
-def sweep_not_rerun() -> List[str]:
+def sweep_not_rerun(scale: str = "cpu") -> List[str]:
     """Where the hyper-parameters come from when the runs root holds no sweep."""
-    chosen = Path(__file__).resolve().parent / "chosen_hparams.yaml"
+    here = Path(__file__).resolve().parent
+    if scale != "cpu":
+        return (["## Hyper-parameters", "", f"The runs root holds no sweep: the {scale} runs used the configs' settings"
+                 + (" with `chosen_hparams_gpu.yaml`" if (here / "chosen_hparams_gpu.yaml").is_file() else "") + ".", ""])
+    chosen = here / "chosen_hparams.yaml"
     if not chosen.is_file():
         return []
     values = [ln.strip() for ln in chosen.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
@@ -703,9 +773,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--runs", required=True, help="output root of run_all.py")
     p.add_argument("--output", required=True, help="markdown file to write (docs/RESULTS.md only for full runs)")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks (default: every task under --runs)")
+    p.add_argument("--gpu-runs", default=str(Path(__file__).resolve().parent / "results" / "gpu"),
+                   help="the committed GPU-scale runs (their section says 'not run yet' when there are none)")
     args = p.parse_args(argv)
     out = Path(args.output)
-    text = render(Path(args.runs), page_dir=out.parent, tasks=args.tasks)
+    text = render(Path(args.runs), page_dir=out.parent, tasks=args.tasks, gpu_root=Path(args.gpu_runs))
     out.write_text(text)
     for line in text.splitlines():
         if line.startswith("**"):
