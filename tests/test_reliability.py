@@ -221,14 +221,14 @@ def _drift_args(seed=0, B=2, T=5, V=6):
     return [cl, clab, cm, rl, rlab, rm, torch.randn(B, generator=g), torch.randn(B, generator=g)]
 
 
-def test_drift_loss_default_oal_targets_are_the_masked_chosen_labels():
-    """Masked-out chosen_labels used to become OAL targets (and 99 >= V raised about 'targets')."""
+def test_drift_loss_chosen_labels_outside_the_response_mask_are_never_oal_targets():
+    """With chosen_response_mask, chosen_labels outside it may be anything (here 99 >= V, which as a target raises)."""
     args = _drift_args()
-    args[1] = torch.where(args[2], args[1], 99)  # anything at masked positions, here 99 >= V
-    out = drift.drift_loss(*args)
+    args[1] = torch.where(args[2], args[1], 99)  # anything outside the masks, here 99 >= V
+    out = drift.drift_loss(*args, chosen_response_mask=args[2])
     explicit = drift.drift_loss(*args, oal_targets=args[1], oal_targets_mask=args[2])
     torch.testing.assert_close(out.loss, explicit.loss)
-    ref = reference.drift_loss(*args)
+    ref = reference.drift_loss(*args, chosen_response_mask=args[2])
     torch.testing.assert_close(out.oal_loss, ref[2])
     torch.testing.assert_close(out.loss.double(), ref[0].double())
 
