@@ -1,4 +1,4 @@
-"""The DRIFT training losses (METHOD.md sections 1-3), on top of the fused ops in ``drift.ops``.
+"""The DRIFT training losses (METHOD.md sections 0-3), on top of the fused ops in ``drift.ops``.
 
 - :func:`token_logps` - per-token log-probs of the labels (fused selective log-softmax);
 - :func:`oal_loss` - the occurrence-aware loss (fused, METHOD.md section 2);

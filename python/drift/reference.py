@@ -81,7 +81,7 @@ def _row_lengths(rows: List[List[int]], lengths: Any, pad_id: Any) -> List[int]:
     return out
 
 
-# ---- losses (METHOD.md sections 1-3): naive PyTorch, full log-softmax, explicit loops -------
+# ---- losses (METHOD.md sections 0-3): naive PyTorch, full log-softmax, explicit loops -------
 
 
 def _compute_dtype(logits: Any) -> Any:
