@@ -7,7 +7,6 @@ end-to-end test runs the real SmolLM2-135M-Instruct on a few XSum articles.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TRAIN_DEPS, run_records, tiny_config, untimed
+from conftest import TRAIN_DEPS, drift_env, model_weights, run_records, tiny_config, untimed
 from drift.trainer.layout import RunLayout
 from drift.trainer.methods import METHODS, method as method_traits
 
@@ -127,12 +126,6 @@ def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
     assert abs(float(got) - float(want)) < 1e-4 * max(1.0, float(want))
 
 
-def _weights(model_dir: Path):
-    from safetensors.torch import load_file
-
-    return load_file(str(model_dir / "model.safetensors"))
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, method):
     from drift.trainer import train
@@ -156,7 +149,7 @@ def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, met
         run = RunLayout(tmp_path / "run")
         for path in (run.generations(1), run.masks(1), run.reference(1), run.eval_json(1)):
             assert path.is_file(), path
-    before, after = _weights(tiny_model_dir), _weights(RunLayout(tmp_path / "run").model(1))
+    before, after = model_weights(tiny_model_dir), model_weights(RunLayout(tmp_path / "run").model(1))
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
@@ -172,8 +165,8 @@ def test_gradient_accumulation_invariance(tiny_model_dir, tiny_data, tmp_path):
     for ra, rb in zip(sa, sb):
         for k in ("loss", "self_play_loss", "oal_loss", "rewards/margins"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k
-    wa, wb = _weights(RunLayout(tmp_path / "a").model(1)), _weights(RunLayout(tmp_path / "b").model(1))
-    start = _weights(tiny_model_dir)
+    wa, wb = model_weights(RunLayout(tmp_path / "a").model(1)), model_weights(RunLayout(tmp_path / "b").model(1))
+    start = model_weights(tiny_model_dir)
     for k in wa:
         moved = (wa[k] - start[k]).abs().max()
         assert (wa[k] - wb[k]).abs().max() <= 1e-2 * max(float(moved), 1e-12) + 1e-7, k
@@ -196,12 +189,7 @@ def _write_yaml(path: Path, cfg) -> Path:
 
 
 def _cli(config_path: Path, env_extra=None, launcher=None, timeout=600):
-    env = dict(os.environ)
-    import drift
-
-    pkg_root = str(Path(drift.__file__).resolve().parents[1])  # the drift this test imported
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.update(env_extra or {})
+    env = drift_env(**(env_extra or {}))
     cmd = (launcher or [sys.executable, "-m"]) + ["drift.cli", "train", "--config", str(config_path)]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -232,7 +220,7 @@ def test_kill_and_resume_equals_uninterrupted(tiny_model_dir, tiny_data, tmp_pat
     resumed = _cli(cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     for k in (0, 1, 2):
-        a, b = _weights(RunLayout(uninterrupted).model(k)), _weights(RunLayout(tmp_path / "run").model(k))
+        a, b = model_weights(RunLayout(uninterrupted).model(k)), model_weights(RunLayout(tmp_path / "run").model(k))
         assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), f"iter_{k}"
     assert untimed(run_records(uninterrupted)) == untimed(run_records(tmp_path / "run"))
     assert not list((tmp_path / "run").rglob("train_state*")), "training state left behind"
@@ -264,7 +252,7 @@ def test_two_processes_equal_one_process_with_doubled_accumulation(tiny_model_di
     assert len(sa) == len(sb) == 4
     for ra, rb in zip(sa, sb):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4, abs=1e-5)
-    wa, wb = _weights(RunLayout(tmp_path / "one").model(2)), _weights(RunLayout(tmp_path / "two").model(2))
+    wa, wb = model_weights(RunLayout(tmp_path / "one").model(2)), model_weights(RunLayout(tmp_path / "two").model(2))
     for k in wa:
         assert torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-5), k
 
@@ -293,8 +281,8 @@ def test_lora_iteration_merges_adapters(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path, use_peft=True, lora_r=4, lora_alpha=8, lora_save_merged=True))
-    after = _weights(RunLayout(tmp_path).model(1))
-    before = _weights(tiny_model_dir)
+    after = model_weights(RunLayout(tmp_path).model(1))
+    before = model_weights(tiny_model_dir)
     assert after.keys() == before.keys()  # a plain (merged) model, no adapter tensors
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all("proj" in k for k in changed)  # only LoRA-adapted projections moved

@@ -1,4 +1,4 @@
-"""General ability of a checkpoint, offline, with lm-evaluation-harness (issue 14, part 2).
+"""General ability of a checkpoint, offline, with lm-evaluation-harness.
 
 The paper shows that DRIFT keeps general capabilities with lm-evaluation-harness on MMLU,
 HellaSwag, WinoGrande, TruthfulQA and GSM8K. Here the same harness (``lm_eval``, the optional
