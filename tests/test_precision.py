@@ -33,7 +33,7 @@ def changed_fraction(before, after) -> float:
 SMALL_LR = dict(learning_rate=5e-7, lr_scheduler_type="constant", warmup_ratio=0.0, iterations=1, method="drift")
 
 
-def test_bf16_small_lr_changes_mostmodel_weights(tiny_model_dir, tiny_data, tmp_path):
+def test_bf16_small_lr_changes_most_weights(tiny_model_dir, tiny_data, tmp_path):
     """bf16 = fp32 masters + bf16 autocast: at lr 5e-7 nearly every weight moves (bf16 weights: almost none)."""
     from drift.trainer import train
 

@@ -133,7 +133,7 @@ def spin_loss(
     beta: float = 0.1,
     loss_type: str = "sigmoid",
 ) -> SelfPlayLoss:
-    """The SPIN self-play loss on sequence log-prob sums (METHOD.md section 0).
+    """The self-play loss on sequence log-prob sums, SPIN's by default (METHOD.md section 0).
 
     Args:
         policy_chosen_logps, policy_rejected_logps: (B,) floating log-probs of the chosen
