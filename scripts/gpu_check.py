@@ -48,7 +48,7 @@ BEGIN, END = "<!-- gpu-check:begin -->", "<!-- gpu-check:end -->"
 SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck", "initcheck")
 SANITIZER_TESTS = "tests/test_cuda_kernels.py"
 SMOKE_TEST = "tests/test_trainer_gpu.py"
-#: The goals of issue 13 that the key numbers are held to: (key, comparison, bound).
+#: The goals the key numbers are held to: (key, comparison, bound).
 GOALS = (
     ("oal_floor_ratio", "<=", 2.0),
     ("token_logps_floor_ratio", "<=", 2.0),

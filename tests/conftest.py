@@ -81,6 +81,29 @@ def untimed(records: list) -> list:
     return [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in records]
 
 
+def model_weights(model_dir: Path) -> dict:
+    """The tensors of ``model_dir/model.safetensors`` by name (a saved stage's or the tiny model's weights)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def drift_env(base: dict | None = None, **extra: str) -> dict:
+    """The environment for a subprocess that must import the drift these tests imported.
+
+    ``base`` (default: ``os.environ``) with that drift's folder put first on ``PYTHONPATH``
+    (the working tree's ``python/`` or a staged copy, never another installed drift), then
+    ``extra`` on top.
+    """
+    import drift
+
+    env = dict(os.environ if base is None else base)
+    root = str(Path(drift.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
 def tiny_config(model_dir: Path, data: Path, output_dir: Path, **overrides):
     """A DriftConfig for loop tests on the tiny model: seconds per iteration."""
     from drift.trainer import DriftConfig
@@ -124,28 +147,10 @@ def write_config(path: Path, cfg) -> Path:
     return path
 
 
-def cli_env(env_extra=None) -> dict:
-    """The environment for a ``drift`` subprocess: this one, with the drift this test imported first on PYTHONPATH."""
-    import drift
-
-    env = dict(os.environ)
-    pkg_root = str(Path(drift.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.update(env_extra or {})
-    return env
-
-
 def train_cli(config_path: Path, env_extra=None, launcher=None, timeout=600, args=()):
     """``drift train --config config_path [args]`` in a subprocess (optionally under ``launcher``, e.g.
     ``accelerate launch``); ``env_extra`` adds environment variables (``DRIFT_FAULT_INJECT``, ...)."""
     import sys
 
     cmd = (launcher or [sys.executable, "-m"]) + ["drift.cli", "train", "--config", str(config_path), *args]
-    return subprocess.run(cmd, env=cli_env(env_extra), capture_output=True, text=True, timeout=timeout)
-
-
-def model_weights(model_dir: Path) -> dict:
-    """The tensors of ``model_dir/model.safetensors``."""
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(model_dir) / "model.safetensors"))
+    return subprocess.run(cmd, env=drift_env(**(env_extra or {})), capture_output=True, text=True, timeout=timeout)

@@ -414,14 +414,21 @@ def drift_valid(rng: random.Random) -> Case:
     cl, rl = rand_logits(rng, (B, Tc, V), dtype, False), rand_logits(rng, (B, Tr, V), dtype, False)
     clab, rlab = rand_ids(rng, (B, Tc), V), rand_ids(rng, (B, Tr), V)
     cm, rm = rand_bool(rng, (B, Tc)), rand_bool(rng, (B, Tr))
-    clab = torch.where(cm, clab, rng.choice([-100, V + 7, -1]))  # anything at masked positions
-    rlab = torch.where(rm, rlab, rng.choice([-100, V + 3]))
-    rc, rr = -torch.rand(B) * 20, -torch.rand(B) * 20
-    kw: Dict[str, Any] = dict(beta=rng.choice([0.1, np.float32(0.3)]), oal_weight=rng.choice([0.0, 1.0, np.float64(0.5)]))
+    kw: Dict[str, Any] = dict(beta=rng.choice([0.1, np.float32(0.3)]), oal_weight=rng.choice([0.0, 1.0, np.float64(0.5)]),
+                              loss_type=rng.choice(["sigmoid", "hinge", "ipo"]))
+    # chosen labels outside the masks: anything once chosen_response_mask or oal_targets says what y is, else -100
+    fill = -100
     if rng.random() < 0.5:
         kw["oal_targets"] = rand_ids(rng, (B, rng.choice([1, 4])), V)
         if rng.random() < 0.5:
             kw["oal_targets_mask"] = rand_bool(rng, tuple(kw["oal_targets"].shape))
+        fill = rng.choice([-100, V + 7, -1])
+    elif rng.random() < 0.5:
+        kw["chosen_response_mask"] = cm | rand_bool(rng, (B, Tc))
+        clab = torch.where(kw["chosen_response_mask"], clab, rng.choice([-100, V + 7, -1]))
+    clab = torch.where(cm, clab, fill) if "chosen_response_mask" not in kw else clab
+    rlab = torch.where(rm, rlab, rng.choice([-100, V + 3]))
+    rc, rr = -torch.rand(B) * 20, -torch.rand(B) * 20
     if rng.random() < 0.5:
         kw["rejected_response_mask"] = rand_bool(rng, (B, Tr))
 
@@ -474,6 +481,8 @@ def losses_bad(rng: random.Random) -> Case:
         (lambda: drift.drift_loss(*args, oal_targets=lab, oal_targets_mask=m.long()), ("oal_targets_mask",)),
         (lambda: drift.drift_loss(*args, rejected_response_mask=m[:, :2]), ("rejected_response_mask",)),
         (lambda: drift.drift_loss(*with_arg(6, z[:0])), ("reference_chosen_logps",)),
+        (lambda: drift.drift_loss(*args, loss_type=rng.choice(["kto", "", None, 1])), ("loss_type",)),
+        (lambda: drift.spin_loss(z, z, z, z, loss_type="dpo"), ("loss_type",)),
         (lambda: drift.DriftLoss(beta=0.0), ("beta",)),
         (lambda: drift.DriftLoss(oal_weight=-2), ("oal_weight",)),
     ]

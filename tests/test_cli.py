@@ -123,7 +123,7 @@ def test_bare_train_is_the_demo_config(capsys):
 
 
 def test_options_start_from_the_documented_defaults(tmp_path, capsys):
-    """Issue 12 item 1: `drift train --data my.jsonl` runs DriftConfig's defaults (what --help prints), not the demo's."""
+    """`drift train --data my.jsonl` runs DriftConfig's defaults (what --help prints), not the demo's."""
     from drift.cli import build_parser, _base_settings
     from drift.trainer import DriftConfig, config_from_args
 
@@ -203,7 +203,7 @@ def _bad_inputs(root: Path, good: Path):
 
 
 def test_bad_files_fail_in_one_line_before_anything_is_written(tiny_data, tmp_path, capsys, monkeypatch):
-    """Issue 12 item 7: file, line and problem in one line, exit code 2, no run folder left behind."""
+    """A bad config: file, line and problem in one line, exit code 2, no run folder left behind."""
     from drift.cli import main
 
     monkeypatch.setattr("drift.assets.smollm2_model_dir", lambda: (_ for _ in ()).throw(AssertionError("model")))
@@ -255,7 +255,7 @@ def test_missing_column_fails_before_any_model_loads(no_model_loads, tiny_data, 
 
 
 def test_output_dir_named_from_data_and_method(tmp_path):
-    """Issue 12 item 4: runs/<data stem>-<method>, never the raw path; different runs never share a folder."""
+    """The default output folder: runs/<data stem>-<method>, never the raw path; different runs never share a folder."""
     from drift.trainer import DriftConfig
     from drift.atomic import write_json
     from drift.trainer.rundir import resolve_output_dir

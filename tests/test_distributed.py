@@ -11,7 +11,6 @@ processes, so they agree to float32 rounding, not bit for bit.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TRAIN_DEPS, run_records, tiny_config
+from conftest import TRAIN_DEPS, drift_env, model_weights, run_records, tiny_config
 
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
@@ -47,22 +46,12 @@ FSDP = _COMMON + ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy"
                   "false"]
 
 
-def _weights(model_dir: Path):
-    from safetensors.torch import load_file
-
-    return load_file(str(model_dir / "model.safetensors"))
-
-
 def _train(cfg, path: Path, launcher=None, timeout=900):
     """``drift train --config`` in a subprocess (optionally under ``accelerate launch``)."""
     import yaml
 
-    import drift
-
     path.write_text(yaml.safe_dump(cfg.to_dict()))
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    pkg_root = str(Path(drift.__file__).resolve().parents[1])  # the drift this test imported
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = drift_env(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     prefix = [str(ACCELERATE), *launcher, "-m"] if launcher else [sys.executable, "-m"]
     done = subprocess.run(prefix + ["drift.cli", "train", "--config", str(path)], env=env, capture_output=True,
                           text=True, timeout=timeout)
@@ -77,7 +66,7 @@ def _assert_same_run(one: Path, two: Path) -> None:
     assert len(sa) == len(sb) == 4
     for ra, rb in zip(sa, sb):
         assert ra["loss"] == pytest.approx(rb["loss"], **LOSS_TOL), (ra["step"], ra["iteration"])
-    wa, wb = _weights(one / "iter_2" / "model"), _weights(two / "iter_2" / "model")
+    wa, wb = model_weights(one / "iter_2" / "model"), model_weights(two / "iter_2" / "model")
     # FSDP's gathered state dict holds the tied lm_head as its own tensor, which save_pretrained
     # then keeps: allowed, as long as it equals the embedding it is tied to.
     if "lm_head.weight" in wb and "lm_head.weight" not in wa:
@@ -104,13 +93,9 @@ assert str(acc.distributed_type).endswith("FSDP") and kinds == {"DTensor"}, (acc
 def test_fsdp_launch_shards_the_model_on_cpu(tiny_model_dir, tmp_path):
     """accelerate maps --use_fsdp to FSDP on GPUs only; the trainer's accelerator switches it on
     for CPU processes too (else the FSDP comparison below would silently test DDP)."""
-    import drift
-
     probe = tmp_path / "probe.py"
     probe.write_text(_PROBE)
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    pkg_root = str(Path(drift.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = drift_env(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     done = subprocess.run([str(ACCELERATE), *FSDP, str(probe), str(tiny_model_dir)], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
@@ -130,7 +115,7 @@ def test_two_processes_equal_one_process_with_doubled_accumulation(tiny_model_di
            tmp_path / "two.yaml", launcher=launcher)
     _assert_same_run(one, two)
     if overrides.get("use_peft"):  # LoRA merged: a plain model, only the adapted projections moved
-        before, after = _weights(tiny_model_dir), _weights(two / "iter_2" / "model")
+        before, after = model_weights(tiny_model_dir), model_weights(two / "iter_2" / "model")
         assert after.keys() == before.keys()
         changed = [k for k in before if not torch.equal(before[k], after[k])]
         assert changed and all("proj" in k for k in changed)

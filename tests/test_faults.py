@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TRAIN_DEPS, cli_env, model_weights, run_records, tiny_config, train_cli, untimed, write_config
+from conftest import TRAIN_DEPS, drift_env, model_weights, run_records, tiny_config, train_cli, untimed, write_config
 from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
@@ -154,7 +154,7 @@ def test_sigterm_from_outside_stops_and_resumes_to_the_uninterrupted_run(tiny_mo
     """A real SIGTERM from another process, once the SFT warm start trains (wherever the run is by then)."""
     reference, _ = uninterrupted
     cfg = _config(tiny_model_dir, tiny_data, tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "drift.cli", "train", "--config", str(cfg)], env=cli_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "drift.cli", "train", "--config", str(cfg)], env=drift_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics, deadline = RunLayout(tmp_path / "run").metrics, time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
@@ -183,7 +183,7 @@ def test_second_writer_on_one_folder_fails_in_one_line_naming_folder_and_pid(tin
     reference, _ = uninterrupted
     cfg = _config(tiny_model_dir, tiny_data, tmp_path)
     first = subprocess.Popen([sys.executable, "-m", "drift.cli", "train", "--config", str(cfg)],
-                             env=cli_env({"DRIFT_FAULT_INJECT": "iter_1: train:step2", "DRIFT_FAULT_SIGNAL": "STOP"}),
+                             env=drift_env(**{"DRIFT_FAULT_INJECT": "iter_1: train:step2", "DRIFT_FAULT_SIGNAL": "STOP"}),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -211,7 +211,7 @@ def test_run_lock_is_exclusive_reentrant_and_dropped_when_its_holder_dies(tmp_pa
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from drift.trainer import runlock; "
                                f"runlock.acquire({str(tmp_path)!r}); print('held', flush=True); time.sleep(600)"],
-                              env=cli_env(), stdout=subprocess.PIPE, text=True)
+                              env=drift_env(), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(runlock.RunFolderBusy, match=f"in use by process {holder.pid} "):
@@ -325,7 +325,7 @@ def test_sigterm_to_one_process_of_two_saves_the_state_on_both_and_resumes(tiny_
                   eval_base=False)  # long training: the signal lands in it
     launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
-    env = cli_env({"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
+    env = drift_env(**{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
     proc = subprocess.Popen(launcher + ["drift.cli", "train", "--config", str(cfg)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     metrics, deadline = RunLayout(tmp_path / "run").metrics, time.monotonic() + 300

@@ -37,9 +37,9 @@ def _limit_memory() -> None:  # runs in the child, before exec
 
 def _run_chunk(seed: int, start: int, stop: int, script: Path = HERE / "fuzz_drift.py") -> dict:
     """Runs cases [start, stop) of ``script`` in one subprocess; returns its summary or what went wrong."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(drift.__file__).resolve().parents[1])] +
-                                        ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    from conftest import drift_env
+
+    env = drift_env()
     env.setdefault("OMP_NUM_THREADS", "1")
     per_case = 0.5 if SANITIZED else 0.1
     timeout = 60 + per_case * (stop - start)

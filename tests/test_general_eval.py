@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -99,12 +98,13 @@ def test_task_definitions_load_offline():
 @needs_assets
 @pytest.mark.slow
 def test_cli_scores_the_tiny_model_offline_and_deterministically(tiny_model_dir, tmp_path):
+    from conftest import drift_env
+
     out = tmp_path / "general.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                # any network access fails fast: the evaluation must not need it
                HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(general_eval.__file__).resolve().parents[1]),
-                                         env.get("PYTHONPATH", "")])
+    env = drift_env(env)
     cmd = [sys.executable, "-m", "drift.general_eval", "--model", str(tiny_model_dir), "--limit", "4",
            "--batch_size", "4", "--output", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -74,9 +74,9 @@ def test_parse_sanitizer():
 
 
 def _bench(script: str, *args: str) -> str:
-    import drift
+    from conftest import drift_env
 
-    env = dict(os.environ, PYTHONPATH=str(Path(drift.__file__).resolve().parents[1]))
+    env = drift_env()
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
                           timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

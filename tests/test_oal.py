@@ -247,12 +247,12 @@ print("ok")
 @pytest.mark.parametrize("isa", ["base", "avx2"])
 def test_narrower_cpu_variants_match_reference(isa):
     """The SIMD variants this CPU would not pick (DRIFT_CPU_ISA caps the choice per process)."""
-    import os
     import subprocess
     import sys
-    from pathlib import Path
 
-    env = dict(os.environ, DRIFT_CPU_ISA=isa, PYTHONPATH=str(Path(drift.__file__).resolve().parent.parent))
+    from conftest import drift_env
+
+    env = drift_env(DRIFT_CPU_ISA=isa)
     done = subprocess.run([sys.executable, "-c", _VARIANT_CHECK], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""`drift plot` and what runs log for it (issue 12 item 15)."""
+"""`drift plot` and what runs log for it."""
 
 from __future__ import annotations
 

@@ -14,16 +14,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import TRAIN_DEPS, tiny_config
+from conftest import TRAIN_DEPS, model_weights, tiny_config
 from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
-
-
-def _weights(model_dir: Path):
-    from safetensors.torch import load_file
-
-    return load_file(str(model_dir / "model.safetensors"))
 
 
 def changed_fraction(before, after) -> float:
@@ -44,8 +38,8 @@ def test_bf16_small_lr_changes_most_weights(tiny_model_dir, tiny_data, tmp_path)
     from drift.trainer import train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "mixed", bf16=True, **SMALL_LR))
-    before = _weights(tiny_model_dir)
-    after = _weights(RunLayout(tmp_path / "mixed").model(1))
+    before = model_weights(tiny_model_dir)
+    after = model_weights(RunLayout(tmp_path / "mixed").model(1))
     assert all(v.dtype == torch.float32 for v in after.values())  # the master copy is saved
     mixed = changed_fraction(before, after)
     assert mixed > 0.9, mixed
@@ -57,8 +51,8 @@ def test_bf16_weights_without_master_copy_lose_small_updates(tiny_model_dir, tin
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "pure", dtype="bfloat16", **SMALL_LR))
     assert "bf16: true" in capsys.readouterr().err
-    before = _weights(tiny_model_dir)
-    pure = changed_fraction({k: v.bfloat16() for k, v in before.items()}, _weights(RunLayout(tmp_path / "pure").model(1)))
+    before = model_weights(tiny_model_dir)
+    pure = changed_fraction({k: v.bfloat16() for k, v in before.items()}, model_weights(RunLayout(tmp_path / "pure").model(1)))
     assert pure < 0.5, pure
 
 
@@ -66,8 +60,8 @@ def test_fp16_trains_with_loss_scaling_on_cpu(tiny_model_dir, tiny_data, tmp_pat
     from drift.trainer import train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "fp16", fp16=True, save_steps=1, **SMALL_LR))
-    after = _weights(tmp_path / "fp16" / "iter_1" / "model")
-    assert changed_fraction(_weights(tiny_model_dir), after) > 0.5
+    after = model_weights(tmp_path / "fp16" / "iter_1" / "model")
+    assert changed_fraction(model_weights(tiny_model_dir), after) > 0.5
     assert all(torch.isfinite(v).all() for v in after.values())
 
 

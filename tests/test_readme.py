@@ -34,6 +34,36 @@ def test_own_loop_example_runs_and_trains(capsys):
     assert "loss" in capsys.readouterr().out
 
 
+def test_own_loop_example_computes_the_papers_objective(capsys):
+    """The printed loss is L_DAM + L_OAL of METHOD.md section 3 in float64 (drift.reference), with the
+    paper's OAL: V(y) every token of y, the max over every position of y' (not the DAM masks)."""
+    from transformers import LlamaForCausalLM
+
+    from drift import reference
+
+    namespace: dict = {}
+    exec(compile(readme_block("own-loop"), "README.md:own-loop", "exec"), namespace)
+    printed = capsys.readouterr().out
+    torch.manual_seed(0)  # the example's model before its optimizer step
+    model = LlamaForCausalLM(namespace["model"].config)
+    y, y_gen, masks, logits_of = namespace["y"], namespace["y_gen"], namespace["masks"], namespace["response_logits"]
+    with torch.no_grad():
+        chosen, rejected = logits_of(model, y).double(), logits_of(model, y_gen).double()
+    ref_c = reference.token_logps(chosen, y, masks.y).sum(-1)
+    ref_r = reference.token_logps(rejected, y_gen, masks.y_prime).sum(-1)
+    dam = reference.dam_loss(reference.token_logps(chosen, y, masks.y), reference.token_logps(rejected, y_gen, masks.y_prime),
+                             ref_c, ref_r, masks.y, masks.y_prime, beta=0.1)[0]
+    oal = reference.oal_loss(rejected, y)  # every target id, every position: METHOD.md section 2
+    want = float(dam + 1.0 * oal)
+    out = namespace["out"]
+    assert out.loss.item() == pytest.approx(want, rel=1e-5)
+    assert out.oal_loss.item() == pytest.approx(float(oal), rel=1e-5)
+    assert f"loss {want:.4f} = DAM {float(dam):.4f} + OAL {float(oal):.4f}" in printed
+    # the difference tokens alone (the old default) would give another OAL
+    assert masks.y.sum() < masks.y.numel()
+    assert float(reference.oal_loss(rejected, y, targets_mask=masks.y, logits_mask=masks.y_prime)) != pytest.approx(float(oal), rel=1e-3)
+
+
 def test_lcs_example_output_is_what_readme_says():
     import drift
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TRAIN_DEPS, run_records, tiny_config, untimed
+from conftest import TRAIN_DEPS, model_weights, run_records, tiny_config
 from conftest import train_cli as _cli, write_config as _write_yaml
 from drift.trainer.layout import RunLayout
 from drift.trainer.methods import METHODS, method as method_traits
@@ -127,12 +127,6 @@ def test_sft_loss_is_mean_token_nll(tiny_model_dir, tiny_data, tmp_path):
     assert abs(float(got) - float(want)) < 1e-4 * max(1.0, float(want))
 
 
-def _weights(model_dir: Path):
-    from safetensors.torch import load_file
-
-    return load_file(str(model_dir / "model.safetensors"))
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, method):
     from drift.trainer import train
@@ -156,7 +150,7 @@ def test_each_method_runs_one_iteration(tiny_model_dir, tiny_data, tmp_path, met
         run = RunLayout(tmp_path / "run")
         for path in (run.generations(1), run.masks(1), run.reference(1), run.eval_json(1)):
             assert path.is_file(), path
-    before, after = _weights(tiny_model_dir), _weights(RunLayout(tmp_path / "run").model(1))
+    before, after = model_weights(tiny_model_dir), model_weights(RunLayout(tmp_path / "run").model(1))
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
@@ -172,8 +166,8 @@ def test_gradient_accumulation_invariance(tiny_model_dir, tiny_data, tmp_path):
     for ra, rb in zip(sa, sb):
         for k in ("loss", "self_play_loss", "oal_loss", "rewards/margins"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), k
-    wa, wb = _weights(RunLayout(tmp_path / "a").model(1)), _weights(RunLayout(tmp_path / "b").model(1))
-    start = _weights(tiny_model_dir)
+    wa, wb = model_weights(RunLayout(tmp_path / "a").model(1)), model_weights(RunLayout(tmp_path / "b").model(1))
+    start = model_weights(tiny_model_dir)
     for k in wa:
         moved = (wa[k] - start[k]).abs().max()
         assert (wa[k] - wb[k]).abs().max() <= 1e-2 * max(float(moved), 1e-12) + 1e-7, k
@@ -214,7 +208,7 @@ def test_two_processes_equal_one_process_with_doubled_accumulation(tiny_model_di
     assert len(sa) == len(sb) == 4
     for ra, rb in zip(sa, sb):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-4, abs=1e-5)
-    wa, wb = _weights(RunLayout(tmp_path / "one").model(2)), _weights(RunLayout(tmp_path / "two").model(2))
+    wa, wb = model_weights(RunLayout(tmp_path / "one").model(2)), model_weights(RunLayout(tmp_path / "two").model(2))
     for k in wa:
         assert torch.allclose(wa[k], wb[k], rtol=1e-3, atol=1e-5), k
 
@@ -243,8 +237,8 @@ def test_lora_iteration_merges_adapters(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import train
 
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path, use_peft=True, lora_r=4, lora_alpha=8, lora_save_merged=True))
-    after = _weights(RunLayout(tmp_path).model(1))
-    before = _weights(tiny_model_dir)
+    after = model_weights(RunLayout(tmp_path).model(1))
+    before = model_weights(tiny_model_dir)
     assert after.keys() == before.keys()  # a plain (merged) model, no adapter tensors
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all("proj" in k for k in changed)  # only LoRA-adapted projections moved

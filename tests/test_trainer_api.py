@@ -1,9 +1,8 @@
-"""Next to TRL (issue 12 item 14): loss_type, max_steps, the in-memory Python API, conversational data."""
+"""Next to TRL: loss_type, max_steps, the in-memory Python API, conversational data."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest

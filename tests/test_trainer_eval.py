@@ -1,4 +1,4 @@
-"""Evaluation as a transformers/TRL user sets it up (issue 12 items 13-14): per_device_eval_batch_size
+"""Evaluation as a transformers/TRL user sets it up: per_device_eval_batch_size
 batches evaluation, eval_steps evaluates inside a training stage, eval_metric chooses (or skips) the score."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def generate_spy(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# item 13: per_device_eval_batch_size batches evaluation
+# per_device_eval_batch_size batches evaluation
 def test_evaluation_batches_by_per_device_eval_batch_size(tiny_model_dir, tiny_data, tmp_path, generate_spy,
                                                           monkeypatch):
     from drift.trainer import batching, train
@@ -91,7 +91,7 @@ def test_demo_keeps_the_batches_its_table_was_made_with():
 
 
 # ---------------------------------------------------------------------------------------------
-# item 14: eval_steps
+# eval_steps
 def test_eval_steps_logs_eval_records_at_the_global_step(tiny_model_dir, tiny_data, tmp_path):
     from drift.trainer import train
     from drift.trainer.run import tracker_payload
@@ -151,7 +151,7 @@ def test_eval_steps_is_validated():
 
 
 # ---------------------------------------------------------------------------------------------
-# item 14: eval_metric
+# eval_metric
 def test_eval_metric_none_skips_held_out_generation(tiny_model_dir, tiny_data, tmp_path, generate_spy, capsys):
     from drift.cli import main
 

@@ -1,4 +1,4 @@
-"""What a run tells its user (issue 12 items 6, 8, 10): progress bar, tracker steps, data warnings."""
+"""What a run tells its user: progress bar, tracker steps, data warnings."""
 
 from __future__ import annotations
 

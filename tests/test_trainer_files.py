@@ -1,4 +1,4 @@
-"""What a run leaves on disk (issue 12 item 12): save_total_limit, adapter-only LoRA, the process umask."""
+"""What a run leaves on disk: save_total_limit, adapter-only LoRA, the process umask."""
 
 from __future__ import annotations
 

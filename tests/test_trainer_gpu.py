@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ import pytest
 import torch
 
 import drift
-from conftest import TRAIN_DEPS, tiny_config
+from conftest import TRAIN_DEPS, drift_env, model_weights, tiny_config
 from drift.trainer.layout import RunLayout
 
 #: The trainer's bf16 mixed-precision setting (fp32 master weights, bf16 compute): the one place
@@ -65,12 +64,10 @@ def _train(config, path: Path, device: str, env_extra=None):
     import yaml
 
     path.write_text(yaml.safe_dump(config.to_dict()))
-    env = dict(os.environ, **(env_extra or {}))
+    env = drift_env(**(env_extra or {}))
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    pkg_root = str(Path(drift.__file__).resolve().parents[1])  # the drift this test imported
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return subprocess.run([sys.executable, "-m", "drift.cli", "train", "--config", str(path)], env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -78,12 +75,6 @@ def _train(config, path: Path, device: str, env_extra=None):
 def _steps(out: Path):
     recs = [json.loads(line) for line in RunLayout(out).metrics.read_text().splitlines() if line.strip()]
     return [r for r in recs if r["kind"] == "step"]
-
-
-def _weights(model_dir: Path):
-    from safetensors.torch import load_file
-
-    return load_file(str(model_dir / "model.safetensors"))
 
 
 @pytest.mark.parametrize("device", [
@@ -104,7 +95,7 @@ def test_drift_iteration_bf16_checkpointing_kill_and_resume(tiny_model_dir, tiny
     gens = torch.load(RunLayout(ref_out).generations(1), weights_only=False)["ids"]
     assert len(gens) == 8 and any(len(g) for g in gens)
     # Mixed precision keeps fp32 master weights: saved in fp32, and a step moved them.
-    before, after = _weights(tiny_model_dir), _weights(RunLayout(ref_out).model(1))
+    before, after = model_weights(tiny_model_dir), model_weights(RunLayout(ref_out).model(1))
     assert all(t.dtype == torch.float32 for t in after.values())
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
 
@@ -121,7 +112,7 @@ def test_drift_iteration_bf16_checkpointing_kill_and_resume(tiny_model_dir, tiny
     assert [r["step"] for r in resumed_steps] == [1, 2, 3, 4]
     for a, b in zip(steps, resumed_steps):
         assert a["loss"] == pytest.approx(b["loss"], **LOSS_TOL), a["step"]
-    resumed_w = _weights(RunLayout(run_out).model(1))
+    resumed_w = model_weights(RunLayout(run_out).model(1))
     assert resumed_w.keys() == after.keys()
     lr = RUN["learning_rate"]
     for k, w in after.items():

@@ -1,4 +1,4 @@
-"""Resuming and extending a run (issue 12 items 3 and 9): data fingerprint, resolved paths, --iterations."""
+"""Resuming and extending a run: data fingerprint, resolved paths, --iterations."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`drift eval` / `drift generate` on a run (issue 12 item 5): the run's data and split, prompts-only files."""
+"""`drift eval` / `drift generate` on a run: the run's data and split, prompts-only files."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -26,13 +25,11 @@ def walkthrough_commands():
 
 
 def test_walkthrough_runs_as_written(tiny_model_dir, tiny_data, tmp_path):
-    import drift
+    from conftest import drift_env
 
     (tmp_path / "pairs.jsonl").write_text(tiny_data.read_text())
     (tmp_path / "my-model").symlink_to(tiny_model_dir)
-    env = dict(os.environ)
-    pkg_root = str(Path(drift.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = drift_env()
     outputs = []
     for line in walkthrough_commands():
         argv = shlex.split(line)

@@ -26,10 +26,12 @@ import torch
 
 from drift import losses
 from drift.trainer import DriftConfig
-from drift.trainer.batching import response_logits, self_play_batch, self_play_items
+from drift.trainer.batching import response_logits, self_play_batch, self_play_examples
+from drift.trainer.examples import encode, load_rows
 from drift.trainer.layout import RunLayout
 from drift.trainer.objective import oal_target_mask
-from drift.trainer.setup import encode, load_rows, open_run
+from drift.trainer.results import Generations, Masks, Reference
+from drift.trainer.run import open_run
 
 
 def _flat_grad(loss: torch.Tensor, params: List[torch.nn.Parameter]) -> torch.Tensor:
@@ -54,9 +56,9 @@ def grad_norms(run_dir: Path, model_dir: Path, betas: Sequence[float], lambdas: 
     rows, _, instruction = load_rows(cfg, None, None, {})
     pairs = [encode(run.tokenizer, r, cfg, instruction) for r in rows]
     files = layout.files(stage)
-    gens, masks = torch.load(files.generations, weights_only=False), torch.load(files.masks, weights_only=False)
-    ref = torch.load(files.reference, weights_only=False) if files.reference.is_file() else None
-    items = self_play_items(pairs, gens, masks, ref, "drift")
+    gens, masks = Generations.load(files.generations), Masks.load(files.masks)
+    ref = Reference.load(files.reference) if files.reference.is_file() else None
+    items = self_play_examples(pairs, gens, masks, ref, "drift")
     bs = cfg.per_device_train_batch_size
     items = items[: bs * batches]
     model = run.policy.get()
@@ -87,7 +89,7 @@ def grad_norms(run_dir: Path, model_dir: Path, betas: Sequence[float], lambdas: 
         ref_r = torch.tensor([it.reference_rejected for it in chunk], dtype=torch.float32, device=dev)
         for i, beta in enumerate(betas):
             out = losses.drift_loss(logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r,
-                                    oal_targets=b.labels[:n], oal_targets_mask=oal_target_mask(chunk, b.response_mask[:n], eos),
+                                    chosen_response_mask=oal_target_mask(chunk, b.response_mask[:n], eos),
                                     rejected_response_mask=b.response_mask[n:], beta=beta, oal_weight=1.0)
             g_dam[beta] += _flat_grad(out.self_play_loss, params)
             dam_vals[beta] += float(out.self_play_loss.detach())

@@ -51,7 +51,7 @@ def _iteration_pairs(run_dir: Path):
     import torch
 
     from drift.trainer import DriftConfig
-    from drift.trainer.setup import encode, load_rows, load_tokenizer
+    from drift.trainer.examples import encode, load_rows, load_tokenizer
 
     cfg = DriftConfig.from_dict({k: v for k, v in json.loads((run_dir / "config.json").read_text()).items()
                                  if k in DriftConfig.__dataclass_fields__})

@@ -4,7 +4,8 @@ Public API:
 
 - :func:`lcs_mask` - batched longest-common-subsequence masks (DAM, METHOD.md section 1);
 - :func:`token_logps`, :func:`oal_loss`, :func:`spin_loss`, :func:`dam_loss`, :func:`drift_loss`,
-  :class:`DriftLoss` - the fused training losses (METHOD.md sections 1-3);
+  :class:`DriftLoss` - the fused training losses (METHOD.md sections 0-3; ``loss_type`` one of
+  :data:`LOSS_TYPES`);
 - :func:`build_info`, :func:`cuda_available`, :func:`set_num_threads`, :func:`get_num_threads`;
 - :mod:`drift.reference` - plain-Python/PyTorch reference implementations for tests;
 - :func:`drift.train` / :class:`drift.DriftConfig` - the trainer (``drift.trainer``, loaded lazily).
@@ -13,6 +14,7 @@ Public API:
 from drift._native import build_info, cuda_available, get_num_threads, set_num_threads
 from drift.ops.lcs import LcsMasks, lcs_mask
 from drift.losses import (
+    LOSS_TYPES,
     DriftLoss,
     DriftLossOutput,
     SelfPlayLoss,
@@ -36,6 +38,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'drift' has no attribute {name!r}")
 
 __all__ = [
+    "LOSS_TYPES",
     "DriftLoss",
     "DriftLossOutput",
     "LcsMasks",

@@ -1,4 +1,4 @@
-"""Mechanism diagnostics: does a stage move what DAM and OAL claim to move? (issue 14, part 1)
+"""Mechanism diagnostics: does a stage move what DAM and OAL claim to move?
 
 ROUGE on a few dozen held-out examples is a blunt instrument. These numbers test the
 mechanism itself, teacher-forced and deterministic, on held-out pairs ``(x, y, y')`` where

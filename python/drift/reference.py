@@ -81,7 +81,7 @@ def _row_lengths(rows: List[List[int]], lengths: Any, pad_id: Any) -> List[int]:
     return out
 
 
-# ---- losses (METHOD.md sections 1-3): naive PyTorch, full log-softmax, explicit loops -------
+# ---- losses (METHOD.md sections 0-3): naive PyTorch, full log-softmax, explicit loops -------
 
 
 def _compute_dtype(logits: Any) -> Any:
@@ -151,51 +151,74 @@ def oal_loss(logits: Any, targets: Any, *, logits_mask: Any = None, targets_mask
     return out.sum() / max(batch, 1)
 
 
-def spin_loss(policy_chosen_logps: Any, policy_rejected_logps: Any, reference_chosen_logps: Any,
-              reference_rejected_logps: Any, *, beta: float = 0.1) -> Tuple[Any, Any, Any, Any]:
-    """Reference of :func:`drift.spin_loss`: ``(loss, chosen_rewards, rejected_rewards, margins)``.
+def self_play_terms(h: Any, beta: float, loss_type: str = "sigmoid") -> Any:
+    """Per-pair self-play loss of the log-ratio difference ``h`` (METHOD.md section 0), written out.
 
-    ``l(z) = log(1 + exp(-z))`` written out (stable form), averaged over the batch; an empty
-    batch gives 0 (the documented result of drift.spin_loss).
+    sigmoid (SPIN / DPO): ``log(1 + exp(-beta h))`` in its stable form; hinge (SLiC):
+    ``max(0, 1 - beta h)``; ipo (IPO): ``(h - 1 / (2 beta))^2``.
     """
     import torch
 
+    z = beta * h
+    if loss_type == "sigmoid":
+        return torch.clamp(-z, min=0) + torch.log1p(torch.exp(-z.abs()))
+    if loss_type == "hinge":
+        return torch.clamp(1 - z, min=0)
+    if loss_type == "ipo":
+        return (h - 1 / (2 * beta)) ** 2
+    raise ValueError(f"loss_type: expected sigmoid, hinge or ipo, got {loss_type!r}")
+
+
+def spin_loss(policy_chosen_logps: Any, policy_rejected_logps: Any, reference_chosen_logps: Any,
+              reference_rejected_logps: Any, *, beta: float = 0.1, loss_type: str = "sigmoid") -> Tuple[Any, Any, Any, Any]:
+    """Reference of :func:`drift.spin_loss`: ``(loss, chosen_rewards, rejected_rewards, margins)``.
+
+    The per-pair loss of :func:`self_play_terms` of ``h = (pc - rc) - (pr - rr)``, averaged
+    over the batch; an empty batch gives 0 (the documented result of drift.spin_loss).
+    """
+    h = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)
+    terms = self_play_terms(h, beta, loss_type)
+    loss = terms.sum() / max(terms.numel(), 1)
     chosen = beta * (policy_chosen_logps - reference_chosen_logps)
     rejected = beta * (policy_rejected_logps - reference_rejected_logps)
-    z = chosen - rejected
-    terms = torch.clamp(-z, min=0) + torch.log1p(torch.exp(-z.abs()))
-    loss = terms.sum() / max(terms.numel(), 1)
     return loss, chosen.detach(), rejected.detach(), (chosen - rejected).detach()
 
 
 def dam_loss(policy_chosen_token_logps: Any, policy_rejected_token_logps: Any, reference_chosen_logps: Any,
-             reference_rejected_logps: Any, chosen_mask: Any, rejected_mask: Any, *, beta: float = 0.1):
+             reference_rejected_logps: Any, chosen_mask: Any, rejected_mask: Any, *, beta: float = 0.1,
+             loss_type: str = "sigmoid"):
     """Reference of :func:`drift.dam_loss`: the SPIN loss of the masked per-token sums (float64)."""
     import torch
 
     pc = (policy_chosen_token_logps.to(torch.float64) * chosen_mask).sum(-1)
     pr = (policy_rejected_token_logps.to(torch.float64) * rejected_mask).sum(-1)
-    return spin_loss(pc, pr, reference_chosen_logps, reference_rejected_logps, beta=beta)
+    return spin_loss(pc, pr, reference_chosen_logps, reference_rejected_logps, beta=beta, loss_type=loss_type)
 
 
 def drift_loss(chosen_logits: Any, chosen_labels: Any, chosen_mask: Any, rejected_logits: Any, rejected_labels: Any,
                rejected_mask: Any, reference_chosen_logps: Any, reference_rejected_logps: Any, *,
-               oal_targets: Any = None, oal_targets_mask: Any = None, rejected_response_mask: Any = None,
-               beta: float = 0.1, oal_weight: float = 1.0):
+               chosen_response_mask: Any = None, rejected_response_mask: Any = None, oal_targets: Any = None,
+               oal_targets_mask: Any = None, beta: float = 0.1, oal_weight: float = 1.0, loss_type: str = "sigmoid"):
     """Reference of :func:`drift.drift_loss`: ``(loss, self_play_loss, oal_loss, chosen_rewards,
-    rejected_rewards, margins)`` from the naive pieces above."""
+    rejected_rewards, margins)`` from the naive pieces above.
+
+    OAL as METHOD.md section 2 defines it: ``V(y)`` = the chosen labels under
+    ``chosen_response_mask`` (default: every label that is not -100) or the given
+    ``oal_targets``; the max over the positions of ``rejected_response_mask`` (default: every
+    rejected label that is not -100).
+    """
     import torch
 
     pc = token_logps(chosen_logits, chosen_labels, chosen_mask)
     pr = token_logps(rejected_logits, rejected_labels, rejected_mask)
     sp, cr, rr, mg = dam_loss(pc, pr, reference_chosen_logps, reference_rejected_logps, chosen_mask, rejected_mask,
-                              beta=beta)
+                              beta=beta, loss_type=loss_type)
     if oal_weight > 0:
-        if oal_targets is None:  # the chosen labels that chosen_mask keeps
-            oal_targets, oal_targets_mask = chosen_labels, chosen_mask if oal_targets_mask is None else oal_targets_mask
-        oal = oal_loss(rejected_logits, oal_targets,
-                       logits_mask=rejected_mask if rejected_response_mask is None else rejected_response_mask,
-                       targets_mask=oal_targets_mask)
+        if oal_targets is None:  # every real token of y
+            oal_targets = chosen_labels
+            oal_targets_mask = chosen_labels != -100 if chosen_response_mask is None else chosen_response_mask
+        positions = rejected_labels != -100 if rejected_response_mask is None else rejected_response_mask
+        oal = oal_loss(rejected_logits, oal_targets, logits_mask=positions, targets_mask=oal_targets_mask)
     else:
         oal = torch.zeros((), dtype=sp.dtype)
     return sp + oal_weight * oal, sp, oal, cr, rr, mg

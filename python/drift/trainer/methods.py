@@ -1,4 +1,4 @@
-"""The training methods and what each one does, in one table (docs/METHOD.md section 3).
+"""The training methods and what each one does, in one table (docs/METHOD.md section 4).
 
 ``self_play``: trains on (y, y') pairs with reference log-probs (else SFT on y);
 ``dam``: the self-play sums run over the LCS difference tokens only (else over every token);

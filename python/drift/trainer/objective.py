@@ -8,7 +8,7 @@ import torch
 
 from drift import losses
 from drift.trainer import batching
-from drift.trainer.batching import Batch, SelfPlayExample, collate, response_logits
+from drift.trainer.batching import SelfPlayExample, collate, response_logits
 from drift.trainer.methods import method as method_traits
 from drift.trainer.run import Run
 
@@ -27,15 +27,18 @@ def oal_target_mask(items: Sequence[SelfPlayExample], response_mask: torch.Tenso
     return mask
 
 
-def compute_loss(model, items: Sequence[Any], kind: str, run: Run) -> Dict[str, torch.Tensor]:
+def compute_loss(model, items: Sequence[Any], objective: str, run: Run) -> Dict[str, torch.Tensor]:
     """The method's loss on one micro-batch; returns the differentiable ``loss`` and logged parts.
 
+    ``objective``: the stage's objective, ``"sft"`` or ``"self_play"`` (:class:`drift.trainer.stage_plan.Stage`).
+
     SFT: mean token cross-entropy on y. Self-play: :func:`drift.drift_loss` with the method's
-    masks (DAM or full) and ``oal_weight`` (0 for spin and drift_no_oal); the OAL max runs over
-    all generated positions of y' and its targets are the ids of y without its final EOS.
+    masks (DAM or full), ``loss_type`` and ``oal_weight`` (0 for spin and drift_no_oal); the OAL
+    max runs over all generated positions of y' and its targets are the ids of y without its
+    final EOS.
     """
     cfg, pad, device = run.config, run.tokenizer.pad_token_id, run.accelerator.device
-    if kind == "sft":
+    if objective == "sft":
         b = collate([it.prompt_ids for it in items], [it.response_ids for it in items], pad, device)
         lp = losses.token_logps(response_logits(model, b), b.labels, b.response_mask)
         loss = -lp.sum() / b.response_mask.sum()
@@ -45,13 +48,11 @@ def compute_loss(model, items: Sequence[Any], kind: str, run: Run) -> Dict[str, 
     logits = response_logits(model, b)
     ref_c = torch.tensor([it.reference_chosen for it in items], dtype=torch.float32, device=device)
     ref_r = torch.tensor([it.reference_rejected for it in items], dtype=torch.float32, device=device)
-    if cfg.loss_type != "sigmoid":
-        return _other_loss_type(logits, b, cm, rm, ref_c, ref_r, items, run)
     out = losses.drift_loss(
         logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r,
-        oal_targets=b.labels[:n], oal_targets_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id),
+        chosen_response_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id),
         rejected_response_mask=b.response_mask[n:],
-        beta=cfg.beta, oal_weight=cfg.oal_weight if method_traits(cfg.method).oal else 0.0,
+        beta=cfg.beta, oal_weight=cfg.oal_weight if method_traits(cfg.method).oal else 0.0, loss_type=cfg.loss_type,
     )
     return {
         "loss": out.loss, "self_play_loss": out.self_play_loss.detach(), "oal_loss": out.oal_loss.detach(),
@@ -59,40 +60,3 @@ def compute_loss(model, items: Sequence[Any], kind: str, run: Run) -> Dict[str, 
         "rewards/margins": out.margins.mean(), "rewards/accuracy": (out.margins > 0).float().mean(),
         "tokens": b.attention_mask.sum(),
     }
-
-
-def self_play_term(h: torch.Tensor, beta: float, loss_type: str) -> torch.Tensor:
-    """Per-pair self-play loss of the log-ratio difference ``h = (pc - rc) - (pr - rr)`` (docs/METHOD.md section 0).
-
-    sigmoid: ``-logsigmoid(beta h)`` (SPIN/DPO); hinge: ``relu(1 - beta h)`` (SLiC);
-    ipo: ``(h - 1 / (2 beta))^2`` (IPO, on the same masked sums as the others).
-    """
-    if loss_type == "sigmoid":
-        return -torch.nn.functional.logsigmoid(beta * h)
-    if loss_type == "hinge":
-        return torch.relu(1 - beta * h)
-    if loss_type == "ipo":
-        return (h - 1 / (2 * beta)) ** 2
-    raise ValueError(f"loss_type: expected one of sigmoid, hinge, ipo, got {loss_type!r}")
-
-
-def _other_loss_type(logits, b: Batch, cm, rm, ref_c, ref_r, items, run: Run) -> Dict[str, torch.Tensor]:
-    """compute_loss for loss_type hinge / ipo: the same masked sums and OAL term, another self-play loss."""
-    cfg, n = run.config, len(items)
-    pc = losses.token_logps(logits[:n], b.labels[:n], cm).sum(-1)
-    pr = losses.token_logps(logits[n:], b.labels[n:], rm).sum(-1)
-    h = (pc - ref_c) - (pr - ref_r)
-    sp = self_play_term(h, cfg.beta, cfg.loss_type).mean()
-    weight = cfg.oal_weight if method_traits(cfg.method).oal else 0.0
-    oal = torch.zeros((), dtype=sp.dtype, device=sp.device)
-    if weight > 0:
-        oal = losses.oal_loss(logits[n:], b.labels[:n], logits_mask=b.response_mask[n:],
-                              targets_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id))
-    chosen, rejected = cfg.beta * (pc - ref_c).detach(), cfg.beta * (pr - ref_r).detach()
-    return {
-        "loss": sp + weight * oal.to(sp.dtype), "self_play_loss": sp.detach(), "oal_loss": oal.detach(),
-        "rewards/chosen": chosen.mean(), "rewards/rejected": rejected.mean(),
-        "rewards/margins": (chosen - rejected).mean(), "rewards/accuracy": (chosen > rejected).float().mean(),
-        "tokens": b.attention_mask.sum(),
-    }
-
