@@ -33,9 +33,11 @@ The parts, beside this file:
   batching.py     padded batches; SelfPlayExample (y, y', masks, reference sums)
   optimize.py     train_stage: the optimizer loop of one stage
   objective.py    each method's loss (methods.py: what each method does)
-  checkpoints.py  training state, saved stage models, pruning
+  checkpoints.py  training state, saved stage models, pruning (lora.py: LoRA stages as stacked adapters)
   records.py      iteration records and the printed table (metrics_log.py: metrics.jsonl)
   rundir.py       the run folder: its name, and whether it holds this run (resume) or another
+  runlock.py      one writer per run folder (an exclusive lock, released by the OS when the process dies)
+  preemption.py   SIGTERM/SIGUSR1: save the training state at the end of the step, then stop
   layout.py       the file names of a run folder
   config.py       DriftConfig; precision.py: dtype, autocast and loss scaling
   inference.py    drift generate / drift eval (one model, no training)
