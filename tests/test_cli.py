@@ -346,7 +346,6 @@ def test_eval_and_generate_commands(tiny_model_dir, tiny_data, tmp_path, capsys)
 @pytest.mark.parametrize("argv, hint", [
     (["train", "--lr", "1e-5"], "(--lr: did you mean --learning_rate?)"),  # was taken as --lr_scheduler_type
     (["train", "--batch_size", "2"], "(--batch_size: did you mean --per_device_train_batch_size?)"),
-    (["eval", "--batch_size", "2"], "(--batch_size: did you mean --per_device_eval_batch_size?)"),
     (["train", "--learning_rat=1e-5"], "(--learning_rat: did you mean --learning_rate?)"),
     (["train", "--lr_sched", "constant"], "(--lr_sched: did you mean --lr_scheduler_type?)"),
     (["generate", "--outpt", "x.jsonl"], "(--outpt: did you mean --output?)"),
@@ -362,6 +361,19 @@ def test_unknown_or_abbreviated_options_fail_with_the_option_meant(argv, hint, c
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and err[-1].startswith(f"drift {argv[0]}: error: unrecognized arguments: "), err
     assert hint in err[-1], err[-1]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["eval", "--batch_size", "2"], "--batch_size: an option of --general (lm-evaluation-harness), given without it; "
+                                    "held-out ROUGE takes --per_device_eval_batch_size"),
+    (["eval", "--limit", "5"], "--limit: an option of --general (lm-evaluation-harness), given without it"),
+])
+def test_general_evaluation_options_without_general_fail_in_one_line(argv, says, capsys, no_model_loads):
+    from drift.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"drift eval: error: {says}"], err
 
 
 def test_every_parser_refuses_abbreviations():

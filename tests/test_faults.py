@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -66,13 +67,18 @@ def assert_same_run(reference: Path, run: Path) -> None:
 
 
 def finished_files(run: Path) -> dict:
-    """SHA-256 of every finished output in ``run`` (not the log, the training state, temporaries or the lock)."""
+    """SHA-256 of every finished output in ``run`` (not the log, the training state, temporaries or the lock), and
+    each stage manifest's entries (a manifest gains entries as its stage goes on; a recorded one never changes)."""
     out = {}
     for p in run.rglob("*"):
         rel = p.relative_to(run)
         if (p.is_file() and p.name != "metrics.jsonl" and not any(part.startswith((".", "train_state"))
                                                                     for part in rel.parts)):
-            out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+            if p.name == "manifest.json":
+                for name, entry in json.loads(p.read_text())["files"].items():
+                    out[f"{rel.parent}/{name} (manifest entry)"] = json.dumps(entry, sort_keys=True)
+            else:
+                out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 

@@ -82,12 +82,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from drift.trainer.inference import evaluate_model
 
+    if not args.general:
+        _refuse_general_options(args)
     cfg, model = _inference_config(args)
     if args.general:
         return _eval_general(args, cfg, model)
     scores = evaluate_model(cfg, model)
     print(json.dumps(scores, indent=1))
     return 0
+
+
+def _refuse_general_options(args: argparse.Namespace) -> None:
+    """ValueError naming an option of ``--general`` given without it (held-out ROUGE would ignore it)."""
+    from drift.general_eval import add_general_arguments
+
+    defaults = argparse.ArgumentParser(add_help=False)
+    add_general_arguments(defaults, dtype=False)
+    meant = {"batch_size": "--per_device_eval_batch_size", "output": "drift generate --output"}
+    for name, default in vars(defaults.parse_args([])).items():
+        if getattr(args, name, default) != default:
+            instead = f"; held-out ROUGE takes {meant[name]}" if name in meant else ""
+            raise ValueError(f"--{name}: an option of --general (lm-evaluation-harness), given without it{instead}")
 
 
 def _eval_general(args: argparse.Namespace, cfg, model) -> int:

@@ -214,16 +214,22 @@ def warn(run: "Run", message: str) -> None:
 
 def stored(run: "Run", folder: Path, kind: Type[Out]) -> Optional[Out]:
     """The output ``kind`` stored in ``folder`` if it is there and sound; None (after a warning naming the file
-    when it is damaged) when it must be computed."""
+    when it is damaged) when it must be computed. A sound output without a manifest entry (a kill between
+    writing it and recording it, or a folder written before manifests) gets its entry here."""
     path = Path(folder) / kind.FILE
     if not path.is_file():
         return None
-    problem = Manifest(folder).problem(kind.FILE)
+    manifest = Manifest(folder)
+    problem = manifest.problem(kind.FILE)
     if problem is None:
         try:
-            return kind.load(path)
+            out = kind.load(path)
         except atomic.DamagedFile as e:
             problem = e
+        else:
+            if run.accelerator.is_main_process and kind.FILE not in manifest.entries():
+                manifest.record(kind.FILE, out.summary())  # loaded whole: a kill came before its entry (or no manifest)
+            return out
     warn(run, f"{problem}; computing it again")
     return None
 
