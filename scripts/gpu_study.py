@@ -133,10 +133,16 @@ def plan_parts(gguf_bytes: int, extras_bytes: int, tree: int, max_part_mib: floa
 def _checkout_commit() -> Optional[str]:
     """This checkout's commit (``+dirty`` with uncommitted tracked changes), recorded by pack: the GPU machine's
     copy of the tree may carry no or a stale ``.git``, so the study there reports this one (DRIFT_GIT_COMMIT)."""
-    spec = importlib.util.spec_from_file_location("_drift_provenance", ROOT / "python" / "drift" / "_provenance.py")
+    return _by_path("_drift_provenance", ROOT / "python" / "drift" / "_provenance.py").git_commit(ROOT)
+
+
+def _by_path(name: str, path: Path):
+    """The Python file ``path`` imported as module ``name`` (registered in ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
-    return mod.git_commit(ROOT)
+    return mod
 
 
 def _drift_assets():
@@ -145,19 +151,11 @@ def _drift_assets():
         from drift import assets
         return assets
     except ImportError:
-        spec = importlib.util.spec_from_file_location("_drift_assets", ROOT / "python" / "drift" / "assets.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-        return mod
+        return _by_path("_drift_assets", ROOT / "python" / "drift" / "assets.py")
 
 
 def _gpu_bundle():
-    spec = importlib.util.spec_from_file_location("_gpu_bundle", ROOT / "scripts" / "gpu_bundle.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return _by_path("_gpu_bundle", ROOT / "scripts" / "gpu_bundle.py")
 
 
 # =============================================================================================

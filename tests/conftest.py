@@ -154,3 +154,22 @@ def train_cli(config_path: Path, env_extra=None, launcher=None, timeout=600, arg
 
     cmd = (launcher or [sys.executable, "-m"]) + ["drift.cli", "train", "--config", str(config_path), *args]
     return subprocess.run(cmd, env=drift_env(**(env_extra or {})), capture_output=True, text=True, timeout=timeout)
+
+
+def load_module(path: Path, name: str | None = None):
+    """The Python file ``path`` (a script or an experiment, not a package module) imported as module ``name``
+    (default: its stem), registered in ``sys.modules`` (dataclasses resolve annotations there), with its folder
+    on ``sys.path`` while it loads (for its sibling imports)."""
+    import importlib.util
+    import sys
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module

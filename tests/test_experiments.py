@@ -1,11 +1,11 @@
 """experiments/paper_orderings: configs load as valid DriftConfigs; make_results renders numbers and verdicts."""
-import importlib.util
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import load_module
 from drift.trainer import DriftConfig
 
 EXP = Path(__file__).resolve().parents[1] / "experiments" / "paper_orderings"
@@ -13,15 +13,7 @@ CONFIGS = sorted((EXP / "configs").glob("*.yaml"))
 
 
 def _load(name):
-    sys.path.insert(0, str(EXP))
-    try:
-        spec = importlib.util.spec_from_file_location(f"po_{name}", EXP / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses resolve their annotations through sys.modules
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(EXP))
+    return load_module(EXP / f"{name}.py", f"po_{name}")
 
 
 def test_one_config_per_arm_and_task():

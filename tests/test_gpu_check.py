@@ -3,7 +3,6 @@ runner and its summary, the docs table) and scripts/gpu_bundle.py (the bundle an
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,17 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ASSETS, TRAIN_DEPS
+from conftest import ASSETS, TRAIN_DEPS, load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "scripts" / f"{name}.py", f"_script_{name}")
 
 
 gc = _load("gpu_check")

@@ -1,25 +1,21 @@
 """scripts/gpu_study.py: the model's split into call-sized parts, their staging and reassembly on the
 other side (SHA-256 checked), the size budget per call, and the refusals (wrong, corrupt or missing part)."""
 import hashlib
-import importlib.util
 import json
 import os
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+
+from conftest import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2 ** 20
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("gpu_study", ROOT / "scripts" / "gpu_study.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_module(ROOT / "scripts" / "gpu_study.py", "gpu_study")
 
 
 gs = _load()
@@ -226,14 +222,7 @@ def test_cli_reports_a_refusal_with_exit_status_1(tmp_path, capsys):
 
 
 def _throughput():
-    sys.path.insert(0, str(ROOT / "experiments" / "paper_orderings"))
-    try:
-        spec = importlib.util.spec_from_file_location("po_throughput", ROOT / "experiments" / "paper_orderings" / "throughput.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(ROOT / "experiments" / "paper_orderings"))
+    return load_module(ROOT / "experiments" / "paper_orderings" / "throughput.py", "po_throughput")
 
 
 _RESULT = {"device": "NVIDIA H100", "torch": "2.11", "git_commit": "abcdef123456", "model": "SmolLM2-135M-Instruct",
