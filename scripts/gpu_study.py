@@ -294,11 +294,12 @@ def reassemble(stage: Path, m: dict, dest: Path) -> Path:
     return dest
 
 
-def study_env(stage: Path, build: bool = True) -> Dict[str, str]:
+def study_env(stage: Path) -> Dict[str, str]:
     """The environment the study's processes run in: ``<stage>/site`` first on PYTHONPATH (the wheels, the
-    stand-in packages and, with ``build``, drift itself; without, this checkout's python/), offline."""
+    stand-in packages and, with ``build``, drift itself; without, the drift this environment already imports:
+    an installed one, or the one ``PYTHONPATH`` names), offline."""
     env = dict(os.environ)
-    path = [str(stage / "site")] + ([] if build else [str(ROOT / "python")])
+    path = [str(stage / "site")]
     if env.get("PYTHONPATH"):
         path.append(env["PYTHONPATH"])
     manifest = stage / MANIFEST
@@ -328,7 +329,7 @@ def prepare(stage: Path, build: bool = True, python: str = sys.executable, conve
     the model. Returns True when the study can run."""
     m = _read_manifest(stage / MANIFEST)
     site, incoming = stage / "site", stage / "incoming"
-    env = study_env(stage, build)
+    env = study_env(stage)
     wheels = sorted((incoming / "wheels").glob("*.whl"))
     if wheels and not _done(stage, "wheels").exists():
         _run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
@@ -453,7 +454,7 @@ def run_task(task: str, stage: Path, out: Path, deadline_s: float, jobs: Optiona
     left = deadline_s - (time.monotonic() - t0) - ARCHIVE_MARGIN_S - KILL_GRACE_S
     if left < 60:
         raise StudyError(f"run {task}: only {left:.0f} s left of the {deadline_s:.0f} s deadline after preparing")
-    env = study_env(stage, build)
+    env = study_env(stage)
     cmd = task_command(task, stage, left, jobs, scale=scale, extra=extra)
     print(f"gpu_study: {task} with a {left:.0f} s budget: {' '.join(cmd)}", flush=True)
     t1 = time.monotonic()
@@ -540,7 +541,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--stage", default=str(DEFAULT_STAGE))
     p = sub.add_parser("prepare", help="there: wheels, drift build, model reassembly and conversion (what is possible)")
     p.add_argument("--stage", default=str(DEFAULT_STAGE))
-    p.add_argument("--no-build", action="store_true", help="use this checkout's python/ (a CPU rehearsal)")
+    p.add_argument("--no-build", action="store_true", help="use the drift this environment imports (installed, or on PYTHONPATH): a CPU rehearsal")
     p = sub.add_parser("run", help="there: prepare, then one task with a deadline; results to --out")
     p.add_argument("task", choices=TASKS)
     p.add_argument("--stage", default=str(DEFAULT_STAGE))
@@ -550,7 +551,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="the device command's start as Unix seconds (T0=$(date +%%s)); default: this process's start")
     p.add_argument("--jobs", type=int, default=None, help="runs at once on the GPU (default: the script's)")
     p.add_argument("--scale", default="gpu", help="run_all's scale (smoke: the CPU rehearsal)")
-    p.add_argument("--no-build", action="store_true", help="use this checkout's python/ (a CPU rehearsal)")
+    p.add_argument("--no-build", action="store_true", help="use the drift this environment imports (installed, or on PYTHONPATH): a CPU rehearsal")
     p.add_argument("--model", default=None, help="a model folder standing in for SmolLM2 (a CPU rehearsal)")
     p = sub.add_parser("collect", help="here: unpack a run archive into the committed results")
     p.add_argument("archive")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import drift_env
+
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments" / "paper_orderings"
 pytestmark = pytest.mark.slow
@@ -37,7 +39,7 @@ def test_pipeline_end_to_end_on_the_cpu(tmp_path, tiny_model_dir):
     assert all(c["total_mib"] < 60 for c in manifest["calls"])
     for k in (1, 2, 3):
         _study("part", k, "--from", pack, "--stage", stage)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    env = drift_env()
     text = _study("run", "xsum", "--stage", stage, "--out", out, "--scale", "smoke", "--no-build", "--model",
                   tiny_model_dir, "--deadline-s", 560, "--jobs", 2, "--",
                   "--arms", "sft_epoch1", "drift", "spin", "--no-general-eval", "--keep-weights", env=env)
@@ -84,7 +86,7 @@ def test_pipeline_end_to_end_on_the_cpu(tmp_path, tiny_model_dir):
 def test_throughput_measures_at_smoke_scale_and_says_why_trl_is_skipped(tmp_path, tiny_model_dir):
     import importlib.util
 
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "python"))
+    env = drift_env()
     proc = subprocess.run([sys.executable, str(EXP / "throughput.py"), "measure", "--scale", "smoke", "--model",
                            str(tiny_model_dir), "--output", str(tmp_path / "t.json")], env=env, capture_output=True,
                           text=True, timeout=600)
