@@ -132,6 +132,22 @@ def test_drift_loss_reads_uint8_oal_target_156_as_an_id():
         assert torch.equal(a, b)
 
 
+def test_drift_loss_default_oal_masks_read_uint8_156_as_an_id():
+    # Without response masks, V(y) and the max's positions come from the labels themselves: uint8 labels
+    # hold no -100, so 156 is a token of y and a position of y' like any other (as int64 156 is).
+    args, _ = make_pair(vocab=200, dtype=torch.float32)
+    numbers = (args[0], torch.full_like(args[1], 156), torch.ones_like(args[2]), args[3], torch.full_like(args[4], 156),
+               torch.ones_like(args[5]), *args[6:])
+    narrow = tuple(a.to(torch.uint8) if i in (1, 4) else a for i, a in enumerate(numbers))
+    want = drift.drift_loss(*numbers)
+    assert want.oal_loss.item() > 0
+    got = drift.drift_loss(*narrow)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    ref = reference.drift_loss(*narrow)  # (loss, sp, oal, ...)
+    torch.testing.assert_close(got.oal_loss.double(), ref[2].double(), atol=1e-5, rtol=1e-5)
+
+
 def test_spin_is_dam_with_full_masks():
     args, _ = make_pair(dtype=torch.float32)
     full = (args[0], args[1], torch.ones_like(args[2]), args[3], args[4], torch.ones_like(args[5]), args[6], args[7])

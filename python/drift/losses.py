@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from drift._checks import (
     as_real, require_bool, require_floating, require_rank, require_same_device, require_shape, require_tensor,
 )
-from drift.ops._logits import IGNORE_INDEX
+from drift.ops._logits import not_ignored
 from drift.ops.oal import oal_loss
 from drift.ops.token_logps import token_logps
 
@@ -313,14 +313,14 @@ def drift_loss(
         if oal_targets is None:
             targets, names["targets"] = chosen_labels, "chosen_labels"
             if chosen_response_mask is None:
-                targets_mask, names["targets_mask"] = chosen_labels != IGNORE_INDEX, "chosen_labels"
+                targets_mask, names["targets_mask"] = not_ignored(chosen_labels), "chosen_labels"
             else:
                 targets_mask, names["targets_mask"] = chosen_response_mask, "chosen_response_mask"
         else:
             targets, names["targets"] = oal_targets, "oal_targets"
             targets_mask, names["targets_mask"] = oal_targets_mask, "oal_targets_mask"
         if rejected_response_mask is None:
-            positions, names["logits_mask"] = rejected_labels != IGNORE_INDEX, "rejected_labels"
+            positions, names["logits_mask"] = not_ignored(rejected_labels), "rejected_labels"
         else:
             positions, names["logits_mask"] = rejected_response_mask, "rejected_response_mask"
         with _argument_names(names):

@@ -216,8 +216,9 @@ def drift_loss(chosen_logits: Any, chosen_labels: Any, chosen_mask: Any, rejecte
     if oal_weight > 0:
         if oal_targets is None:  # every real token of y
             oal_targets = chosen_labels
-            oal_targets_mask = chosen_labels != -100 if chosen_response_mask is None else chosen_response_mask
-        positions = rejected_labels != -100 if rejected_response_mask is None else rejected_response_mask
+            oal_targets_mask = (chosen_labels.to(torch.int64) != -100 if chosen_response_mask is None
+                                else chosen_response_mask)  # as numbers, as in token_logps
+        positions = rejected_labels.to(torch.int64) != -100 if rejected_response_mask is None else rejected_response_mask
         oal = oal_loss(rejected_logits, oal_targets, logits_mask=positions, targets_mask=oal_targets_mask)
     else:
         oal = torch.zeros((), dtype=sp.dtype)
