@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from drift.losses import LOSS_TYPES
 from drift.trainer.methods import METHODS, method as method_traits
 
 SCHEDULERS = ("linear", "cosine", "constant")
-LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 DTYPES = ("float32", "bfloat16", "float16")
 BACKENDS = ("transformers", "vllm")
 EVAL_METRICS = ("rouge", "none")
