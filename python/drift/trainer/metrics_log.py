@@ -85,7 +85,7 @@ class MetricsLog:
                     f.truncate(len(raw) - len(tail))
                 os.fsync(f.fileno())
         else:
-            atomic.write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.records()))
+            self._rewrite(self.records())
         return True
 
     def append(self, record: Dict[str, Any]) -> None:
@@ -96,7 +96,7 @@ class MetricsLog:
             self.repair()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.write(_line(record))
             f.flush()
             os.fsync(f.fileno())
 
@@ -104,13 +104,20 @@ class MetricsLog:
         """Remove the records for which ``predicate`` is true (and any torn line)."""
         if not self.enabled or not self.path.is_file():
             return
-        keep = [r for r in self.records() if not predicate(r)]
-        atomic.write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        self._rewrite([r for r in self.records() if not predicate(r)])
         self._repaired = True
+
+    def _rewrite(self, records: List[Dict[str, Any]]) -> None:
+        """Replace the file atomically by ``records``, one line each (as :meth:`append` writes them)."""
+        atomic.write_text(self.path, "".join(_line(r) for r in records))
 
     def has(self, predicate: Callable[[Dict[str, Any]], bool]) -> bool:
         """Whether any record satisfies ``predicate``."""
         return any(predicate(r) for r in self.records())
+
+
+def _line(record: Dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"
 
 
 def _valid(line: bytes) -> bool:
