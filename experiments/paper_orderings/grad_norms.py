@@ -32,6 +32,7 @@ from drift.trainer.layout import RunLayout
 from drift.trainer.objective import oal_target_mask
 from drift.trainer.results import Generations, Masks, Reference
 from drift.trainer.run import open_run
+from drift.trainer.stages import masked_sums
 
 
 def _flat_grad(loss: torch.Tensor, params: List[torch.nn.Parameter]) -> torch.Tensor:
@@ -74,12 +75,8 @@ def grad_norms(run_dir: Path, model_dir: Path, betas: Sequence[float], lambdas: 
         chunk = items[start: start + bs]
         if ref is None:  # the stage's reference is the model it trains from: its own sums, no grad
             with torch.no_grad(), run.precision.autocast():
-                b, cm, rm = self_play_batch(chunk, pad, dev)
-                lg = response_logits(model, b)
-                n = len(chunk)
-                rc = losses.token_logps(lg[:n], b.labels[:n], cm).sum(-1).float()
-                rr = losses.token_logps(lg[n:], b.labels[n:], rm).sum(-1).float()
-            for it, c, r in zip(chunk, rc.tolist(), rr.tolist()):
+                rc, rr = masked_sums(run, model, chunk)
+            for it, c, r in zip(chunk, rc.float().tolist(), rr.float().tolist()):
                 it.reference_chosen, it.reference_rejected = c, r
         b, cm, rm = self_play_batch(chunk, pad, dev)
         n = len(chunk)

@@ -55,6 +55,15 @@ def stage_masks(run: Run, d: Path, examples: List[Example], generated: List[List
     return cached(run, d, Masks, compute)
 
 
+def masked_sums(run: Run, model, pairs: List[SelfPlayExample]):
+    """``(chosen, rejected)``: (B,) the masked log-prob sums of y and y' of one batch of ``pairs`` under ``model``
+    (the method's masks; the caller chooses grad mode and autocast)."""
+    b, cm, rm = batching.self_play_batch(pairs, run.tokenizer.pad_token_id, run.accelerator.device)
+    logits = response_logits(model, b)
+    n = len(pairs)
+    return losses.token_logps(logits[:n], b.labels[:n], cm).sum(-1), losses.token_logps(logits[n:], b.labels[n:], rm).sum(-1)
+
+
 def stage_reference(run: Run, d: Path, pairs: List[SelfPlayExample]) -> Reference:
     """``reference.pt``: the current model's masked log-prob sums of y (``chosen``) and y' (``rejected``)."""
     def compute() -> Reference:
@@ -67,13 +76,8 @@ def stage_reference(run: Run, d: Path, pairs: List[SelfPlayExample]) -> Referenc
         results = []
         with torch.no_grad(), run.precision.autocast():
             for s in starts:
-                chunk = pairs[s: s + bs]
-                b, cm, rm = batching.self_play_batch(chunk, run.tokenizer.pad_token_id, acc.device)
-                logits = response_logits(model, b)
-                n = len(chunk)
-                c = losses.token_logps(logits[:n], b.labels[:n], cm).sum(-1)
-                r = losses.token_logps(logits[n:], b.labels[n:], rm).sum(-1)
-                results += [(s + i, (float(c[i]), float(r[i]))) for i in range(n)]
+                c, r = masked_sums(run, model, pairs[s: s + bs])
+                results += [(s + i, (float(c[i]), float(r[i]))) for i in range(len(c))]
         model.train()
         values = generation.gather_ordered(acc, results, len(pairs))
         return Reference([v[0] for v in values], [v[1] for v in values], time.perf_counter() - t0)
