@@ -28,6 +28,7 @@ from drift import losses
 from drift.trainer import DriftConfig
 from drift.trainer.batching import response_logits, self_play_batch, self_play_examples
 from drift.trainer.examples import encode, load_rows
+from drift.trainer.inference import run_settings
 from drift.trainer.layout import RunLayout
 from drift.trainer.objective import oal_target_mask
 from drift.trainer.results import Generations, Masks, Reference
@@ -51,8 +52,7 @@ def grad_norms(run_dir: Path, model_dir: Path, betas: Sequence[float], lambdas: 
         raise ValueError("grad_norms: expected betas > 0, lambdas >= 0 (both non-empty) and batches >= 1")
     t0 = time.time()
     layout = RunLayout(run_dir)
-    cfg = DriftConfig.from_dict({k: v for k, v in json.loads((Path(run_dir) / "config.json").read_text()).items()
-                                 if k in DriftConfig.__dataclass_fields__})
+    cfg = DriftConfig.from_dict(run_settings(Path(run_dir)))
     run = open_run(cfg, model_dir)
     rows, _, instruction = load_rows(cfg, None, None, {})
     pairs = [encode(run.tokenizer, r, cfg, instruction) for r in rows]

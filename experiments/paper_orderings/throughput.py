@@ -52,9 +52,9 @@ def _iteration_pairs(run_dir: Path):
 
     from drift.trainer import DriftConfig
     from drift.trainer.examples import encode, load_rows, load_tokenizer
+    from drift.trainer.inference import run_settings
 
-    cfg = DriftConfig.from_dict({k: v for k, v in json.loads((run_dir / "config.json").read_text()).items()
-                                 if k in DriftConfig.__dataclass_fields__})
+    cfg = DriftConfig.from_dict(run_settings(run_dir))
     tok = load_tokenizer(str(cfg.model_name_or_path or _default_model()))
     rows, _, instruction = load_rows(cfg, None, None, {})
     pairs = [encode(tok, r, cfg, instruction) for r in rows]
@@ -139,9 +139,12 @@ def measure(scale: str, model: Optional[str], work: Path, trl: bool = True) -> D
     t0 = time.time()
     subprocess.run(cmd, check=True)
     wall = time.time() - t0
-    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    it = [r for r in recs if r.get("kind") == "iteration" and r.get("stage") == "iter_1"][-1]
-    cfg = json.loads((run_dir / "config.json").read_text())
+    from drift.trainer.inference import run_settings
+    from drift.trainer.layout import RunLayout
+    from drift.trainer.metrics_log import read_metrics
+
+    it = [r for r in read_metrics(RunLayout(run_dir).metrics, "iteration") if r.get("stage") == "iter_1"][-1]
+    cfg = run_settings(run_dir)
     counts = _token_counts(run_dir)
     import torch
 

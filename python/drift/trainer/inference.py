@@ -12,13 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from drift import assets, data
+from drift import assets, atomic, data
 from drift.rouge import rouge
-from drift import atomic
 from drift.trainer.config import DriftConfig
+from drift.trainer.examples import encode, split_ids
 from drift.trainer.generation import answer_record, generate
 from drift.trainer.layout import CONFIG_FILE, METRICS_FILE, TRAIN_INFO_FILE, RunLayout, StageFiles
-from drift.trainer.examples import encode, split_ids
 from drift.trainer.run import open_run
 
 
