@@ -21,13 +21,18 @@ def chosen_hparams() -> dict:
     path = Path(__file__).parent / "chosen_hparams.yaml"
     if not path.is_file():
         return {}
-    c = yaml.safe_load(path.read_text())
-    out = {k: c[k] for k in ("learning_rate", "beta", "oal_weight") if k in c}
-    if "temperature" in c:
-        greedy = c["temperature"] == "greedy"
+    return swept_fields(yaml.safe_load(path.read_text()))
+
+
+def swept_fields(s: dict) -> dict:
+    """The config fields of swept settings: learning_rate, beta, oal_weight, and temperature ('greedy': do_sample
+    false; a number: do_sample true at that temperature), those of them that ``s`` holds."""
+    out = {k: s[k] for k in ("learning_rate", "beta", "oal_weight") if k in s}
+    if "temperature" in s:
+        greedy = s["temperature"] == "greedy"
         out["do_sample"] = not greedy
         if not greedy:
-            out["temperature"] = float(c["temperature"])
+            out["temperature"] = float(s["temperature"])
     return out
 
 

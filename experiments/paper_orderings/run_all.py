@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import gen_configs  # noqa: E402
 import shared_stages  # noqa: E402
 
 from drift.trainer.layout import RunLayout  # noqa: E402
@@ -91,12 +92,8 @@ def split_file(scale: str, task: str) -> Path:
 
 def settings_opts(s: Dict[str, object]) -> List[str]:
     """``--field value`` options of swept settings (learning_rate, beta, oal_weight, temperature: 'greedy' or a number)."""
-    opts: Dict[str, object] = {k: s[k] for k in ("learning_rate", "beta", "oal_weight") if k in s}
-    if s.get("temperature") == "greedy":
-        opts["do_sample"] = "false"
-    elif "temperature" in s:
-        opts.update(do_sample="true", temperature=s["temperature"])
-    return [x for k, v in opts.items() for x in (f"--{k}", str(v))]
+    opts = gen_configs.swept_fields(s)
+    return [x for k, v in opts.items() for x in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))]
 
 
 def chosen_file(scale: str) -> Path:
