@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 from drift.trainer.layout import METRICS_FILE, RunLayout
 from drift.trainer.metrics_log import read_metrics
 from run_all import GENERAL_EVAL_FILE as GENERAL_FILE  # the file run_all writes per scored run
+from run_all import chosen_file  # the sweep choice run_all passes at a scale other than cpu
 
 METRICS = ("rouge1", "rouge2", "rougeL")
 METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "gamma": "gamma",
@@ -756,8 +757,9 @@ def sweep_not_rerun(scale: str = "cpu") -> List[str]:
     """Where the hyper-parameters come from when the runs root holds no sweep."""
     here = Path(__file__).resolve().parent
     if scale != "cpu":
+        chosen = chosen_file(scale)
         return (["## Hyper-parameters", "", f"The runs root holds no sweep: the {scale} runs used the configs' settings"
-                 + (" with `chosen_hparams_gpu.yaml`" if (here / "chosen_hparams_gpu.yaml").is_file() else "") + ".", ""])
+                 + (f" with `{chosen.name}`" if chosen.is_file() else "") + ".", ""])
     chosen = here / "chosen_hparams.yaml"
     if not chosen.is_file():
         return []
