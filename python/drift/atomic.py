@@ -77,6 +77,13 @@ class DamagedFile(ValueError):
         self.path, self.problem = Path(path), problem
         super().__init__(f"{path}: {problem}" + (f"; {remedy}" if remedy else ""))
 
+    @classmethod
+    def from_error(cls, path: Path, what: str, e: BaseException, remedy: str = "") -> "DamagedFile":
+        """The file at ``path`` failed to load with ``e``: ``<what> (<type>: <first line of e, 200 characters at
+        most>)``, e.g. ``what`` = "cannot be read" for a cut or changed file."""
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        return cls(path, f"{what} ({type(e).__name__}: {first})", remedy)
+
 
 def read_json(path: Path, remedy: str = "delete it or restore it from a copy") -> Any:
     """The JSON value in ``path``; :class:`DamagedFile` (a ValueError) naming the file, what is wrong and

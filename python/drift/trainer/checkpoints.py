@@ -59,10 +59,10 @@ def load_train_state(run: Run, d: Path, scaler=None) -> int:
     try:
         run.accelerator.load_state(str(d / state["dir"]))
     except Exception as e:  # a state saved before manifests, damaged: what was loaded of it is unknown
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise atomic.DamagedFile(d / state["dir"], f"cannot be loaded ({type(e).__name__}: {first})",
-                                 f"delete it and {StageFiles(d).train_state_pointer.name}, then rerun the same command "
-                                 f"({d.name} trains again from its start)") from None
+        raise atomic.DamagedFile.from_error(
+            d / state["dir"], "cannot be loaded", e,
+            f"delete it and {StageFiles(d).train_state_pointer.name}, then rerun the same command "
+            f"({d.name} trains again from its start)") from None
     if scaler is not None and (d / state["dir"] / SCALER_FILE).is_file():
         scaler.load_state_dict(torch.load(d / state["dir"] / SCALER_FILE, weights_only=False))
     return int(state["step"])

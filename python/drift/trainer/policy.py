@@ -67,9 +67,7 @@ def stage_model_errors(path: Path) -> Iterator[None]:
     except Exception as e:
         if not is_stage_model(path):
             raise
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise atomic.DamagedFile(path, f"cannot be loaded ({type(e).__name__}: {first})",
-                                 retrain_hint(path.parent)) from None
+        raise atomic.DamagedFile.from_error(path, "cannot be loaded", e, retrain_hint(path.parent)) from None
 
 
 def prepare_model(model, config: DriftConfig, device: torch.device):

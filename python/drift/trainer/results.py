@@ -59,8 +59,7 @@ class StageOutput:
         except atomic.DamagedFile:
             raise
         except Exception as e:  # torch/zip/pickle errors of a cut or changed file, or a dict of another shape
-            first = (str(e).splitlines() or [type(e).__name__])[0]
-            raise atomic.DamagedFile(path, f"cannot be read ({type(e).__name__}: {first[:200]})") from None
+            raise atomic.DamagedFile.from_error(path, "cannot be read", e) from None
 
 
 @dataclass
