@@ -22,9 +22,8 @@ def iteration_logged(run: Run, index: int) -> bool:
 
 def record_iteration(run: Run, index: int, name: str, ev: Optional[Evaluation], extra: Dict[str, Any],
                      global_step: int) -> None:
-    """Log stage ``name``'s iteration record (scores of its evaluation ``ev``, ``extra``) unless logged already."""
-    if iteration_logged(run, index):
-        return
+    """Log stage ``name``'s iteration record (scores of its evaluation ``ev``, ``extra``); the caller has checked
+    :func:`iteration_logged` (the loop asks once per stage, before its evaluation)."""
     config = run.config
     scores = {} if ev is None else ev.scores()  # eval_metric none: no scores
     rec = {"kind": "iteration", "iteration": index, "stage": name, "method": config.method, "run": config.label,
