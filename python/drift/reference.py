@@ -90,6 +90,14 @@ def _compute_dtype(logits: Any) -> Any:
     return torch.float64 if logits.dtype == torch.float64 else torch.float32
 
 
+def _not_ignored(ids: Any) -> Any:
+    """The default mask of ``ids``: True where the id is not the number -100 (compared as int64: uint8 156 is an
+    id, not -100 wrapped)."""
+    import torch
+
+    return ids.to(torch.int64) != -100
+
+
 def token_logps(logits: Any, labels: Any, mask: Any = None) -> Any:
     """Reference of :func:`drift.token_logps`: the full (B, T, V) log-softmax, then a gather.
 
@@ -99,7 +107,7 @@ def token_logps(logits: Any, labels: Any, mask: Any = None) -> Any:
     import torch
 
     if mask is None:
-        mask = labels.to(torch.int64) != -100  # as numbers: uint8 156 is an id, not -100 wrapped
+        mask = _not_ignored(labels)
     logp = logits.to(_compute_dtype(logits)).log_softmax(dim=-1)
     picked = logp.gather(-1, torch.where(mask, labels, 0).long().unsqueeze(-1)).squeeze(-1)
     return torch.where(mask, picked, torch.zeros((), dtype=picked.dtype))
@@ -130,7 +138,7 @@ def oal_loss(logits: Any, targets: Any, *, logits_mask: Any = None, targets_mask
     if logits_mask is None:
         logits_mask = torch.ones((batch, seq), dtype=torch.bool)
     if targets_mask is None:
-        targets_mask = targets.to(torch.int64) != -100  # as numbers, as in token_logps
+        targets_mask = _not_ignored(targets)
     dtype = _compute_dtype(logits)
     rows = []
     for b in range(batch):
@@ -216,9 +224,8 @@ def drift_loss(chosen_logits: Any, chosen_labels: Any, chosen_mask: Any, rejecte
     if oal_weight > 0:
         if oal_targets is None:  # every real token of y
             oal_targets = chosen_labels
-            oal_targets_mask = (chosen_labels.to(torch.int64) != -100 if chosen_response_mask is None
-                                else chosen_response_mask)  # as numbers, as in token_logps
-        positions = rejected_labels.to(torch.int64) != -100 if rejected_response_mask is None else rejected_response_mask
+            oal_targets_mask = _not_ignored(chosen_labels) if chosen_response_mask is None else chosen_response_mask
+        positions = _not_ignored(rejected_labels) if rejected_response_mask is None else rejected_response_mask
         oal = oal_loss(rejected_logits, oal_targets, logits_mask=positions, targets_mask=oal_targets_mask)
     else:
         oal = torch.zeros((), dtype=sp.dtype)
