@@ -7,11 +7,12 @@
 (optionally) reference sums of that stage (``generations.pt``, ``masks.pt``, ``reference.pt``); ``MODEL_DIR``
 the model that stage trains from (``iter_<stage-1>/model``, e.g. the SFT warm start). On the first
 ``--batches`` micro-batches of the run's training pairs (its ``config.json``: data, split, batch size), the
-DAM term's gradient with respect to every weight is taken per ``beta`` and the OAL term's once (it does not
-depend on beta; lambda scales it), and their global L2 norms are summed over the batches' gradient (as an
-optimizer step on them would see it). The loss values alone cannot say which term steers the update: the
-page's loss-term table showed lambda x OAL at 61-71x the DAM value at the CPU scale's settings; this gives
-the ratio that matters, ``lambda ||grad L_OAL|| / ||grad L_DAM||``, and the cosine between the two.
+DAM term's gradient (the run's ``loss_type``, as training computes it) with respect to every weight is taken
+per ``beta`` and the OAL term's once (it does not depend on beta; lambda scales it), and their global L2 norms
+are summed over the batches' gradient (as an optimizer step on them would see it). The loss values alone
+cannot say which term steers the update: the page's loss-term table showed lambda x OAL at 61-71x the DAM
+value at the CPU scale's settings; this gives the ratio that matters, ``lambda ||grad L_OAL|| / ||grad
+L_DAM||``, and the cosine between the two.
 """
 from __future__ import annotations
 
@@ -24,13 +25,12 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from drift import losses
 from drift.trainer import DriftConfig
 from drift.trainer.batching import response_logits, self_play_batch, self_play_examples
 from drift.trainer.examples import encode, load_rows
 from drift.trainer.inference import run_settings
 from drift.trainer.layout import RunLayout
-from drift.trainer.objective import oal_target_mask
+from drift.trainer.objective import self_play_output
 from drift.trainer.results import Generations, Masks, Reference
 from drift.trainer.run import open_run
 from drift.trainer.stages import masked_sums
@@ -66,7 +66,6 @@ def grad_norms(run_dir: Path, model_dir: Path, betas: Sequence[float], lambdas: 
     model.train()
     dev = run.accelerator.device
     params = [p for p in model.parameters() if p.requires_grad]
-    pad, eos = run.tokenizer.pad_token_id, run.tokenizer.eos_token_id
     g_dam = {b: torch.zeros(sum(p.numel() for p in params), device=dev) for b in betas}
     g_oal = torch.zeros_like(next(iter(g_dam.values())))
     dam_vals = {b: 0.0 for b in betas}
@@ -78,16 +77,11 @@ def grad_norms(run_dir: Path, model_dir: Path, betas: Sequence[float], lambdas: 
                 rc, rr = masked_sums(run, model, chunk)
             for it, c, r in zip(chunk, rc.float().tolist(), rr.float().tolist()):
                 it.reference_chosen, it.reference_rejected = c, r
-        b, cm, rm = self_play_batch(chunk, pad, dev)
-        n = len(chunk)
+        b, cm, rm = self_play_batch(chunk, run.tokenizer.pad_token_id, dev)
         with run.precision.autocast():
             logits = response_logits(model, b)
-        ref_c = torch.tensor([it.reference_chosen for it in chunk], dtype=torch.float32, device=dev)
-        ref_r = torch.tensor([it.reference_rejected for it in chunk], dtype=torch.float32, device=dev)
         for i, beta in enumerate(betas):
-            out = losses.drift_loss(logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r,
-                                    chosen_response_mask=oal_target_mask(chunk, b.response_mask[:n], eos),
-                                    rejected_response_mask=b.response_mask[n:], beta=beta, oal_weight=1.0)
+            out = self_play_output(logits, b, cm, rm, chunk, run, beta=beta, oal_weight=1.0)
             g_dam[beta] += _flat_grad(out.self_play_loss, params)
             dam_vals[beta] += float(out.self_play_loss.detach())
             if i == 0:

@@ -8,7 +8,7 @@ import torch
 
 from drift import losses
 from drift.trainer import batching
-from drift.trainer.batching import SelfPlayExample, collate, response_logits
+from drift.trainer.batching import Batch, SelfPlayExample, collate, response_logits
 from drift.trainer.methods import method as method_traits
 from drift.trainer.run import Run
 
@@ -25,6 +25,26 @@ def oal_target_mask(items: Sequence[SelfPlayExample], response_mask: torch.Tenso
         if it.chosen_ids and it.chosen_ids[-1] == eos_id:
             mask[i, len(it.chosen_ids) - 1] = False
     return mask
+
+
+def self_play_output(logits: torch.Tensor, b: Batch, cm: torch.Tensor, rm: torch.Tensor,
+                     items: Sequence[SelfPlayExample], run: Run, *, beta: float,
+                     oal_weight: float) -> losses.DriftLossOutput:
+    """:func:`drift.drift_loss` of one self-play micro-batch, differentiable in every term.
+
+    ``logits``: (2n, T, V), the policy's scores of ``b`` (:func:`batching.self_play_batch`: the n chosen rows,
+    then the n rejected ones); ``cm`` / ``rm``: the method's token masks; the reference sums are the items';
+    V(y) is y without the EOS the trainer appended (:func:`oal_target_mask`), the OAL max runs over every
+    generated position of y', and the self-play loss is the run's ``loss_type``.
+    """
+    n, device = len(items), logits.device
+    ref_c = torch.tensor([it.reference_chosen for it in items], dtype=torch.float32, device=device)
+    ref_r = torch.tensor([it.reference_rejected for it in items], dtype=torch.float32, device=device)
+    return losses.drift_loss(
+        logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r,
+        chosen_response_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id),
+        rejected_response_mask=b.response_mask[n:], beta=beta, oal_weight=oal_weight, loss_type=run.config.loss_type,
+    )
 
 
 def compute_loss(model, items: Sequence[Any], objective: str, run: Run) -> Dict[str, torch.Tensor]:
@@ -44,16 +64,8 @@ def compute_loss(model, items: Sequence[Any], objective: str, run: Run) -> Dict[
         loss = -lp.sum() / b.response_mask.sum()
         return {"loss": loss, "tokens": b.attention_mask.sum()}
     b, cm, rm = batching.self_play_batch(items, pad, device)
-    n = len(items)
-    logits = response_logits(model, b)
-    ref_c = torch.tensor([it.reference_chosen for it in items], dtype=torch.float32, device=device)
-    ref_r = torch.tensor([it.reference_rejected for it in items], dtype=torch.float32, device=device)
-    out = losses.drift_loss(
-        logits[:n], b.labels[:n], cm, logits[n:], b.labels[n:], rm, ref_c, ref_r,
-        chosen_response_mask=oal_target_mask(items, b.response_mask[:n], run.tokenizer.eos_token_id),
-        rejected_response_mask=b.response_mask[n:],
-        beta=cfg.beta, oal_weight=cfg.oal_weight if method_traits(cfg.method).oal else 0.0, loss_type=cfg.loss_type,
-    )
+    out = self_play_output(response_logits(model, b), b, cm, rm, items, run, beta=cfg.beta,
+                           oal_weight=cfg.oal_weight if method_traits(cfg.method).oal else 0.0)
     return {
         "loss": out.loss, "self_play_loss": out.self_play_loss.detach(), "oal_loss": out.oal_loss.detach(),
         "rewards/chosen": out.chosen_rewards.mean(), "rewards/rejected": out.rejected_rewards.mean(),
