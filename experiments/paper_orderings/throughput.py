@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -46,43 +46,49 @@ def iteration_options(scale: str, model: Optional[str], out_dir: Path) -> List[s
     return opts + ["--sft_warmup_epochs", "0", "--eval_base", "false"]
 
 
-def _iteration_pairs(run_dir: Path):
-    """``(tokenizer, encoded training pairs, opponent responses)`` of the run's iteration 1, as the trainer built them."""
-    import torch
+class Iteration(NamedTuple):
+    """What iteration 1 of a run trained and evaluated, as the trainer built it."""
 
+    tokenizer: Any
+    pairs: List[Any]  # the encoded training examples (drift.trainer.examples.Example)
+    generations: List[List[int]]  # the opponent response y' per pair (token ids)
+    predictions: List[str]  # the held-out greedy predictions of the trained model
+
+
+def load_iteration(run_dir: Path) -> Iteration:
+    """Iteration 1 of the run in ``run_dir``: its config's tokenizer and encoded pairs, and the stage's files."""
     from drift.trainer import DriftConfig
     from drift.trainer.examples import encode, load_rows, load_tokenizer
     from drift.trainer.inference import run_settings
+    from drift.trainer.layout import RunLayout
+    from drift.trainer.results import Evaluation, Generations
 
     cfg = DriftConfig.from_dict(run_settings(run_dir))
     tok = load_tokenizer(str(cfg.model_name_or_path or _default_model()))
     rows, _, instruction = load_rows(cfg, None, None, {})
-    pairs = [encode(tok, r, cfg, instruction) for r in rows]
-    return tok, pairs, torch.load(run_dir / "iter_1" / "generations.pt", weights_only=False)["ids"]
+    files = RunLayout(run_dir).files(1)
+    return Iteration(tok, [encode(tok, r, cfg, instruction) for r in rows], Generations.load(files.generations).ids,
+                     Evaluation.load(files.eval_json).predictions)
 
 
-def _token_counts(run_dir: Path) -> Dict[str, int]:
-    """Generated, pair (prompt + chosen and prompt + rejected) and held-out prediction tokens of iteration 1."""
-    tok, pairs, gens = _iteration_pairs(run_dir)
-    preds = json.loads((run_dir / "iter_1" / "eval.json").read_text())["predictions"]
+def _token_counts(it: Iteration) -> Dict[str, int]:
+    """Generated, pair (prompt + chosen and prompt + rejected) and held-out prediction tokens of the iteration."""
+    tok, pairs, gens, preds = it
     return {"pairs": len(pairs), "generated_tokens": sum(len(g) for g in gens),
             "pair_tokens": sum(2 * len(p.prompt_ids) + len(p.response_ids) + len(g) for p, g in zip(pairs, gens)),
             "eval_tokens": sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in preds),
             "eval_examples": len(preds)}
 
 
-def _pairs_text(run_dir: Path) -> List[Dict[str, str]]:
+def _pairs_text(it: Iteration) -> List[Dict[str, str]]:
     """The iteration's pairs as text for TRL: prompt (chat-formatted as drift encodes it), chosen, rejected."""
-    tok, pairs, gens = _iteration_pairs(run_dir)
-    out = []
-    for p, g in zip(pairs, gens):
-        out.append({"prompt": tok.decode(p.prompt_ids), "chosen": tok.decode(p.response_ids, skip_special_tokens=True),
-                    "rejected": tok.decode(g, skip_special_tokens=True)})
-    return out
+    tok = it.tokenizer
+    return [{"prompt": tok.decode(p.prompt_ids), "chosen": tok.decode(p.response_ids, skip_special_tokens=True),
+             "rejected": tok.decode(g, skip_special_tokens=True)} for p, g in zip(it.pairs, it.generations)]
 
 
-def trl_dpo(run_dir: Path, model_dir: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """One epoch of TRL's DPOTrainer on the iteration's pairs; ``{"skipped": why}`` when TRL is unavailable."""
+def trl_dpo(it: Iteration, model_dir: str, cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """One epoch of TRL's DPOTrainer on the pairs of iteration ``it``; ``{"skipped": why}`` when TRL is unavailable."""
     try:
         import trl
         from trl import DPOConfig, DPOTrainer
@@ -95,7 +101,7 @@ def trl_dpo(run_dir: Path, model_dir: str, cfg: Dict[str, Any]) -> Dict[str, Any
         import datasets
     except ImportError as e:
         return {"skipped": f"datasets is not importable ({e})"}
-    rows = _pairs_text(run_dir)
+    rows = _pairs_text(it)
     tok = AutoTokenizer.from_pretrained(model_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -145,7 +151,8 @@ def measure(scale: str, model: Optional[str], work: Path, trl: bool = True) -> D
 
     it = [r for r in read_metrics(RunLayout(run_dir).metrics, "iteration") if r.get("stage") == "iter_1"][-1]
     cfg = run_settings(run_dir)
-    counts = _token_counts(run_dir)
+    iteration = load_iteration(run_dir)
+    counts = _token_counts(iteration)
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
@@ -164,7 +171,7 @@ def measure(scale: str, model: Optional[str], work: Path, trl: bool = True) -> D
         result["git_commit"] = git_commit(HERE, paths=[HERE.parents[1] / "python", HERE]) or "unknown"
     except Exception:
         result["git_commit"] = "unknown"
-    result["trl_dpo"] = trl_dpo(run_dir, model or str(_default_model()), cfg) if trl else {"skipped": "--no-trl"}
+    result["trl_dpo"] = trl_dpo(iteration, model or str(_default_model()), cfg) if trl else {"skipped": "--no-trl"}
     return result
 
 
