@@ -83,14 +83,6 @@ class StudyError(Exception):
 
 # =============================================================================================
 # helpers
-def sha256_file(path: Path, chunk: int = 4 * MIB) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def tree_bytes(root: Path = ROOT) -> int:
     """Bytes of what a device call carries of the checkout: tracked and untracked-not-ignored files."""
     out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -145,17 +137,14 @@ def _by_path(name: str, path: Path):
     return mod
 
 
-def _drift_assets():
-    """drift.assets (standard library + importlib only), by path when drift is not importable."""
-    try:
-        from drift import assets
-        return assets
-    except ImportError:
-        return _by_path("_drift_assets", ROOT / "python" / "drift" / "assets.py")
-
-
 def _gpu_bundle():
     return _by_path("_gpu_bundle", ROOT / "scripts" / "gpu_bundle.py")
+
+
+def _drift_module(name: str):
+    """``drift.<name>``, or this checkout's python/drift/<name>.py loaded by its path when drift is not importable
+    (on the GPU machine before anything is installed; assets and atomic need only the standard library)."""
+    return _gpu_bundle()._drift_module(name)
 
 
 # =============================================================================================
@@ -181,6 +170,7 @@ def pack(out: Path, gguf: Path, data_root: Path, wheels: Sequence[Path], max_par
     if out.exists():
         shutil.rmtree(out)
     parts = []
+    whole_h = hashlib.sha256()  # the whole file's, while it is split: one read of the model
     with open(gguf, "rb") as src:
         for k, n in enumerate(sizes, 1):
             d = out / f"call{k}"
@@ -192,6 +182,7 @@ def pack(out: Path, gguf: Path, data_root: Path, wheels: Sequence[Path], max_par
                 while left:
                     block = src.read(min(left, 4 * MIB))
                     h.update(block)
+                    whole_h.update(block)
                     dst.write(block)
                     left -= len(block)
             parts.append({"index": k, "name": name, "bytes": n, "sha256": h.hexdigest()})
@@ -199,9 +190,13 @@ def pack(out: Path, gguf: Path, data_root: Path, wheels: Sequence[Path], max_par
     for rel, p in extras:
         dst = out / "call1" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, dst)
-        files.append({"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(dst)})
-    whole = sha256_file(gguf)
+        h = hashlib.sha256()  # of the bytes copied, while they are copied
+        with open(p, "rb") as f, open(dst, "wb") as g:
+            for block in iter(lambda: f.read(4 * MIB), b""):
+                h.update(block)
+                g.write(block)
+        files.append({"path": rel, "bytes": p.stat().st_size, "sha256": h.hexdigest()})
+    whole = whole_h.hexdigest()
     m = {"schema": 1, "commit": _checkout_commit(), "pack_id": whole[:16] + "-" + hashlib.sha256(json.dumps(parts + files).encode()).hexdigest()[:8],
          "gguf": {"name": gguf.name, "bytes": size, "sha256": whole, "parts": parts},
          "files": files, "tree_bytes": tree, "limit_mib": limit_mib, "headroom_mib": headroom_mib, "calls": []}
@@ -247,11 +242,12 @@ def stage_part(k: int, pack_dir: Path, stage: Path) -> dict:
         shutil.rmtree(stage)  # part 1 of a new pack starts the stage over
         stage.mkdir(parents=True)
     todo = [(parts[k]["name"], parts[k])] + ([(f["path"], f) for f in m["files"]] if k == 1 else [])
+    file_digest = _drift_module("atomic").file_digest
     for rel, spec in todo:
         s = src / rel
         if not s.is_file():
             raise StudyError(f"part {k}: {rel} is missing from {src}")
-        got = sha256_file(s)
+        got = file_digest(s)["sha256"]
         if got != spec["sha256"] or s.stat().st_size != spec["bytes"]:
             raise StudyError(f"part {k}: {rel} fails its SHA-256 check (got {got[:12]}, expected {spec['sha256'][:12]})")
         d = stage / "incoming" / rel
@@ -564,7 +560,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.monotonic()
     try:
         if args.cmd == "pack":
-            assets = _drift_assets()
+            assets = _drift_module("assets")
             gguf = Path(args.gguf) if args.gguf else assets.smollm2_gguf_path()
             data_root = Path(args.data_root) if args.data_root else assets.demo_data_path("xsum").parents[1]
             with tempfile.TemporaryDirectory(prefix="drift-study-wheels-") as tmp:
