@@ -24,7 +24,7 @@ import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from drift.trainer.layout import METRICS_FILE, RunLayout
 from drift.trainer.metrics_log import read_metrics
@@ -96,10 +96,15 @@ def mean_std(values: List[float]) -> Tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def metrics_files(root: Path) -> Iterator[Path]:
+    """The runs' ``<task>/<arm>/seed<k>/metrics.jsonl`` under ``root`` (unsorted)."""
+    return Path(root).glob(f"*/*/seed*/{METRICS_FILE}")
+
+
 def collect(root: Path) -> Dict[str, Dict[str, Seeds]]:
     """task -> arm -> seed dir name -> iteration records (arms in ARM_ORDER)."""
     out: Dict[str, Dict[str, Seeds]] = {}
-    for m in sorted(Path(root).glob(f"*/*/seed*/{METRICS_FILE}")):
+    for m in sorted(metrics_files(root)):
         seed_dir = m.parent
         out.setdefault(seed_dir.parent.parent.name, {}).setdefault(seed_dir.parent.name, {})[seed_dir.name] = (
             with_diagnostics_time(seed_dir, read_iterations(m)))
@@ -597,10 +602,11 @@ def study_commits(root: Path) -> List[str]:
 
 
 def render(root: Path, title: str = "Paper orderings: results", page_dir: Optional[Path] = None,
-           tasks: Optional[List[str]] = None, gpu_root: Optional[Path] = None, png_prefix: str = "") -> str:
-    """The markdown page for the runs under ``root`` (``tasks``: only these; None: all); PNGs copied to
-    ``<page_dir>/results/`` as ``<png_prefix><name>`` (page_dir None: linked in place); with ``gpu_root``, the
-    GPU-scale section (:func:`gpu_section`) before the commands."""
+           tasks: Optional[List[str]] = None, gpu_root: Optional[Path] = None, png_prefix: str = "",
+           scale: str = "cpu") -> str:
+    """The markdown page for the runs under ``root`` (``tasks``: only these; None: all), run at ``scale``; PNGs
+    copied to ``<page_dir>/results/`` as ``<png_prefix><name>`` (page_dir None: linked in place); with
+    ``gpu_root``, the GPU-scale section (:func:`gpu_section`) before the commands."""
     root = Path(root)
     data = collect(root)
     left_off = {t: arms for t, arms in data.items() if tasks is not None and t not in tasks}
@@ -693,7 +699,7 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
                 rel = Path(os.path.relpath(png.resolve(), Path.cwd())).as_posix()
             lines += ["", f"![{task}: ROUGE and gamma per iteration, seed 42 of each arm ({'`drift plot`'})]({rel})"]
         lines.append("")
-    lines += sweep_lines(root) or sweep_not_rerun(png_prefix.rstrip("_") or "cpu")
+    lines += sweep_lines(root) or sweep_not_rerun(scale)
     if gpu_root is not None:
         lines += gpu_section(Path(gpu_root), page_dir)
     cmds = root / "commands.txt"
@@ -701,7 +707,7 @@ def render(root: Path, title: str = "Paper orderings: results", page_dir: Option
         lines += ["## Commands (in the order they ran; `#` lines are the study scripts, the others the runs they started)",
                   "", "```",
                   *dict.fromkeys(shown_command(c) for c in cmds.read_text().splitlines()),
-                  f"# python experiments/paper_orderings/make_results.py --runs <runs> --output <page>", "```", ""]
+                  "# python experiments/paper_orderings/make_results.py --runs <runs> --output <page>", "```", ""]
     return "\n".join(lines)
 
 
@@ -737,10 +743,10 @@ def gpu_section(root: Path, page_dir: Optional[Path] = None) -> List[str]:
     """The GPU-scale section: the same page machinery on the committed GPU runs under ``root`` (headings one level
     down, PNGs prefixed ``gpu_``), or 'not run yet' and how to run it."""
     head = ["## GPU scale (749 / 250 XSum pairs, 70 / 30 MTS-Dialog, 512-token prompts, bf16)", ""]
-    if not (Path(root).is_dir() and collect(root)):
+    if not (Path(root).is_dir() and any(metrics_files(root))):
         return head + ["Not run yet: no GPU-scale results are committed (`experiments/paper_orderings/results/gpu/` is "
                        "empty). " + GPU_HOWTO, ""]
-    body = render(root, title="GPU scale", page_dir=page_dir, png_prefix="gpu_").splitlines()
+    body = render(root, title="GPU scale", page_dir=page_dir, png_prefix="gpu_", scale="gpu").splitlines()
     start = next(i for i, line in enumerate(body) if line.startswith("Git commit of the code that ran") or line.startswith("## "))
     cut = next((i for i, line in enumerate(body) if line.startswith("## Commands")), len(body))
     kept = [("#" + line) if line.startswith("#") else line for line in body[start:cut]]

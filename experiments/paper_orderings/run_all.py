@@ -223,10 +223,13 @@ def general_eval_enabled(scale: str, task: str, arms: List[str]) -> bool:
 
 def finish_group(root: Path, scale: str, task: str, seed: int, arms: List[str], threads: int, keep_weights: bool,
                  device: str = "cpu") -> None:
-    """After every unit of one (task, seed) ended: its general ability (before the weights go), then prune weights."""
+    """After every unit of one (task, seed) ended: its general ability (before the weights go), then prune weights.
+
+    ``arms``: the group's finished arms (state "done" in :class:`Scheduler`: run_one returned, so each has
+    ``wall_s.txt``, and nothing removes it)."""
     dirs = {arm: root / task / arm / f"seed{seed}" for arm in ARMS}
     log = root / "commands.txt"
-    if general_eval_enabled(scale, task, arms) and all((dirs[a] / "wall_s.txt").is_file() for a, _ in general_eval_points(scale)):
+    if general_eval_enabled(scale, task, arms):
         for arm, stage in general_eval_points(scale):
             t0 = time.time()
             run_general_eval(RunLayout(dirs[arm]).model(stage), dirs[arm] / GENERAL_EVAL_FILE, GENERAL_EVAL[scale]["limit"],
@@ -234,8 +237,7 @@ def finish_group(root: Path, scale: str, task: str, seed: int, arms: List[str], 
             print(f"done {task} {arm} seed{seed} general ability: {time.time() - t0:.0f} s", flush=True)
     if not keep_weights:
         for arm in arms:
-            if (dirs[arm] / "wall_s.txt").is_file():
-                shared_stages.prune_weights(dirs[arm])
+            shared_stages.prune_weights(dirs[arm])
 
 
 class Scheduler:
