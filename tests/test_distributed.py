@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TRAIN_DEPS, drift_env, model_weights, run_records, tiny_config
+from conftest import TRAIN_DEPS, drift_env, model_weights, run_records, tiny_config, train_cli, write_config
 
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
@@ -48,13 +48,8 @@ FSDP = _COMMON + ["--use_fsdp", "--fsdp_version", "2", "--fsdp_auto_wrap_policy"
 
 def _train(cfg, path: Path, launcher=None, timeout=900):
     """``drift train --config`` in a subprocess (optionally under ``accelerate launch``)."""
-    import yaml
-
-    path.write_text(yaml.safe_dump(cfg.to_dict()))
-    env = drift_env(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    prefix = [str(ACCELERATE), *launcher, "-m"] if launcher else [sys.executable, "-m"]
-    done = subprocess.run(prefix + ["drift.cli", "train", "--config", str(path)], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    done = train_cli(write_config(path, cfg), {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"},
+                     launcher=[str(ACCELERATE), *launcher, "-m"] if launcher else None, timeout=timeout)
     assert done.returncode == 0, done.stderr[-4000:]
 
 

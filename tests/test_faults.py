@@ -25,6 +25,7 @@ import torch
 
 from conftest import TRAIN_DEPS, drift_env, model_weights, run_records, tiny_config, train_cli, untimed, write_config
 from drift.trainer.layout import RunLayout
+from test_distributed import ACCELERATE, DDP  # the accelerate launcher and its 2-process DDP options
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
 
@@ -40,9 +41,25 @@ def _config(tiny_model_dir, tiny_data, root: Path, **overrides) -> Path:
     return write_config(root / "run.yaml", tiny_config(tiny_model_dir, tiny_data, root / "run", **{**RUN, **overrides}))
 
 
-def _last_line(result) -> str:
-    lines = [ln for ln in result.stderr.replace("\r", "\n").splitlines() if ln.strip()]
+def _last_line(text: str) -> str:
+    """The last non-blank line of ``text`` (a progress bar's carriage returns end lines too)."""
+    lines = [ln for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+def _start_train(cfg: Path, launcher=None, **env: str) -> subprocess.Popen:
+    """``drift train --config cfg`` started in a subprocess (optionally under ``launcher``), its output piped."""
+    cmd = (launcher or [sys.executable, "-m"]) + ["drift.cli", "train", "--config", str(cfg)]
+    return subprocess.Popen(cmd, env=drift_env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_a_step(proc: subprocess.Popen, run: Path) -> None:
+    """Until ``run``'s metrics.jsonl holds a step record, ``proc`` ends, or 300 s pass."""
+    metrics, deadline = RunLayout(run).metrics, time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.is_file() and '"kind": "step"' in metrics.read_text():
+            break
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +159,8 @@ def test_sigterm_sigusr1_and_ctrl_c_stop_in_one_line_and_resume_to_the_uninterru
         before = finished_files(run) if run.is_dir() else {}
         stopped = train_cli(cfg, {"DRIFT_FAULT_INJECT": point, "DRIFT_FAULT_SIGNAL": sig})
         assert stopped.returncode == status, f"{point} {sig}: exit {stopped.returncode}\n{stopped.stderr[-2000:]}"
-        assert says in _last_line(stopped) and "rerun the same command" in _last_line(stopped), _last_line(stopped)
+        last = _last_line(stopped.stderr)
+        assert says in last and "rerun the same command" in last, last
         assert "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
         assert_nothing_lost(before, run)
         if "saved after" in says:  # the state of exactly that step, not the last save_steps one
@@ -160,19 +178,14 @@ def test_sigterm_from_outside_stops_and_resumes_to_the_uninterrupted_run(tiny_mo
     """A real SIGTERM from another process, once the SFT warm start trains (wherever the run is by then)."""
     reference, _ = uninterrupted
     cfg = _config(tiny_model_dir, tiny_data, tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "drift.cli", "train", "--config", str(cfg)], env=drift_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics, deadline = RunLayout(tmp_path / "run").metrics, time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.is_file() and '"kind": "step"' in metrics.read_text():
-            break
-        time.sleep(0.05)
+    proc = _start_train(cfg)
+    _wait_for_a_step(proc, tmp_path / "run")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     if proc.returncode == 0:
         pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == 143, err[-3000:]
-    last = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()][-1]
+    last = _last_line(err)
     assert last.startswith("drift train: stopped by SIGTERM;") and last.endswith("rerun the same command to resume")
     resumed = train_cli(cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -188,9 +201,7 @@ def test_second_writer_on_one_folder_fails_in_one_line_naming_folder_and_pid(tin
     at once naming the first's pid; the first, continued, finishes alone (no duplicated records)."""
     reference, _ = uninterrupted
     cfg = _config(tiny_model_dir, tiny_data, tmp_path)
-    first = subprocess.Popen([sys.executable, "-m", "drift.cli", "train", "--config", str(cfg)],
-                             env=drift_env(**{"DRIFT_FAULT_INJECT": "iter_1: train:step2", "DRIFT_FAULT_SIGNAL": "STOP"}),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = _start_train(cfg, DRIFT_FAULT_INJECT="iter_1: train:step2", DRIFT_FAULT_SIGNAL="STOP")
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and first.poll() is None:
@@ -200,7 +211,7 @@ def test_second_writer_on_one_folder_fails_in_one_line_naming_folder_and_pid(tin
         assert first.poll() is None, "the first run ended before its stop point"
         second = train_cli(cfg)
         assert second.returncode == 1, second.stderr[-3000:]
-        line = _last_line(second)
+        line = _last_line(second.stderr)
         assert line == (f"drift train: error: output_dir: {tmp_path / 'run'} is in use by process {first.pid} on "
                         f"{os.uname().nodename} (another drift train writing the same run folder); wait for it to "
                         "finish or stop it, or use another output_dir"), line
@@ -265,14 +276,14 @@ def test_full_disk_fails_in_one_line_then_the_same_command_resumes(tiny_model_di
     cfg = write_config(tmp_path / "run.yaml", tiny_config(tiny_model_dir, tiny_data, small_tmpfs / "run", **RUN))
     full = train_cli(cfg)
     assert full.returncode == 1, full.stderr[-3000:]
-    line = _last_line(full)
+    line = _last_line(full.stderr)
     assert line.startswith("drift train: error: no space left on device") and f"{small_tmpfs / 'run'}" in line, line
     assert line.endswith("rerun the same command to resume (finished stages are kept)") and "Traceback" not in full.stderr
     before = finished_files(small_tmpfs / "run")
     subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True, timeout=30)
     read_only = train_cli(cfg)
     assert read_only.returncode == 1, read_only.stderr[-3000:]
-    assert _last_line(read_only).startswith(f"drift train: error: read-only file system: {small_tmpfs / 'run'}")
+    assert _last_line(read_only.stderr).startswith(f"drift train: error: read-only file system: {small_tmpfs / 'run'}")
     subprocess.run(["mount", "-o", "remount,rw,size=256m", str(small_tmpfs)], check=True, timeout=30)
     resumed = train_cli(cfg)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -313,32 +324,25 @@ def test_full_disk_stub_fails_in_one_line_naming_the_run_folder(kind, tiny_model
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2**30, 2**30 - 2**19, 2**19))
     cfg = write_config(tmp_path / "run.yaml", tiny_config(tiny_model_dir, tiny_data, tmp_path / "run"))
     assert main(["train", "--config", str(cfg)]) == 1
-    err = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if ln.strip()]
-    assert err[-1].startswith("drift train: error: no space left on device"), err[-1]
-    assert f": {tmp_path / 'run'};" in err[-1] and err[-1].endswith("rerun the same command to resume (finished "
-                                                                       "stages are kept)"), err[-1]
+    last = _last_line(capsys.readouterr().err)
+    assert last.startswith("drift train: error: no space left on device"), last
+    assert f": {tmp_path / 'run'};" in last and last.endswith("rerun the same command to resume (finished "
+                                                               "stages are kept)"), last
     if kind == "torch":
-        assert "(writing a file failed (torch.save), 0.5 MiB free there)" in err[-1]
+        assert "(writing a file failed (torch.save), 0.5 MiB free there)" in last
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (Path(sys.executable).parent / "accelerate").exists(), reason="needs the accelerate launcher")
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="needs the accelerate launcher")
 def test_sigterm_to_one_process_of_two_saves_the_state_on_both_and_resumes(tiny_model_dir, tiny_data, tmp_path):
     """Under ``accelerate launch`` (2 CPU processes), SIGTERM to one worker only: both agree at the step's end, save
     the training state together (save_steps 100: only the preemption saves) and stop; the rerun finishes with every
     step logged once."""
     cfg = _config(tiny_model_dir, tiny_data, tmp_path, save_steps=100, gradient_accumulation_steps=1, max_steps=30,
                   eval_base=False)  # long training: the signal lands in it
-    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m"]
-    env = drift_env(**{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
-    proc = subprocess.Popen(launcher + ["drift.cli", "train", "--config", str(cfg)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    metrics, deadline = RunLayout(tmp_path / "run").metrics, time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.is_file() and '"kind": "step"' in metrics.read_text():
-            break
-        time.sleep(0.05)
+    launcher, env = [str(ACCELERATE), *DDP, "-m"], {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = _start_train(cfg, launcher, **env)
+    _wait_for_a_step(proc, tmp_path / "run")
     workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
     assert len(workers) == 2, workers
     os.kill(workers[-1], signal.SIGTERM)
@@ -348,7 +352,7 @@ def test_sigterm_to_one_process_of_two_saves_the_state_on_both_and_resumes(tiny_
     assert err.count("stopped by SIGTERM") == 2, err[-3000:]  # both processes stopped
     saved = [p for k in STAGES for p in RunLayout(tmp_path / "run").files(k).train_states()]
     assert len(saved) == 1 and "the training state was saved after iter_0 step" in err, (saved, err[-2000:])
-    resumed = train_cli(cfg, {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}, launcher=launcher)
+    resumed = train_cli(cfg, env, launcher=launcher)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     steps = [(r["iteration"], r["step"]) for r in run_records(tmp_path / "run", "step")]
     assert steps == [(k, s) for k in STAGES for s in range(1, 31)], steps

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
@@ -101,10 +100,9 @@ def test_cli_scores_the_tiny_model_offline_and_deterministically(tiny_model_dir,
     from conftest import drift_env
 
     out = tmp_path / "general.json"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               # any network access fails fast: the evaluation must not need it
-               HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="")
-    env = drift_env(env)
+    env = drift_env(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                    # any network access fails fast: the evaluation must not need it
+                    HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="")
     cmd = [sys.executable, "-m", "drift.general_eval", "--model", str(tiny_model_dir), "--limit", "4",
            "--batch_size", "4", "--output", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

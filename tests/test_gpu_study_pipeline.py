@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import drift_env
+from conftest import drift_env, load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = ROOT / "experiments" / "paper_orderings"
@@ -58,11 +58,7 @@ def test_pipeline_end_to_end_on_the_cpu(tmp_path, tiny_model_dir):
     results = tmp_path / "results" / "gpu"
     text = _study("collect", out / "xsum.tar.gz", "--into", results, "--no-chosen")
     assert "3 finished runs" in text
-    sys.path.insert(0, str(EXP))
-    try:
-        import make_results
-    finally:
-        sys.path.remove(str(EXP))
+    make_results = load_module(EXP / "make_results.py")
     page = make_results.gpu_section(results, tmp_path / "page")
     body = "\n".join(page)
     assert "Not run yet" not in body and "#### ROUGE on the held-out split" in body

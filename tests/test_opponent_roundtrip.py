@@ -24,12 +24,11 @@ def _answers(run_dir):
 
 
 @pytest.mark.parametrize("case", ["cut", "ended", "sampled"])
-def test_own_generations_fed_back_reproduce_the_iteration(case, tiny_model_dir, tiny_data, tmp_path):
+def test_own_generations_fed_back_reproduce_the_iteration(case, tiny_model_dir, tiny_data, tmp_path, tok):
     """cut: the tiny model's greedy answers all run into max_new_tokens (newlines, which the text drops);
     ended: after an SFT warm-up every answer ends with EOS; sampled: iteration 1 samples with seed + 1."""
     from drift.cli import main
     from drift.trainer import train
-    from drift.trainer.examples import load_tokenizer
 
     kw = dict(method="spin", eval_metric="none")
     gen_args = ["--model", str(tiny_model_dir), "--config", str(tmp_path / "a" / "config.json")]
@@ -44,7 +43,6 @@ def test_own_generations_fed_back_reproduce_the_iteration(case, tiny_model_dir, 
     assert main(["generate", *gen_args, "--split", "train", "--output", str(gens)]) == 0
     train(tiny_config(tiny_model_dir, tiny_data, tmp_path / "b", opponent_generations=str(gens), **kw))
 
-    tok = load_tokenizer(str(tiny_model_dir))
     first, again = _answers(tmp_path / "a"), _answers(tmp_path / "b")
     ended = [bool(g) and g[-1] == tok.eos_token_id for g in first]
     assert sum(ended) == (8 if case == "ended" else 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TRAIN_DEPS, run_records, tiny_config, untimed
+from conftest import TRAIN_DEPS, run_records, tiny_config, untimed, write_config
 from drift.trainer.layout import RunLayout
 
 pytestmark = pytest.mark.skipif(not TRAIN_DEPS, reason="needs the train extras (transformers, accelerate, ...)")
@@ -138,15 +138,12 @@ def test_a_run_folder_without_manifests_resumes_and_verifies_by_loading(runs, ti
 ], ids=["weights-truncated", "weights-bit-flipped", "train-info-truncated"])
 def test_a_damaged_stage_model_is_refused_in_one_line_naming_the_file(runs, tiny_model_dir, tiny_data, tmp_path,
                                                                       capsys, target, damage):
-    import yaml
-
     from drift.cli import main
 
     _, killed = runs
     run = _copy(killed, tmp_path / "run")
     damage(run.model(1) / target)
-    y = tmp_path / "c.yaml"
-    y.write_text(yaml.safe_dump(_config(tiny_model_dir, tiny_data, run.root).to_dict()))
+    y = write_config(tmp_path / "c.yaml", _config(tiny_model_dir, tiny_data, run.root))
     capsys.readouterr()
     assert main(["train", "--config", str(y)]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]

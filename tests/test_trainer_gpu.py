@@ -17,15 +17,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 import drift
-from conftest import TRAIN_DEPS, drift_env, model_weights, tiny_config
+from conftest import TRAIN_DEPS, model_weights, tiny_config, train_cli, write_config
 from drift.trainer.layout import RunLayout
 
 #: The trainer's bf16 mixed-precision setting (fp32 master weights, bf16 compute): the one place
@@ -61,15 +60,11 @@ def _config(model_dir: Path, data: Path, out: Path, device: str):
 
 
 def _train(config, path: Path, device: str, env_extra=None):
-    import yaml
-
-    path.write_text(yaml.safe_dump(config.to_dict()))
-    env = drift_env(**(env_extra or {}))
+    env = dict(env_extra or {})
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    return subprocess.run([sys.executable, "-m", "drift.cli", "train", "--config", str(path)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    env.setdefault("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
+    return train_cli(write_config(path, config), env, timeout=600)
 
 
 def _steps(out: Path):
