@@ -265,13 +265,23 @@ def _wheels_command(ctx: Context) -> List[str]:
     wheels = sorted(glob.glob(str(ctx.bundle / "wheels" / "*.whl")))
     if not wheels:
         return ["sh", "-c", f"echo 'no wheels in {ctx.bundle}/wheels (run scripts/gpu_bundle.sh)' >&2; exit 1"]
-    return _py(ctx, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
-               "--disable-pip-version-check", "--upgrade", "--target", str(ctx.site), *wheels)
+    return pip_into_site(ctx.python, ctx.site, wheels, "--no-compile")
 
 
 def _build_command(ctx: Context) -> List[str]:
-    return _py(ctx, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index", "--no-cache-dir",
-               "--disable-pip-version-check", "--upgrade", "--target", str(ctx.site), str(ctx.root))
+    return pip_into_site(ctx.python, ctx.site, [ctx.root], "--no-build-isolation")
+
+
+def pip_into_site(python: str, site: Path, sources: Sequence[Any], *options: str) -> List[str]:
+    """``python -m pip install`` of ``sources`` (wheel files, or a source tree to build) into the folder ``site``,
+    offline: no index, no dependencies, no cache, replacing what ``site`` holds; ``options`` come first."""
+    return [python, "-m", "pip", "install", *options, "--no-index", "--no-deps", "--no-cache-dir",
+            "--disable-pip-version-check", "--upgrade", "--target", str(site), *map(str, sources)]
+
+
+def with_cuda_arch(cmake_args: str, arch: str) -> str:
+    """``cmake_args`` (the ``CMAKE_ARGS`` value) plus the option that builds the CUDA code for ``arch`` ("90") only."""
+    return f"{cmake_args} -DCMAKE_CUDA_ARCHITECTURES={arch}".strip()
 
 
 #: Modules the steps need after the wheels step (the image's and the bundle's), with versions.
@@ -652,7 +662,7 @@ def run_check(args: argparse.Namespace) -> int:
             if step.name == "build":
                 arch = ctx.facts.get("arch")
                 if arch:
-                    ctx.env["CMAKE_ARGS"] = (ctx.env.get("CMAKE_ARGS", "") + f" -DCMAKE_CUDA_ARCHITECTURES={arch}").strip()
+                    ctx.env["CMAKE_ARGS"] = with_cuda_arch(ctx.env.get("CMAKE_ARGS", ""), arch)
             return original(step)
 
         runner.run_step = run_step  # type: ignore[method-assign]
@@ -710,11 +720,17 @@ def render_tables(s: Optional[Dict[str, Any]]) -> str:
 
 def render_doc(doc_text: str, summary: Optional[Dict[str, Any]]) -> str:
     """``doc_text`` with the block between the markers replaced by :func:`render_tables`."""
-    if BEGIN not in doc_text or END not in doc_text or doc_text.index(BEGIN) > doc_text.index(END):
-        raise ValueError(f"the doc has no {BEGIN} ... {END} block")
-    head, rest = doc_text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{render_tables(summary)}\n{END}{tail}"
+    return replace_block(doc_text, BEGIN, END, render_tables(summary))
+
+
+def replace_block(text: str, begin: str, end: str, body: str, where: str = "the doc") -> str:
+    """``text`` with what lies between its first ``begin`` and the ``end`` after it replaced by ``body`` (each
+    marker then on a line of its own); ValueError naming ``where`` when the markers are missing or out of order."""
+    if begin not in text or end not in text or text.index(begin) > text.index(end):
+        raise ValueError(f"{where} has no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
 
 
 def load_summary(path: Path) -> Optional[Dict[str, Any]]:

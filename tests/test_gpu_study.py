@@ -79,6 +79,29 @@ def test_pack_then_stage_every_part_reassembles_the_same_bytes(tmp_path):
         assert (stage / "incoming" / "data" / rel).read_text() == f"rows of {rel}\n"
 
 
+def test_prepare_installs_the_wheels_and_builds_drift_for_the_gpu_arch_once_each(tmp_path, monkeypatch):
+    monkeypatch.delenv("CMAKE_ARGS", raising=False)
+    gguf, data, wheels, _ = _inputs(tmp_path, 2 * MIB)
+    m = gs.pack(tmp_path / "pack", gguf, data, wheels, max_part_mib=1.2, tree=1000)
+    assert len(m["gguf"]["parts"]) == 2
+    stage = tmp_path / "stage"
+    gs.stage_part(1, tmp_path / "pack", stage)
+    log = tmp_path / "calls.log"
+    python = tmp_path / "python"  # records each call; answers the arch probe as an sm_90 GPU would
+    python.write_text(f"#!/bin/sh\ncase \"$*\" in *get_device_capability*) echo 90; exit 0;; esac\n"
+                      f"echo \"$* | DRIFT_CUDA=$DRIFT_CUDA CMAKE_ARGS=$CMAKE_ARGS\" >> {log}\n")
+    python.chmod(0o755)
+    for _ in range(2):  # the second visit finds both steps done
+        assert not gs.prepare(stage, python=str(python), convert=False)  # part 2 is still missing
+    wheel_call, build_call = log.read_text().splitlines()
+    site = stage / "site"
+    offline = f"--no-index --no-deps --no-cache-dir --disable-pip-version-check --upgrade --target {site}"
+    assert wheel_call.startswith("-m pip install -q --no-compile " + offline + " ")
+    assert wheel_call.split(" | ")[0].endswith("/wheels/x-1.0-py3-none-any.whl")
+    assert build_call == (f"-m pip install -q --no-build-isolation {offline} {ROOT} | "
+                          "DRIFT_CUDA=ON CMAKE_ARGS=-DCMAKE_CUDA_ARCHITECTURES=90")
+
+
 def test_reassembly_refuses_a_missing_part_and_names_it(tmp_path):
     gguf, data, wheels, _ = _inputs(tmp_path, 3 * MIB)
     m = gs.pack(tmp_path / "pack", gguf, data, wheels, max_part_mib=1.2, tree=0)

@@ -31,6 +31,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import run_all  # noqa: E402
 
+sys.path.insert(0, str(HERE.parents[1] / "scripts"))
+import gpu_check  # noqa: E402  (its replace_block writes the table into the doc)
+
 BEGIN, END = "<!-- study-throughput:begin -->", "<!-- study-throughput:end -->"
 DEFAULT_DOC = HERE.parents[1] / "docs" / "GPU.md"
 STAGES = (("generation", "generation_s", "generated_tokens"), ("reference pass", "reference_s", "pair_tokens"),
@@ -215,11 +218,7 @@ def table(result: Dict[str, Any]) -> List[str]:
 def render_doc(doc: Path, result: Dict[str, Any], check: bool = False) -> bool:
     """Put :func:`table` between the markers of ``doc``; with ``check``, only compare. Returns whether it was current."""
     text = Path(doc).read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"doc: {doc} has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = head + BEGIN + "\n" + "\n".join(table(result)) + "\n" + END + tail
+    new = gpu_check.replace_block(text, BEGIN, END, "\n".join(table(result)), where=f"doc: {doc}")
     if check:
         return new == text
     Path(doc).write_text(new)
