@@ -102,25 +102,21 @@ def clear_train_state(d: Path, keep: Optional[Path] = None) -> None:
         files.train_state_pointer.unlink(missing_ok=True)
 
 
-def lora_lineage(parent: Path, target: Path) -> Dict[str, Any]:
-    """Where an adapter-only stage saved at ``target`` started: ``{"parent"}``, the model its training started from.
+def save_stage_model(run: Run, d: Path, model, state_dict, info: TrainInfo, lora_parent: Optional[Path]) -> None:
+    """``model/``: the weights (or a LoRA adapter stacked with its lineage's), the tokenizer and drift_train.json.
 
-    :func:`save_stage_model` stacks the parent's adapters and the stage's own into one adapter
-    against the original base (drift.trainer.lora) and stores the resulting lineage.
+    ``lora_parent``: for an adapter-only stage, the model its training started from; the parent's adapters and
+    the stage's own are stacked into one adapter against the original base (drift.trainer.lora) and the
+    resulting lineage stored. None: ``model`` is saved as it is (a full model).
     """
-    return {"parent": lora.resolved_base(parent)}
-
-
-def save_stage_model(run: Run, d: Path, model, state_dict, info: TrainInfo, lineage) -> None:
-    """``model/``: the weights (or a LoRA adapter stacked with its lineage's), the tokenizer and drift_train.json."""
     if not run.accelerator.is_main_process:
         return
     manifest = Manifest(d)
     manifest.forget(MODEL_DIR)
     with atomic.atomic_dir(StageFiles(d).model) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)
-        if lineage is not None:
-            atomic.write_json(tmp / LINEAGE_FILE, lora.write_stacked(tmp, lineage["parent"]))
+        if lora_parent is not None:
+            atomic.write_json(tmp / LINEAGE_FILE, lora.write_stacked(tmp, lora_parent))
         run.tokenizer.save_pretrained(tmp)
         info.save(tmp / TRAIN_INFO_FILE)
     manifest.record(MODEL_DIR)

@@ -20,7 +20,6 @@ import torch
 from drift import atomic
 from drift.trainer import checkpoints, preemption
 from drift.trainer.config import DriftConfig
-from drift.trainer.layout import StageFiles
 from drift.trainer.methods import method as method_traits
 from drift.trainer.objective import compute_loss
 from drift.trainer.batching import SelfPlayExample
@@ -140,8 +139,7 @@ def _save_model(run: Run, d: Path, wrapped, info: TrainInfo):
     model = acc.unwrap_model(wrapped, keep_fp32_wrapper=False)  # drop a launcher's autocast wrapper
     state_dict = acc.get_state_dict(wrapped)
     if cfg.use_peft and not cfg.lora_save_merged:  # the LoRA adapter alone, replayed onto its base by load_model
-        checkpoints.save_stage_model(run, d, model, state_dict, info,
-                                     checkpoints.lora_lineage(run.policy.path, StageFiles(d).model))
+        checkpoints.save_stage_model(run, d, model, state_dict, info, run.policy.path)
     if cfg.use_peft:
         model = model.merge_and_unload()  # the next stage starts from the merged weights
         state_dict = model.state_dict() if acc.is_main_process else None
