@@ -16,9 +16,15 @@ COMMON = {
 }
 
 
+def chosen_file(scale: str) -> Path:
+    """Where sweep.py writes its choice for ``scale``: ``chosen_hparams.yaml`` for cpu (folded into the configs
+    here), ``chosen_hparams_<scale>.yaml`` for another scale (run_all.py passes it as options)."""
+    return Path(__file__).resolve().parent / ("chosen_hparams.yaml" if scale == "cpu" else f"chosen_hparams_{scale}.yaml")
+
+
 def chosen_hparams() -> dict:
     """The sweep's choice as config fields ({} before the sweep ran)."""
-    path = Path(__file__).parent / "chosen_hparams.yaml"
+    path = chosen_file("cpu")
     if not path.is_file():
         return {}
     return swept_fields(yaml.safe_load(path.read_text()))

@@ -29,7 +29,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from drift.trainer.layout import METRICS_FILE, RunLayout
 from drift.trainer.metrics_log import read_metrics
 from run_all import GENERAL_EVAL_FILE as GENERAL_FILE  # the file run_all writes per scored run
-from run_all import chosen_file  # the sweep choice run_all passes at a scale other than cpu
+from run_all import chosen_file  # where sweep.py writes its choice per scale
 
 METRICS = ("rouge1", "rouge2", "rougeL")
 METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "gamma": "gamma",
@@ -761,12 +761,10 @@ def shown_command(line: str) -> str:
 
 def sweep_not_rerun(scale: str = "cpu") -> List[str]:
     """Where the hyper-parameters come from when the runs root holds no sweep."""
-    here = Path(__file__).resolve().parent
+    chosen = chosen_file(scale)
     if scale != "cpu":
-        chosen = chosen_file(scale)
         return (["## Hyper-parameters", "", f"The runs root holds no sweep: the {scale} runs used the configs' settings"
                  + (f" with `{chosen.name}`" if chosen.is_file() else "") + ".", ""])
-    chosen = here / "chosen_hparams.yaml"
     if not chosen.is_file():
         return []
     values = [ln.strip() for ln in chosen.read_text().splitlines() if ln.strip() and not ln.startswith("#")]

@@ -35,6 +35,7 @@ from typing import Dict, List, Optional, Tuple
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import gen_configs  # noqa: E402
+from gen_configs import chosen_file  # noqa: E402
 import shared_stages  # noqa: E402
 
 from drift.trainer.layout import RunLayout  # noqa: E402
@@ -94,11 +95,6 @@ def settings_opts(s: Dict[str, object]) -> List[str]:
     """``--field value`` options of swept settings (learning_rate, beta, oal_weight, temperature: 'greedy' or a number)."""
     opts = gen_configs.swept_fields(s)
     return [x for k, v in opts.items() for x in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v))]
-
-
-def chosen_file(scale: str) -> Path:
-    """The sweep's choice for ``scale`` when it is not folded into the configs (cpu's is: chosen_hparams.yaml)."""
-    return HERE / f"chosen_hparams_{scale}.yaml"
 
 
 def overrides(scale: str, task: str, arm: str, seed: int, out_dir: Path, model: Optional[str] = None,

@@ -183,7 +183,7 @@ def main(argv: List[str] | None = None) -> int:
     text = (f"# written by sweep.py from the XSum {split_name} sweep at the {args.scale} scale\n"
             + yaml.safe_dump({"scale": args.scale, **chosen}, sort_keys=False))
     (sweep / "chosen.yaml").write_text(text)
-    (HERE / "chosen_hparams.yaml" if args.scale == "cpu" else run_all.chosen_file(args.scale)).write_text(
+    run_all.chosen_file(args.scale).write_text(
         text if args.scale != "cpu" else
         "# written by sweep.py from the XSum held-out sweep; gen_configs.py folds it into every config\n"
         + yaml.safe_dump({"scale": args.scale, **chosen}, sort_keys=False))
