@@ -296,8 +296,8 @@ def reassemble(stage: Path, m: dict, dest: Path) -> Path:
 
 def study_env(stage: Path) -> Dict[str, str]:
     """The environment the study's processes run in: ``<stage>/site`` first on PYTHONPATH (the wheels, the
-    stand-in packages and, with ``build``, drift itself; without, the drift this environment already imports:
-    an installed one, or the one ``PYTHONPATH`` names), offline."""
+    stand-in packages and, once :func:`prepare` has built it, drift itself; a rehearsal without that build
+    imports the drift this environment already has: an installed one, or the one ``PYTHONPATH`` names), offline."""
     env = dict(os.environ)
     path = [str(stage / "site")]
     if env.get("PYTHONPATH"):
