@@ -28,8 +28,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from drift.trainer.layout import METRICS_FILE, RunLayout
 from drift.trainer.metrics_log import read_metrics
+from gen_configs import chosen_file  # where sweep.py writes its choice per scale
 from run_all import GENERAL_EVAL_FILE as GENERAL_FILE  # the file run_all writes per scored run
-from run_all import chosen_file  # where sweep.py writes its choice per scale
 
 METRICS = ("rouge1", "rouge2", "rougeL")
 METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "gamma": "gamma",

@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import run_all  # noqa: E402
 import shared_stages  # noqa: E402
+from gen_configs import chosen_file  # noqa: E402
 from make_results import read_iterations  # noqa: E402
 
 from drift.trainer.layout import RunLayout  # noqa: E402
@@ -180,13 +181,12 @@ def main(argv: List[str] | None = None) -> int:
     split_name = "validation (cut from the training rows)" if split is not None else "held-out"
     (sweep / "summary.json").write_text(json.dumps({"spec": spec, "split": split_name, "results": results,
                                                     "chosen": chosen}, indent=1))
-    text = (f"# written by sweep.py from the XSum {split_name} sweep at the {args.scale} scale\n"
-            + yaml.safe_dump({"scale": args.scale, **chosen}, sort_keys=False))
+    values = yaml.safe_dump({"scale": args.scale, **chosen}, sort_keys=False)
+    text = f"# written by sweep.py from the XSum {split_name} sweep at the {args.scale} scale\n" + values
     (sweep / "chosen.yaml").write_text(text)
-    run_all.chosen_file(args.scale).write_text(
+    chosen_file(args.scale).write_text(
         text if args.scale != "cpu" else
-        "# written by sweep.py from the XSum held-out sweep; gen_configs.py folds it into every config\n"
-        + yaml.safe_dump({"scale": args.scale, **chosen}, sort_keys=False))
+        "# written by sweep.py from the XSum held-out sweep; gen_configs.py folds it into every config\n" + values)
     print(json.dumps(results, indent=1))
     print("chosen:", chosen)
     return 0
